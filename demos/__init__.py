@@ -1,0 +1,1 @@
+"""The Gradio demo: a creativity slider, a look inside every token, the trade-off curves."""

@@ -1,0 +1,1 @@
+"""Control heads (p_stop, p_dev) and the trained checkpoints shipped for known models."""

@@ -1,0 +1,3 @@
+from tigerdecode.cli import main
+
+main()
