@@ -5,10 +5,10 @@ import threading
 import time
 
 import pytest
-from tiny_models import save_tiny_model
 
 import tigerdecode.models as models
 from tigerdecode.models import ModelLoadError, fingerprint, load_model
+from tiny_models import save_tiny_model
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from importlib.resources import files
 mods = {m: importlib.import_module(m).__file__ for m in SUBPACKAGES}
 print(json.dumps({
     "files": mods,
-    "registry": json.loads(files("tigerdecode.heads").joinpath("registry.json").read_text()),
+    "heads_readme": files("tigerdecode.heads").joinpath("README.md").is_file(),
     "qa_lines": sum(1 for _ in files("tigerdecode.datasets").joinpath("qa_wikidata.jsonl").open()),
 }))
 """
@@ -41,7 +41,7 @@ def test_wheel_contains_every_subpackage_and_data(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     for pkg in SUBPACKAGES:
         assert f"{pkg.replace('.', '/')}/__init__.py" in names, pkg
-    assert "tigerdecode/heads/registry.json" in names
+    assert "tigerdecode/heads/README.md" in names
     assert "tigerdecode/datasets/qa_wikidata.jsonl" in names
     assert any(n.endswith("entry_points.txt") for n in names)
 
@@ -56,7 +56,7 @@ def test_wheel_install_imports_from_the_installed_copy(wheel, tmp_path):
     info = json.loads(res.stdout)
     for mod, f in info["files"].items():
         assert Path(f).is_relative_to(target), (mod, f)
-    assert info["registry"]["format"] == 1
+    assert info["heads_readme"] is True
     assert info["qa_lines"] == 20442
 
 

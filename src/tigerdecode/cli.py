@@ -123,5 +123,10 @@ def info(model_name):
         click.echo(f"{k:<{width}}  {v}")
 
 
+# Subsystems register their command groups below, one line each, e.g.
+#   from tigerdecode.training.cli import heads_group; main.add_command(heads_group)
+# (a command module imports torch and models inside its functions, so `--help` stays fast).
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,189 @@
+"""ControlHeads: per-token ``p_stop`` and ``p_dev`` from a frozen model's hidden states.
+
+The heads read one or more tapped layers (see ``tigerdecode.taps``), concatenate them,
+standardise the features with statistics fitted at training time, and apply a linear probe or
+a small MLP per output, followed by a calibrator. Checkpoints are safetensors + JSON, never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from importlib.resources import files
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tigerdecode.heads.calibration import Calibrator
+from tigerdecode.models import Fingerprint
+
+OUTPUTS = ("stop", "dev")
+KINDS = ("linear", "mlp")
+CHECKPOINT_FORMAT = 1
+
+
+class HeadsError(ValueError):
+    """A heads checkpoint is missing, corrupt, or made for another model."""
+
+
+@dataclass
+class HeadConfig:
+    """What a head reads and how it is built."""
+
+    layers: list[int]
+    hidden_size: int
+    kind: str = "linear"
+    mlp_hidden: int = 256
+    calibration: str = "none"
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"head kind must be one of {KINDS}, got {self.kind!r}")
+        if not self.layers or any(int(x) < 1 for x in self.layers):
+            raise ValueError(f"layers must be a non-empty list of ints >= 1, got {self.layers}")
+        if self.hidden_size < 1:
+            raise ValueError(f"hidden_size must be >= 1, got {self.hidden_size}")
+        self.layers = [int(x) for x in self.layers]
+
+    @property
+    def in_features(self) -> int:
+        return self.hidden_size * len(self.layers)
+
+
+def _net(cfg: HeadConfig) -> nn.Module:
+    if cfg.kind == "linear":
+        return nn.Linear(cfg.in_features, 1)
+    return nn.Sequential(nn.Linear(cfg.in_features, cfg.mlp_hidden), nn.GELU(),
+                         nn.Linear(cfg.mlp_hidden, 1))
+
+
+class ControlHeads(nn.Module):
+    """``p_stop`` and ``p_dev`` for each row of a batch of tapped hidden states.
+
+    ``forward(states)`` takes ``{layer: (..., H)}`` (e.g. ``HiddenStateTap.last()``) and returns
+    ``(p_stop, p_dev)``, each of shape ``(...)``, calibrated, on the heads' device.
+    """
+
+    def __init__(self, config: HeadConfig, fingerprint: Fingerprint | None = None):
+        super().__init__()
+        self.config = config
+        self.fingerprint = fingerprint
+        self.register_buffer("feat_mean", torch.zeros(config.in_features))
+        self.register_buffer("feat_std", torch.ones(config.in_features))
+        self.nets = nn.ModuleDict({o: _net(config) for o in OUTPUTS})
+        self.calibrators = nn.ModuleDict({o: Calibrator(config.calibration) for o in OUTPUTS})
+
+    @property
+    def layers(self) -> list[int]:
+        return self.config.layers
+
+    def features(self, states: dict[int, torch.Tensor]) -> torch.Tensor:
+        """Concatenate the tapped layers in config order and standardise: ``(..., L*H)``."""
+        missing = [x for x in self.config.layers if x not in states]
+        if missing:
+            raise KeyError(f"heads read layers {self.config.layers}; states lack {missing}")
+        dev = self.feat_mean.device
+        x = torch.cat([states[x].to(dev, torch.float32) for x in self.config.layers], dim=-1)
+        return (x - self.feat_mean) / self.feat_std
+
+    def logits(self, states: dict[int, torch.Tensor]) -> dict[str, torch.Tensor]:
+        x = self.features(states)
+        return {o: self.nets[o](x).squeeze(-1) for o in OUTPUTS}
+
+    def forward(self, states: dict[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.logits(states)
+        return self.calibrators["stop"](z["stop"]), self.calibrators["dev"](z["dev"])
+
+    # ---- checkpoints -------------------------------------------------------------------------
+
+    def save(self, path: str | Path, metrics: dict | None = None) -> Path:
+        """Write ``config.json``, ``heads.safetensors`` and ``metrics.json`` atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        try:
+            cfg = {"format": CHECKPOINT_FORMAT, "head": asdict(self.config),
+                   "calibration": {o: self.calibrators[o].method for o in OUTPUTS},
+                   "fingerprint": self.fingerprint.to_dict() if self.fingerprint else None}
+            (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
+            state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+            save_file(state, str(tmp / "heads.safetensors"), metadata={"format": "tigerdecode-heads"})
+            (tmp / "metrics.json").write_text(json.dumps(metrics or {}, indent=2))
+            if path.exists():
+                shutil.rmtree(path)
+            tmp.rename(path)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, model=None, tokenizer=None,
+             device: torch.device | str | None = None) -> ControlHeads:
+        """Load a checkpoint; with ``model`` and ``tokenizer`` given, check the fingerprint."""
+        path = Path(path)
+        for name in ("config.json", "heads.safetensors"):
+            if not (path / name).is_file():
+                raise HeadsError(f"heads checkpoint {path} has no {name}; expected a directory "
+                                 "written by ControlHeads.save (config.json, heads.safetensors)")
+        try:
+            cfg = json.loads((path / "config.json").read_text())
+            config = HeadConfig(**cfg["head"])
+            fp = Fingerprint.from_dict(cfg["fingerprint"]) if cfg.get("fingerprint") else None
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise HeadsError(f"heads checkpoint {path}/config.json is corrupt: {e}") from e
+        if cfg.get("format") != CHECKPOINT_FORMAT:
+            raise HeadsError(f"heads checkpoint {path} has format {cfg.get('format')!r}; this "
+                             f"tigerdecode reads format {CHECKPOINT_FORMAT}")
+        if model is not None and tokenizer is not None:
+            check_fingerprint(fp, model, tokenizer, path)
+        heads = cls(config, fp)
+        for o, method in cfg.get("calibration", {}).items():
+            heads.calibrators[o].method = method
+        try:
+            state = load_file(str(path / "heads.safetensors"))
+        except (SafetensorError, OSError) as e:
+            raise HeadsError(f"heads checkpoint {path}/heads.safetensors is corrupt: {e}") from e
+        for o in OUTPUTS:
+            heads.calibrators[o].resize_for_state(state, f"calibrators.{o}.")
+        try:
+            heads.load_state_dict(state)
+        except RuntimeError as e:
+            raise HeadsError(f"heads checkpoint {path} does not match its config: {e}") from e
+        if device is None and model is not None:
+            device = next(model.parameters()).device
+        return heads.to(device).eval() if device is not None else heads.eval()
+
+
+def check_fingerprint(expected: Fingerprint | None, model, tokenizer, where) -> None:
+    from tigerdecode.models import fingerprint
+
+    actual = fingerprint(model, tokenizer)
+    if expected is None:
+        raise HeadsError(f"{where} records no model fingerprint; cannot check it fits {actual}")
+    if expected != actual:
+        raise HeadsError(
+            f"{where} was trained for {expected} but the model is {actual}. Use heads trained "
+            "on this model (`tigerdecode heads train`) or load the model they were made for."
+        )
+
+
+def find_shipped(model, tokenizer) -> Path | None:
+    """The shipped checkpoint (a subfolder of this package) trained on this model, if any."""
+    from tigerdecode.models import fingerprint
+
+    fp = fingerprint(model, tokenizer).to_dict()
+    root = Path(str(files("tigerdecode.heads")))
+    for cfg_path in sorted(root.glob("*/config.json")):
+        try:
+            cfg = json.loads(cfg_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if cfg.get("fingerprint") == fp and (cfg_path.parent / "heads.safetensors").is_file():
+            return cfg_path.parent
+    return None
