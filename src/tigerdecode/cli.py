@@ -123,8 +123,14 @@ def info(model_name):
         click.echo(f"{k:<{width}}  {v}")
 
 
+@main.group()
+def bench() -> None:
+    """Benchmarks that print tables of ratios measured side by side in one run."""
+
+
 # Subsystems register their command groups below, one line each, e.g.
 #   from tigerdecode.training.cli import heads_group; main.add_command(heads_group)
+# and benchmarks join the `bench` group: bench.add_command(kernels_bench)
 # (a command module imports torch and models inside its functions, so `--help` stays fast).
 
 
