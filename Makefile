@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml Makefile
 run: setup
 	$(VENV)/bin/tigerdecode examples
 
+demo: setup
+	$(VENV)/bin/tigerdecode demo $(DEMO_ARGS)
+
 test: setup
 	$(PY) -m pytest -q
 

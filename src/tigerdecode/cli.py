@@ -132,6 +132,7 @@ def bench() -> None:
 #   from tigerdecode.training.cli import heads_group; main.add_command(heads_group)
 # and benchmarks join the `bench` group: bench.add_command(kernels_bench)
 # (a command module imports torch and models inside its functions, so `--help` stays fast).
+from tigerdecode.demo_cli import demo as _demo; main.add_command(_demo)  # noqa: E402,E702,I001
 
 
 if __name__ == "__main__":

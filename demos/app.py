@@ -1,0 +1,146 @@
+"""The Gradio app: Generate (creativity slider, per-token risk, judge, timings, streaming),
+Compare (plain sampling vs tigerdecode) and Trade-off (evaluation curves, operating point,
+settings export). ``build_app`` lays it out; ``launch`` serves it on a bounded queue."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from tigerdecode.demos.backend import CREATIVE_PERSONA, FACTUAL_PERSONA, DemoBackend
+from tigerdecode.demos.handlers import EMPTY_PLOT, Handlers
+
+CREATIVITY_LABEL = "Creativity (0 = factual, 1 = creative)"
+EXAMPLES = ["What is the capital of Japan?", "Who wrote the play Romeo and Juliet?",
+            "Write one sentence about a lighthouse keeper who finds a strange map."]
+CSS = ".td-judge ol{margin:0.3em 0 0 1.2em} .td-judge del,.td-judge ins{text-decoration:none}"
+
+
+def _creativity_slider():
+    return gr.Slider(0, 1, value=0.5, step=0.05, label=CREATIVITY_LABEL,
+                     elem_id="creativity")
+
+
+def _generate_tab(h: Handlers, caps: dict):
+    lim = h.backend.limits
+    with gr.Row():
+        with gr.Column(scale=2):
+            prompt = gr.Textbox(label=f"Prompt (at most {lim.max_prompt_chars} characters)",
+                                lines=3, value=EXAMPLES[0], elem_id="prompt")
+            gr.Examples(EXAMPLES, inputs=prompt)
+            creativity = _creativity_slider()
+            with gr.Accordion("Advanced settings", open=False):
+                max_new = gr.Slider(1, lim.max_new_tokens, value=min(48, lim.max_new_tokens),
+                                    step=1, label=f"Max new tokens (1–{lim.max_new_tokens})")
+                seed = gr.Number(value=0, precision=0, label="Seed (empty = random)")
+                raw = gr.Checkbox(False, label="Plain completion (no chat template)")
+                ens_note = "" if caps["ensemble"] else " — not available in this build"
+                ensemble = gr.Checkbox(False, label="Ensemble: factual + creative persona"
+                                       + ens_note, interactive=caps["ensemble"])
+                factual = gr.Textbox(FACTUAL_PERSONA, label="Factual persona",
+                                     interactive=caps["ensemble"])
+                creative = gr.Textbox(CREATIVE_PERSONA, label="Creative persona",
+                                      interactive=caps["ensemble"])
+                judge_note = "" if caps["judge"] else " — judge not available in this build"
+                judge = gr.Checkbox(False, label="Judge the whole answer and rewrite if risky"
+                                    + judge_note, interactive=caps["judge"], elem_id="judge-on")
+                rewrites = gr.Slider(0, 4, value=2, step=1, label="Max rewrites",
+                                     interactive=caps["judge"])
+            run = gr.Button("Generate", variant="primary", elem_id="generate-btn")
+        with gr.Column(scale=3):
+            status = gr.Markdown(elem_id="gen-status")
+            pdev = gr.HighlightedText(label="Answer — each token shaded by p_dev (risk of "
+                                      "departing from fact)", elem_id="answer-pdev",
+                                      combine_adjacent=False)
+            with gr.Accordion("p_stop view (the answer is complete here)", open=False):
+                pstop = gr.HighlightedText(label="Answer — shaded by p_stop",
+                                           elem_id="answer-pstop")
+            summary = gr.Markdown()
+            plot = gr.LinePlot(EMPTY_PLOT, x="position", y="probability", color="signal",
+                               y_lim=[0, 1], height=220, label="p_dev and p_stop along the answer",
+                               tooltip=["position", "token", "signal", "probability"])
+            judge_panel = gr.HTML()
+            timings = gr.Markdown()
+            with gr.Accordion("Full result (JSON)", open=False):
+                result_json = gr.JSON()
+    outputs = [status, pdev, pstop, plot, summary, judge_panel, timings, result_json]
+    run.click(h.generate,
+              [prompt, creativity, max_new, seed, raw, ensemble, factual, creative, judge,
+               rewrites], outputs, api_name="generate")
+    return [prompt, creativity, *outputs]
+
+
+def _compare_tab(h: Handlers) -> None:
+    gr.Markdown("The same prompt, same seed: tigerdecode at the chosen creativity, and plain "
+                "temperature sampling at the mean temperature tigerdecode ended up using.")
+    with gr.Row():
+        prompt = gr.Textbox(EXAMPLES[1], label="Prompt", lines=2, scale=3)
+        with gr.Column(scale=2):
+            creativity = _creativity_slider()
+            with gr.Row():
+                max_new = gr.Number(48, precision=0, label="Max new tokens")
+                seed = gr.Number(0, precision=0, label="Seed")
+                raw = gr.Checkbox(False, label="Plain completion")
+    run = gr.Button("Compare", variant="primary")
+    note = gr.Markdown()
+    with gr.Row():
+        ours = gr.HighlightedText(label="tigerdecode")
+        plain = gr.HighlightedText(label="plain sampling")
+    run.click(h.compare, [prompt, creativity, max_new, seed, raw], [note, ours, plain],
+              api_name="compare")
+
+
+def _tradeoff_tab(h: Handlers):
+    gr.Markdown("Error rate on factual questions against diversity on creative prompts, one "
+                "curve per method, from an evaluation run. Lower and further right is better.")
+    with gr.Row():
+        path = gr.Textbox(h.results_path, label="Results file (tigerdecode eval --json)",
+                          scale=4)
+        load = gr.Button("Load", scale=1)
+    status = gr.Markdown()
+    plot = gr.LinePlot(None, x="distinct_2", y="error_rate", color="method",
+                       x_title="diversity (distinct-2)", y_title="error rate",
+                       tooltip=["label", "error_rate", "distinct_2", "precision"], height=320)
+    table = gr.Dataframe(label="All rows", interactive=False)
+    with gr.Row():
+        point = gr.Dropdown([], label="Operating point on a tigerdecode curve", scale=3)
+        export = gr.Button("Export settings JSON", scale=1)
+    chosen = gr.Code(language="json", label="Chosen settings")
+    export_status = gr.Markdown()
+    exported = gr.File(label="Settings file")
+    outs = [status, plot, table, point]
+    load.click(h.load_results, [path], outs, api_name="load_results")
+    path.submit(h.load_results, [path], outs)
+    point.change(h.pick, [path, point], [chosen], api_name="pick")
+    export.click(h.export, [path, point], [export_status, exported], api_name="export")
+    return path, outs
+
+
+def build_app(backend: DemoBackend, results_path=None) -> gr.Blocks:
+    """The whole app on one backend (model loaded once, before this is called)."""
+    h = Handlers(backend, results_path)
+    caps = backend.capabilities()
+    with gr.Blocks(title="tigerdecode") as demo:
+        gr.Markdown(f"# tigerdecode — a creativity knob\nModel: `{backend.model_name}`. Move "
+                    "the **Creativity** slider: low keeps answers factual and short, high lets "
+                    "the model roam. Every token is shaded by the control heads' risk.")
+        if not caps["controlled"]:
+            gr.Markdown("⚠️ Controlled generation is not available in this build; Generate and "
+                        "Compare will say so.")
+        with gr.Tab("Generate"):
+            deep_link = _generate_tab(h, caps)
+        with gr.Tab("Compare"):
+            _compare_tab(h)
+        with gr.Tab("Trade-off"):
+            path, outs = _tradeoff_tab(h)
+        # When the page opens: show the evaluation results, and run a prompt given in the URL.
+        demo.load(h.load_results, [path], outs)
+        demo.load(h.from_url, None, deep_link)
+    return demo
+
+
+def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None,
+           concurrency: int = 1, max_queue: int = 16, block: bool = True):
+    """Serve on a bounded queue: ``concurrency`` generations at once, ``max_queue`` waiting."""
+    demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
+    return demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block,
+                       show_error=False, quiet=not block, css=CSS)

@@ -1,0 +1,182 @@
+"""What the demo runs on: one loaded model, its controlled generators (one per ensemble choice,
+built lazily and kept), input bounds, and a lock so one generation uses the model at a time.
+
+The app never touches torch directly; everything goes through ``DemoBackend``, so tests can drive
+the same app with a tiny model.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import queue
+import threading
+from dataclasses import dataclass
+
+from tigerdecode.result import GenerationResult, TokenTrace
+
+FACTUAL_PERSONA = "Answer briefly and only with facts you are sure of."
+CREATIVE_PERSONA = "Be imaginative, vivid and original."
+
+
+class InputError(ValueError):
+    """Input the demo refuses; the message is shown to the user as is."""
+
+
+class Unavailable(RuntimeError):
+    """A feature this build (or this model) does not have; shown to the user as is."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_prompt_chars: int = 2000
+    max_new_tokens: int = 256
+    max_seed: int = 2**31 - 1
+
+
+def check_inputs(limits: Limits, prompt, creativity, max_new_tokens, seed) -> tuple:
+    """Validate one request; returns (prompt, creativity, max_new_tokens, seed) normalised."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError("The prompt is empty: type a question or the start of a text.")
+    if len(prompt) > limits.max_prompt_chars:
+        raise InputError(f"The prompt is {len(prompt)} characters; this demo accepts at most "
+                         f"{limits.max_prompt_chars}. Shorten it.")
+    try:
+        creativity = float(creativity)
+    except (TypeError, ValueError):
+        raise InputError(f"Creativity must be a number in [0, 1], got {creativity!r}.") from None
+    if not (math.isfinite(creativity) and 0.0 <= creativity <= 1.0):
+        raise InputError(f"Creativity must lie in [0, 1], got {creativity}.")
+    try:
+        value = float(max_new_tokens)
+        n = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"Max new tokens must be a whole number, got {max_new_tokens!r}.") from None
+    if n != value or not 1 <= n <= limits.max_new_tokens:
+        raise InputError(f"Max new tokens must be a whole number from 1 to "
+                         f"{limits.max_new_tokens}, got {max_new_tokens}.")
+    if seed in (None, ""):
+        seed = None
+    else:
+        try:
+            seed = int(seed)
+        except (TypeError, ValueError):
+            raise InputError(f"Seed must be a whole number or empty, got {seed!r}.") from None
+        if not 0 <= seed <= limits.max_seed:
+            raise InputError(f"Seed must lie in [0, {limits.max_seed}], got {seed}.")
+    return prompt, creativity, n, seed
+
+
+def _accepts(fn, name: str) -> bool:
+    """Whether ``fn`` names parameter ``name`` explicitly (``**kwargs`` does not count)."""
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _trace_of(args, kwargs) -> TokenTrace | None:
+    """Find the token record in whatever an ``on_token`` callback is called with."""
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, TokenTrace):
+            return a
+        if isinstance(a, list | tuple) and a and all(isinstance(x, TokenTrace) for x in a):
+            return a[0]
+    return None
+
+
+class DemoBackend:
+    """One model, loaded once, shared by every request of the app."""
+
+    def __init__(self, model, tokenizer, *, model_name: str = "default", heads="auto",
+                 limits: Limits | None = None):
+        self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
+        self.heads = heads
+        self.limits = limits or Limits()
+        self._lock = threading.Lock()
+        self._generators: dict = {}
+        self._cls = self._generator_class()
+
+    @staticmethod
+    def _generator_class():
+        try:
+            from tigerdecode import ControlledGenerator
+        except ImportError:
+            return None
+        return ControlledGenerator
+
+    def capabilities(self) -> dict:
+        """What this build can do, so the UI can disable (and explain) the rest honestly."""
+        cls = self._cls
+        if cls is None:
+            return {"controlled": False, "judge": False, "ensemble": False}
+        gen = cls.generate_text
+        return {"controlled": True,
+                "judge": _accepts(gen, "judge") or _accepts(cls.__init__, "judge"),
+                "ensemble": _accepts(cls.__init__, "ensemble")}
+
+    def _generator(self, ensemble: tuple[str, str] | None):
+        if self._cls is None:
+            raise Unavailable("Controlled generation is not available in this build "
+                              "(tigerdecode.ControlledGenerator is missing).")
+        if ensemble not in self._generators:
+            kw = {"heads": self.heads}
+            if ensemble is not None:
+                kw["ensemble"] = self._ensemble_spec(*ensemble)
+            self._generators[ensemble] = self._cls(self.model, self.tokenizer, **kw)
+        return self._generators[ensemble]
+
+    def _ensemble_spec(self, factual: str, creative: str):
+        """A self-ensemble of the loaded weights with a factual and a creative persona."""
+        try:
+            from tigerdecode import Ensemble
+        except ImportError:
+            return [(self.model, factual), (self.model, creative)]
+        return Ensemble.self_ensemble(self.model, self.tokenizer, personas=(factual, creative)) \
+            if hasattr(Ensemble, "self_ensemble") else Ensemble(
+                [(self.model, factual), (self.model, creative)], self.tokenizer)
+
+    def generate(self, prompt: str, *, creativity: float, max_new_tokens: int = 64,
+                 seed: int | None = None, raw: bool = False, method: str = "tigerdecode",
+                 ensemble: tuple[str, str] | None = None, on_token=None,
+                 **overrides) -> GenerationResult:
+        """One answer; ``on_token(TokenTrace)`` is called as tokens are decided (streaming)."""
+        prompt, creativity, max_new_tokens, seed = check_inputs(
+            self.limits, prompt, creativity, max_new_tokens, seed)
+        if overrides.get("judge") and not self.capabilities()["judge"]:
+            raise Unavailable("The judge is not available in this build.")
+        if not overrides.get("judge"):
+            overrides.pop("judge", None)
+        gen = self._generator(ensemble)
+        kw = dict(creativity=creativity, max_new_tokens=max_new_tokens, seed=seed, raw=raw,
+                  method=method, **overrides)
+        if on_token is not None:
+            kw["on_token"] = lambda *a, **k: _forward(on_token, a, k)
+        with self._lock:  # taps and caches are per-generator state: one request at a time
+            (result,) = gen.generate_text([prompt], **kw)
+        return result
+
+    def stream(self, prompt: str, **kw):
+        """Yield ``("token", TokenTrace)`` as tokens come, then ``("done", GenerationResult)``
+        or ``("error", exception)``; the generation runs in a worker thread."""
+        q: queue.Queue = queue.Queue()
+
+        def work():
+            try:
+                q.put(("done", self.generate(prompt, on_token=lambda t: q.put(("token", t)),
+                                             **kw)))
+            except Exception as e:  # noqa: BLE001 - handed to the UI, which shows a message
+                q.put(("error", e))
+
+        threading.Thread(target=work, daemon=True).start()
+        while True:
+            kind, item = q.get()
+            yield kind, item
+            if kind != "token":
+                return
+
+
+def _forward(on_token, args, kwargs) -> None:
+    t = _trace_of(args, kwargs)
+    if t is not None:
+        on_token(t)

@@ -1,0 +1,147 @@
+"""The demo's event handlers: plain functions from widget values to widget values. Every failure
+becomes a visible message (never a stack trace) and the app keeps serving."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from tigerdecode.config import ConfigError, save_settings
+from tigerdecode.demos import render, tradeoff
+from tigerdecode.demos.backend import DemoBackend, InputError, Unavailable
+
+log = logging.getLogger("tigerdecode.demo")
+EMPTY_PLOT = pd.DataFrame(columns=["position", "probability", "signal", "token"])
+
+
+def message(e: Exception) -> str:
+    """A user-facing message for an exception: the text of errors we raise for bad input or
+    missing features, a short generic line (the details go to the server log) for the rest."""
+    if isinstance(e, InputError | Unavailable | ConfigError | tradeoff.ResultsError):
+        return f"⚠️ {e}"
+    if isinstance(e, ValueError):  # the library's own input errors say what was wrong
+        return f"⚠️ {type(e).__name__}: {e}"
+    log.error("generation failed", exc_info=e)
+    return f"❌ Generation failed ({type(e).__name__}: {str(e)[:300]}). The app is still running; " \
+           "try again or change the settings."
+
+
+class Handlers:
+    def __init__(self, backend: DemoBackend, results_path: str | Path | None = None):
+        self.backend = backend
+        self.results_path = str(results_path or tradeoff.default_results_path())
+        self.export_dir = Path(tempfile.mkdtemp(prefix="tigerdecode-demo-"))
+
+    # -- Generate ----------------------------------------------------------------------------
+    def generate(self, prompt, creativity, max_new_tokens, seed, raw, ensemble_on,
+                 factual_persona, creative_persona, judge_on, max_rewrites):
+        """Stream one answer: partial highlights while decoding, then every panel."""
+        kw = dict(creativity=creativity, max_new_tokens=max_new_tokens, seed=seed, raw=bool(raw),
+                  ensemble=(factual_persona, creative_persona) if ensemble_on else None)
+        if judge_on:
+            kw.update(judge=True, max_rewrites=int(max_rewrites))
+        tokens = []
+        for kind, item in self.backend.stream(prompt, **kw):
+            if kind == "token":
+                tokens.append(item)
+                yield (f"Generating… {len(tokens)} tokens", render.highlights(tokens),
+                       gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+            elif kind == "error":
+                yield (message(item), [], [], EMPTY_PLOT, "", "", "", None)
+            else:
+                yield self._panels(item)
+
+    def from_url(self, request: gr.Request):
+        """Deep link: ``/?prompt=...&creativity=0.3`` fills the Generate tab and runs it."""
+        q = dict(request.query_params) if request is not None else {}
+        if not q.get("prompt"):
+            yield (gr.skip(),) * 10
+            return
+        creativity = q.get("creativity", "0.5")
+        try:
+            creativity = float(creativity)
+        except ValueError:
+            yield (gr.skip(), gr.skip(), f"⚠️ creativity in the link must be a number in [0, 1], "
+                   f"got {creativity!r}") + (gr.skip(),) * 7
+            return
+        n = q.get("max_new_tokens", "48")
+        for out in self.generate(q["prompt"], creativity, int(n) if n.isdigit() else n,
+                                 q.get("seed", 0), q.get("raw") == "1", False, "", "", False, 0):
+            yield (q["prompt"], creativity if 0 <= creativity <= 1 else gr.skip(), *out)
+
+    def _panels(self, result):
+        status = "✅ Done." + (" The answer abstained." if result.abstained else "")
+        return (status, render.highlights(result.trace, "p_dev"),
+                render.highlights(result.trace, "p_stop"),
+                render.probability_table(result.trace), render.summary_markdown(result),
+                render.judge_html(result.judge, result.text),
+                render.timings_markdown(result.timings, len(result.token_ids)), result.to_dict())
+
+    # -- Compare -----------------------------------------------------------------------------
+    def compare(self, prompt, creativity, max_new_tokens, seed, raw):
+        """tigerdecode, then plain temperature sampling at the mean temperature it used."""
+        try:
+            ours = self.backend.generate(prompt, creativity=creativity,
+                                         max_new_tokens=max_new_tokens, seed=seed, raw=bool(raw))
+            temp = render.matching_temperature(ours)
+            method_kw = {"method": "greedy"} if temp <= 0 else {"method": "temperature",
+                                                               "temperature": temp}
+            plain = self.backend.generate(prompt, creativity=creativity,
+                                          max_new_tokens=max_new_tokens, seed=seed, raw=bool(raw),
+                                          **method_kw)
+        except Exception as e:  # noqa: BLE001 - shown in the UI
+            return message(e), [], []
+        how = "greedy" if temp <= 0 else f"temperature {temp:.2f}"
+        note = (f"✅ Plain sampling ran at **{how}** — the mean temperature tigerdecode used at "
+                f"creativity {float(creativity):.2f} — with the same seed. Highlights show p_dev "
+                "where the heads scored the tokens.")
+        return note, render.highlights(ours.trace), render.highlights(plain.trace)
+
+    # -- Trade-off ---------------------------------------------------------------------------
+    def load_results(self, path):
+        """(status, curve table, full table, operating-point dropdown)."""
+        path = (path or "").strip() or self.results_path
+        try:
+            df = tradeoff.load_results(path)
+        except FileNotFoundError:
+            return (f"No evaluation results at `{path}` yet. Run the evaluation "
+                    "(`tigerdecode eval --json`) and save its JSON there, or give another file "
+                    "with `tigerdecode demo --results FILE`.", None, None,
+                    gr.update(choices=[], value=None))
+        except tradeoff.ResultsError as e:
+            return message(e), None, None, gr.update(choices=[], value=None)
+        points = tradeoff.operating_points(df)
+        note = f"Loaded {len(df)} rows ({df['method'].nunique()} methods) from `{path}`."
+        if not points:
+            note += " No `tigerdecode` rows, so there is no operating point to pick."
+        return (note, tradeoff.curve_table(df), df[tradeoff.COLUMNS],
+                gr.update(choices=points, value=points[0] if points else None))
+
+    def pick(self, path, label):
+        """The chosen operating point's metrics and settings as JSON text."""
+        try:
+            s = self._settings(path, label)
+        except Exception as e:  # noqa: BLE001 - shown in the UI
+            return message(e)
+        return json.dumps(s.to_dict(), indent=2)
+
+    def export(self, path, label):
+        """(status, settings file for download)."""
+        try:
+            s = self._settings(path, label)
+            out = save_settings(s, self.export_dir / f"tigerdecode-settings-c{s.creativity:.2f}.json")
+        except Exception as e:  # noqa: BLE001 - shown in the UI
+            return message(e), None
+        return (f"✅ Exported. Use it with `tigerdecode generate --config {out.name} \"PROMPT\"` "
+                "or `tigerdecode.generate(..., config=path)`.", str(out))
+
+    def _settings(self, path, label):
+        if not label:
+            raise InputError("Pick an operating point first (load a results file).")
+        df = tradeoff.load_results((path or "").strip() or self.results_path)
+        return tradeoff.settings_for(df, label)

@@ -1,0 +1,140 @@
+"""The trade-off tab's data: an evaluation run's result JSON (``tigerdecode eval --json``), its
+curves, the operating points on the controlled curves, and the settings export.
+
+The file holds ``{"rows": [{"method", "setting", "error_rate", "abstain_rate", "precision",
+"distinct_2", "self_bleu", "tokens_per_s"}, ...]}``. ``setting`` is a number (the creativity for
+``tigerdecode*`` methods, the swept parameter for baselines), a string such as
+``"creativity=0.3"``, or an object such as ``{"creativity": 0.3}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from tigerdecode.config import DecodeSettings
+
+COLUMNS = ["method", "setting", "error_rate", "abstain_rate", "precision", "distinct_2",
+           "self_bleu", "tokens_per_s"]
+METRICS = COLUMNS[2:]
+MAX_RESULTS_BYTES = 5_000_000
+MAX_ROWS = 5_000
+
+
+class ResultsError(ValueError):
+    """A results file cannot be shown; the message says which part is wrong."""
+
+
+def default_results_path() -> Path:
+    """Where the demo looks when ``--results`` is not given: the evaluation's latest JSON in the
+    cache, else a copy shipped in the source tree's ``data/`` (the cache path when neither
+    exists, so the empty-state message can name it)."""
+    from tigerdecode.models import cache_dir
+
+    cached = cache_dir() / "eval" / "results.json"
+    shipped = Path(__file__).resolve().parent.parent / "data" / "eval_results.json"
+    for p in (cached, shipped):
+        if p.is_file():
+            return p
+    return cached
+
+
+def _number(row: dict, key: str, i: int):
+    v = row.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise ResultsError(f"row {i}: {key!r} must be a finite number or null, got {v!r}")
+    return float(v)
+
+
+def load_results(path: str | Path) -> pd.DataFrame:
+    """Read and check a results file into a table with ``COLUMNS`` (plus ``label``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(str(p))
+    if p.stat().st_size > MAX_RESULTS_BYTES:
+        raise ResultsError(f"{p} is larger than {MAX_RESULTS_BYTES} bytes; is it a results file?")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{p} is not valid JSON: {e}") from None
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        raise ResultsError(f'{p} must hold {{"rows": [...]}} as written by `tigerdecode eval '
+                           f"--json`; found no 'rows' list")
+    if len(rows) > MAX_ROWS:
+        raise ResultsError(f"{p} has {len(rows)} rows; at most {MAX_ROWS} are shown")
+    table = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or not isinstance(row.get("method"), str):
+            raise ResultsError(f"row {i} must be an object with a 'method' string, got {row!r}")
+        rec = {"method": row["method"], "setting": row.get("setting")}
+        rec.update({k: _number(row, k, i) for k in METRICS})
+        rec["label"] = f"{row['method']} @ {_setting_text(row.get('setting'))}"
+        table.append(rec)
+    return pd.DataFrame(table, columns=COLUMNS + ["label"])
+
+
+def _setting_text(setting) -> str:
+    if isinstance(setting, dict):
+        return ", ".join(f"{k}={v}" for k, v in setting.items())
+    return str(setting)
+
+
+def curve_table(df: pd.DataFrame, x: str = "distinct_2", y: str = "error_rate") -> pd.DataFrame:
+    """Rows that have both coordinates, sorted along x within each method (one line each)."""
+    d = df.dropna(subset=[x, y])
+    return d.sort_values(["method", x]).reset_index(drop=True)
+
+
+def operating_points(df: pd.DataFrame) -> list[str]:
+    """Labels of the rows on the controlled curves (methods named ``tigerdecode...``)."""
+    d = df[df["method"].str.startswith("tigerdecode")]
+    return d["label"].tolist()
+
+
+def _creativity(setting) -> float | None:
+    if isinstance(setting, bool):
+        return None
+    if isinstance(setting, int | float):
+        return float(setting)
+    if isinstance(setting, dict) and "creativity" in setting:
+        return _creativity(setting["creativity"])
+    if isinstance(setting, str):
+        m = re.search(r"creativity\s*[=:]\s*([0-9.]+)", setting) or re.fullmatch(
+            r"\s*([0-9.]+)\s*", setting)
+        if m:
+            try:
+                return float(m.group(1))
+            except ValueError:
+                return None
+    return None
+
+
+def settings_for(df: pd.DataFrame, label: str) -> DecodeSettings:
+    """The decoding settings of one operating point; the method suffix picks the extras
+    (``+judge`` turns the judge on, ``+ensemble`` the self-ensemble)."""
+    match = df[df["label"] == label]
+    if match.empty:
+        raise ResultsError(f"no operating point {label!r}; choose one from the list")
+    row = match.iloc[0]
+    creativity = _creativity(row["setting"])
+    if creativity is None:
+        raise ResultsError(f"cannot read a creativity from setting {row['setting']!r} of {label!r}")
+    overrides = {}
+    extras = row["method"].split("+")[1:]
+    if "judge" in extras:
+        overrides["judge"] = True
+    if "ensemble" in extras:
+        overrides["ensemble"] = True
+    if isinstance(row["setting"], dict):
+        overrides.update({k: v for k, v in row["setting"].items() if k != "creativity"})
+    metrics = {k: (None if pd.isna(row[k]) else float(row[k])) for k in METRICS}
+    return DecodeSettings(creativity=creativity, method="tigerdecode", overrides=overrides,
+                          source={"method": row["method"], "setting": row["setting"],
+                                  "metrics": metrics})
