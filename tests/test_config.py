@@ -1,0 +1,66 @@
+"""Settings files: round trip, validation with clear errors, atomic save, merge precedence."""
+
+import json
+
+import pytest
+
+from tigerdecode.config import (
+    ConfigError,
+    DecodeSettings,
+    load_settings,
+    merge,
+    resolve,
+    save_settings,
+)
+
+
+def test_round_trip(tmp_path):
+    s = DecodeSettings(creativity=0.3, overrides={"judge": True, "max_rewrites": 2},
+                       source={"method": "tigerdecode+judge"})
+    p = save_settings(s, tmp_path / "sub" / "s.json")
+    assert load_settings(p) == s
+    assert json.loads(p.read_text())["format"] == "tigerdecode.settings/1"
+    assert not [f for f in p.parent.iterdir() if f.name.endswith(".tmp")]  # no temp file left
+    assert s.generate_kwargs() == {"creativity": 0.3, "method": "tigerdecode", "judge": True,
+                                   "max_rewrites": 2}
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"creativity": 1.5}, "[0, 1]"),
+    ({"creativity": float("nan")}, "[0, 1]"),
+    ({"creativity": "high"}, "number"),
+    ({"creativity": True}, "number"),
+    ({"method": "rm -rf /"}, "method"),
+    ({"overrides": {"Bad Name": 1}}, "not a valid name"),
+    ({"overrides": {"creativity": 1}}, "top-level"),
+    ({"overrides": {"x": [1, 2]}}, "must be a number"),
+    ({"overrides": {f"k{i}": i for i in range(40)}}, "at most"),
+    ({"overrides": {"x": "y" * 600}}, "characters"),
+    ({"temperature": 0.7}, "unknown settings field"),
+    ({"format": "other/9"}, "unsupported settings format"),
+])
+def test_bad_settings_name_the_problem(bad, words):
+    with pytest.raises(ConfigError) as e:
+        resolve(bad)
+    assert words in str(e.value)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "missing.json")
+    (tmp_path / "x.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_settings(tmp_path / "x.json")
+    (tmp_path / "big.json").write_text(" " * 70_000)
+    with pytest.raises(ConfigError, match="bytes"):
+        load_settings(tmp_path / "big.json")
+    (tmp_path / "list.json").write_text("[1]")
+    with pytest.raises(ConfigError, match="JSON object"):
+        load_settings(tmp_path / "list.json")
+
+
+def test_merge_explicit_wins_and_none_is_unset():
+    cfg = {"creativity": 0.2, "overrides": {"seed": 3}}
+    assert merge(cfg, {"creativity": 0.9, "seed": None}) == {
+        "creativity": 0.9, "method": "tigerdecode", "seed": 3}
+    assert merge(None, {"creativity": 0.4}) == {"creativity": 0.4}
