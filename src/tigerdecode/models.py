@@ -192,6 +192,11 @@ def load_model(
     from transformers.utils import logging as hf_logging
 
     path = resolve_model_path(name)
+    from tigerdecode.quant_io import is_quantized_dir, load_quantized
+
+    if is_quantized_dir(path):  # written by `tigerdecode quantize`
+        model, tok = load_quantized(path, dtype=dtype, device=device)
+        return model, tok
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # loading from local safetensors is sub-second
     try:
