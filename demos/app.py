@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import gradio as gr
 
-from tigerdecode.demos.backend import CREATIVE_PERSONA, FACTUAL_PERSONA, DemoBackend
+from tigerdecode.demos.backend import (
+    CREATIVE_PERSONA,
+    FACTUAL_PERSONA,
+    DemoBackend,
+    policy_defaults,
+)
 from tigerdecode.demos.handlers import EMPTY_PLOT, Handlers
 
 CREATIVITY_LABEL = "Creativity (0 = factual, 1 = creative)"
@@ -18,6 +23,20 @@ CSS = ".td-judge ol{margin:0.3em 0 0 1.2em} .td-judge del,.td-judge ins{text-dec
 def _creativity_slider():
     return gr.Slider(0, 1, value=0.5, step=0.05, label=CREATIVITY_LABEL,
                      elem_id="creativity")
+
+
+def _policy_controls() -> list:
+    """Threshold widgets for the policy fields this build has (see ``policy_defaults``)."""
+    d = policy_defaults()
+    if not d:
+        return []
+    gr.Markdown("**Policy thresholds** (how the heads act at low creativity)")
+    return [
+        gr.Checkbox(d["use_resample"], label="Undo and resample a token whose p_dev is high"),
+        gr.Slider(0, 1, value=d["resample_at"], step=0.05, label="Resample when p_dev ≥"),
+        gr.Checkbox(d["use_abstain"], label="Abstain when the risk stays high"),
+        gr.Slider(0, 1, value=d["abstain_at"], step=0.05, label="Abstain when p_dev ≥"),
+    ]
 
 
 def _generate_tab(h: Handlers, caps: dict):
@@ -36,7 +55,8 @@ def _generate_tab(h: Handlers, caps: dict):
                 ens_note = "" if caps["ensemble"] else " — not available in this build"
                 ensemble = gr.Checkbox(False, label="Ensemble: factual + creative persona"
                                        + ens_note, interactive=caps["ensemble"])
-                factual = gr.Textbox(FACTUAL_PERSONA, label="Factual persona",
+                factual = gr.Textbox(FACTUAL_PERSONA, label="Factual persona (empty: the "
+                                     "model's default system turn)",
                                      interactive=caps["ensemble"])
                 creative = gr.Textbox(CREATIVE_PERSONA, label="Creative persona",
                                       interactive=caps["ensemble"])
@@ -45,6 +65,7 @@ def _generate_tab(h: Handlers, caps: dict):
                                     + judge_note, interactive=caps["judge"], elem_id="judge-on")
                 rewrites = gr.Slider(0, 4, value=2, step=1, label="Max rewrites",
                                      interactive=caps["judge"])
+                policy = _policy_controls()
             run = gr.Button("Generate", variant="primary", elem_id="generate-btn")
         with gr.Column(scale=3):
             status = gr.Markdown(elem_id="gen-status")
@@ -65,7 +86,7 @@ def _generate_tab(h: Handlers, caps: dict):
     outputs = [status, pdev, pstop, plot, summary, judge_panel, timings, result_json]
     run.click(h.generate,
               [prompt, creativity, max_new, seed, raw, ensemble, factual, creative, judge,
-               rewrites], outputs, api_name="generate")
+               rewrites, *policy], outputs, api_name="generate")
     return [prompt, creativity, *outputs]
 
 
@@ -134,7 +155,9 @@ def build_app(backend: DemoBackend, results_path=None) -> gr.Blocks:
             path, outs = _tradeoff_tab(h)
         # When the page opens: show the evaluation results, and run a prompt given in the URL.
         demo.load(h.load_results, [path], outs)
-        demo.load(h.from_url, None, deep_link)
+        # Not queued: the page's own request waits for the answer (the backend's lock still
+        # serialises generations), so a headless browser sees the finished result.
+        demo.load(h.from_url, None, deep_link, queue=False)
     return demo
 
 

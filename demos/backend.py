@@ -15,8 +15,14 @@ from dataclasses import dataclass
 
 from tigerdecode.result import GenerationResult, TokenTrace
 
-FACTUAL_PERSONA = "Answer briefly and only with facts you are sure of."
-CREATIVE_PERSONA = "Be imaginative, vivid and original."
+FACTUAL_PERSONA = ""  # empty: the model's own default system turn (what the heads learned on)
+try:
+    from tigerdecode.ensemble import CREATIVE_PERSONA
+except ImportError:  # a build without the ensemble: the checkbox is disabled anyway
+    CREATIVE_PERSONA = ""
+
+
+MAX_GENERATORS = 4
 
 
 class InputError(ValueError):
@@ -67,6 +73,20 @@ def check_inputs(limits: Limits, prompt, creativity, max_new_tokens, seed) -> tu
     return prompt, creativity, n, seed
 
 
+def policy_defaults() -> dict:
+    """The policy thresholds the Advanced panel exposes, with this build's defaults (empty when
+    the build has no ``Policy`` with these fields)."""
+    try:
+        from tigerdecode.policy import Policy
+    except ImportError:
+        return {}
+    fields = Policy.__dataclass_fields__
+    names = ("use_resample", "resample_at", "use_abstain", "abstain_at")
+    if not all(n in fields for n in names):
+        return {}
+    return {n: fields[n].default for n in names}
+
+
 def _accepts(fn, name: str) -> bool:
     """Whether ``fn`` names parameter ``name`` explicitly (``**kwargs`` does not count)."""
     try:
@@ -75,13 +95,18 @@ def _accepts(fn, name: str) -> bool:
         return False
 
 
-def _trace_of(args, kwargs) -> TokenTrace | None:
-    """Find the token record in whatever an ``on_token`` callback is called with."""
+def _trace_of(args, kwargs, tokenizer) -> TokenTrace | None:
+    """The token record from an ``on_token`` call: either a ``TokenTrace`` or the decode loop's
+    ``(row, token_id, {"p_stop", "p_dev"})`` (row 0: the demo sends one prompt at a time)."""
     for a in (*args, *kwargs.values()):
         if isinstance(a, TokenTrace):
             return a
-        if isinstance(a, list | tuple) and a and all(isinstance(x, TokenTrace) for x in a):
-            return a[0]
+    if len(args) == 3 and isinstance(args[1], int) and isinstance(args[2], dict):
+        row, tok, info = args
+        if row != 0:
+            return None
+        return TokenTrace(token=tokenizer.decode([tok]), token_id=tok,
+                          p_stop=info.get("p_stop"), p_dev=info.get("p_dev"))
     return None
 
 
@@ -116,25 +141,30 @@ class DemoBackend:
                 "ensemble": _accepts(cls.__init__, "ensemble")}
 
     def _generator(self, ensemble: tuple[str, str] | None):
+        """The generator for one ensemble choice; heads are resolved once and shared, and at
+        most ``MAX_GENERATORS`` persona pairs are kept (each holds only small state)."""
         if self._cls is None:
             raise Unavailable("Controlled generation is not available in this build "
                               "(tigerdecode.ControlledGenerator is missing).")
+        if None not in self._generators:
+            self._generators[None] = self._cls(self.model, self.tokenizer, heads=self.heads)
         if ensemble not in self._generators:
-            kw = {"heads": self.heads}
-            if ensemble is not None:
-                kw["ensemble"] = self._ensemble_spec(*ensemble)
-            self._generators[ensemble] = self._cls(self.model, self.tokenizer, **kw)
+            if len(self._generators) >= MAX_GENERATORS:
+                del self._generators[next(k for k in self._generators if k is not None)]
+            heads = getattr(self._generators[None], "heads", self.heads)
+            self._generators[ensemble] = self._cls(
+                self.model, self.tokenizer, heads=heads,
+                ensemble=self._ensemble_spec(*ensemble))
         return self._generators[ensemble]
 
     def _ensemble_spec(self, factual: str, creative: str):
-        """A self-ensemble of the loaded weights with a factual and a creative persona."""
-        try:
-            from tigerdecode import Ensemble
-        except ImportError:
-            return [(self.model, factual), (self.model, creative)]
-        return Ensemble.self_ensemble(self.model, self.tokenizer, personas=(factual, creative)) \
-            if hasattr(Ensemble, "self_ensemble") else Ensemble(
-                [(self.model, factual), (self.model, creative)], self.tokenizer)
+        """A self-ensemble of the loaded weights with a factual and a creative persona (an empty
+        persona means the model's own default system turn)."""
+        from tigerdecode.ensemble import Ensemble
+
+        return Ensemble.self_ensemble(self.model, self.tokenizer,
+                                      factual=factual.strip() or None,
+                                      creative=creative.strip() or None)
 
     def generate(self, prompt: str, *, creativity: float, max_new_tokens: int = 64,
                  seed: int | None = None, raw: bool = False, method: str = "tigerdecode",
@@ -151,7 +181,7 @@ class DemoBackend:
         kw = dict(creativity=creativity, max_new_tokens=max_new_tokens, seed=seed, raw=raw,
                   method=method, **overrides)
         if on_token is not None:
-            kw["on_token"] = lambda *a, **k: _forward(on_token, a, k)
+            kw["on_token"] = lambda *a, **k: _forward(on_token, a, k, self.tokenizer)
         with self._lock:  # taps and caches are per-generator state: one request at a time
             (result,) = gen.generate_text([prompt], **kw)
         return result
@@ -176,7 +206,7 @@ class DemoBackend:
                 return
 
 
-def _forward(on_token, args, kwargs) -> None:
-    t = _trace_of(args, kwargs)
+def _forward(on_token, args, kwargs, tokenizer) -> None:
+    t = _trace_of(args, kwargs, tokenizer)
     if t is not None:
         on_token(t)

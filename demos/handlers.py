@@ -13,7 +13,7 @@ import pandas as pd
 
 from tigerdecode.config import ConfigError, save_settings
 from tigerdecode.demos import render, tradeoff
-from tigerdecode.demos.backend import DemoBackend, InputError, Unavailable
+from tigerdecode.demos.backend import DemoBackend, InputError, Unavailable, policy_defaults
 
 log = logging.getLogger("tigerdecode.demo")
 EMPTY_PLOT = pd.DataFrame(columns=["position", "probability", "signal", "token"])
@@ -39,10 +39,13 @@ class Handlers:
 
     # -- Generate ----------------------------------------------------------------------------
     def generate(self, prompt, creativity, max_new_tokens, seed, raw, ensemble_on,
-                 factual_persona, creative_persona, judge_on, max_rewrites):
-        """Stream one answer: partial highlights while decoding, then every panel."""
+                 factual_persona, creative_persona, judge_on, max_rewrites, *policy_values):
+        """Stream one answer: partial highlights while decoding, then every panel.
+        ``policy_values`` follow ``policy_defaults()``'s order (thresholds for the policy)."""
         kw = dict(creativity=creativity, max_new_tokens=max_new_tokens, seed=seed, raw=bool(raw),
-                  ensemble=(factual_persona, creative_persona) if ensemble_on else None)
+                  ensemble=(factual_persona or "", creative_persona or "") if ensemble_on
+                  else None)
+        kw.update(self._policy_overrides(policy_values))
         if judge_on:
             kw.update(judge=True, max_rewrites=int(max_rewrites))
         tokens = []
@@ -56,23 +59,31 @@ class Handlers:
             else:
                 yield self._panels(item)
 
+    def _policy_overrides(self, values) -> dict:
+        """Only the thresholds the user changed from this build's defaults are sent."""
+        out = {}
+        for (name, default), v in zip(policy_defaults().items(), values, strict=False):
+            v = bool(v) if isinstance(default, bool) else float(v)
+            if v != default:
+                out[name] = v
+        return out
+
     def from_url(self, request: gr.Request):
-        """Deep link: ``/?prompt=...&creativity=0.3`` fills the Generate tab and runs it."""
+        """Deep link: ``/?prompt=...&creativity=0.3`` fills the Generate tab and runs it (one
+        answer, not streamed: a page opened from a link shows the finished result)."""
         q = dict(request.query_params) if request is not None else {}
         if not q.get("prompt"):
-            yield (gr.skip(),) * 10
-            return
+            return (gr.skip(),) * 10
         creativity = q.get("creativity", "0.5")
         try:
             creativity = float(creativity)
         except ValueError:
-            yield (gr.skip(), gr.skip(), f"⚠️ creativity in the link must be a number in [0, 1], "
-                   f"got {creativity!r}") + (gr.skip(),) * 7
-            return
+            return (gr.skip(), gr.skip(), f"⚠️ creativity in the link must be a number in "
+                    f"[0, 1], got {creativity!r}") + (gr.skip(),) * 7
         n = q.get("max_new_tokens", "48")
-        for out in self.generate(q["prompt"], creativity, int(n) if n.isdigit() else n,
-                                 q.get("seed", 0), q.get("raw") == "1", False, "", "", False, 0):
-            yield (q["prompt"], creativity if 0 <= creativity <= 1 else gr.skip(), *out)
+        *_, last = self.generate(q["prompt"], creativity, int(n) if n.isdigit() else n,
+                                 q.get("seed", 0), q.get("raw") == "1", False, "", "", False, 0)
+        return (q["prompt"], creativity if 0 <= creativity <= 1 else gr.skip(), *last)
 
     def _panels(self, result):
         status = "✅ Done." + (" The answer abstained." if result.abstained else "")

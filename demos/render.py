@@ -69,7 +69,8 @@ def summary_markdown(result: GenerationResult) -> str:
         parts.append(f"{rewritten} token(s) resampled or rewritten")
     if result.abstained:
         parts.append("**abstained**")
-    return " · ".join(parts)
+    notes = getattr(result, "notes", None) or []
+    return " · ".join(parts) + "".join(f"\n\n> note: {n}" for n in notes)
 
 
 def word_diff_html(before: str, after: str) -> str:
