@@ -11,5 +11,21 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 from tigerdecode.data import load_qa
 from tigerdecode.models import load_model
+from tigerdecode.quant import quantize_model  # noqa: E402,F401
 
-__all__ = ["__version__", "load_model", "load_qa"]
+# The decoding API imports transformers; load it on first use so `tigerdecode --help` stays fast.
+_LAZY = {"generate": "tigerdecode.api", "wrap": "tigerdecode.api",
+         "ControlledGenerator": "tigerdecode.api", "Ensemble": "tigerdecode.ensemble",
+         "Policy": "tigerdecode.policy"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tigerdecode' has no attribute {name!r}")
+
+
+__all__ = ["ControlledGenerator", "Ensemble", "Policy", "__version__", "generate", "load_model",
+           "load_qa", "wrap"]

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import sys
 
 import click
 
 from tigerdecode import __version__
-
-EXAMPLE_PROMPTS = [
-    "What is the capital of Japan?",
-    "Who wrote the play Romeo and Juliet?",
-    "Write one sentence about a lighthouse keeper who finds a strange map.",
-]
 
 
 def _fail(msg: str) -> None:
@@ -25,56 +18,6 @@ def _fail(msg: str) -> None:
 @click.version_option(__version__, prog_name="tigerdecode")
 def main() -> None:
     """tigerdecode: a creativity knob for any Hugging Face causal language model."""
-
-
-@main.command()
-@click.argument("prompt")
-@click.option("--model", "model_name", default="default", show_default=True,
-              help="'default' (embedded SmolLM2-135M-Instruct), a local HF directory or a hub id.")
-@click.option("--max-new-tokens", type=int, default=64, show_default=True)
-@click.option("--seed", type=int, default=None, help="Seed for sampling (reproducible output).")
-@click.option("--temperature", type=float, default=0.0, show_default=True,
-              help="0 means greedy.")
-@click.option("--raw", is_flag=True, help="Plain completion: skip the chat template.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def generate(prompt, model_name, max_new_tokens, seed, temperature, raw, as_json):
-    """Answer PROMPT with a model."""
-    from tigerdecode.models import ModelLoadError, load_model
-    from tigerdecode.plain import plain_generate
-    from tigerdecode.prompting import PromptError
-
-    try:
-        model, tok = load_model(model_name)
-        (res,) = plain_generate(model, tok, [prompt], max_new_tokens=max_new_tokens, raw=raw,
-                                seed=seed, temperature=temperature)
-    except (ModelLoadError, PromptError, ValueError) as e:
-        _fail(str(e))
-    res["model"] = model_name
-    if as_json:
-        click.echo(json.dumps(res, ensure_ascii=False))
-    else:
-        click.echo(res["text"])
-
-
-@main.command()
-@click.option("--model", "model_name", default="default", show_default=True)
-@click.option("--max-new-tokens", type=int, default=48, show_default=True)
-def examples(model_name, max_new_tokens):
-    """Answer a few example prompts (what `make run` shows)."""
-    import time
-
-    from tigerdecode.models import ModelLoadError, load_model
-    from tigerdecode.plain import plain_generate
-
-    t0 = time.perf_counter()
-    try:
-        model, tok = load_model(model_name)
-    except ModelLoadError as e:
-        _fail(str(e))
-    click.echo(f"model: {model_name} ({type(model).__name__}, loaded in "
-               f"{time.perf_counter() - t0:.1f}s)\n")
-    for r in plain_generate(model, tok, EXAMPLE_PROMPTS, max_new_tokens=max_new_tokens):
-        click.echo(f"Q: {r['prompt']}\nA: {r['text']}\n")
 
 
 @main.command()
@@ -133,6 +76,9 @@ def bench() -> None:
 # and benchmarks join the `bench` group: bench.add_command(kernels_bench)
 # (a command module imports torch and models inside its functions, so `--help` stays fast).
 from tigerdecode.demo_cli import demo as _demo; main.add_command(_demo)  # noqa: E402,E702,I001
+from tigerdecode.eval.cli import eval_cmd as _eval; main.add_command(_eval)  # noqa: E402,E702,I001
+from tigerdecode import gen_cli as _g; main.add_command(_g.generate); main.add_command(_g.examples); bench.add_command(_g.bench_generate)  # noqa: E402,E702,I001
+from tigerdecode import quant_cli as _q; main.add_command(_q.quantize_cmd); bench.add_command(_q.kernels_bench); bench.add_command(_q.quant_bench_cmd)  # noqa: E402,E702,I001
 
 
 if __name__ == "__main__":

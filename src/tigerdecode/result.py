@@ -47,6 +47,8 @@ class GenerationResult:
     creativity: float | None = None
     abstained: bool = False
     stop_reason: str | None = None  # "eos" | "max_new_tokens" | "stop_head" | "abstain" | ...
+    method: str | None = None  # "tigerdecode" or a baseline name
+    notes: list[str] = field(default_factory=list)  # e.g. why the heads are absent
 
     def to_dict(self) -> dict:
         return _clean(asdict(self))
