@@ -79,6 +79,7 @@ from tigerdecode.demo_cli import demo as _demo; main.add_command(_demo)  # noqa:
 from tigerdecode.eval.cli import eval_cmd as _eval; main.add_command(_eval)  # noqa: E402,E702,I001
 from tigerdecode import gen_cli as _g; main.add_command(_g.generate); main.add_command(_g.examples); bench.add_command(_g.bench_generate)  # noqa: E402,E702,I001
 from tigerdecode import quant_cli as _q; main.add_command(_q.quantize_cmd); bench.add_command(_q.kernels_bench); bench.add_command(_q.quant_bench_cmd)  # noqa: E402,E702,I001
+from tigerdecode.training import cli as _t; main.add_command(_t.data_group); main.add_command(_t.heads_group)  # noqa: E402,E702,I001
 
 
 if __name__ == "__main__":

@@ -1,0 +1,112 @@
+"""``tigerdecode data build``: sample, label and store the special data for a QA file."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from tigerdecode.data import QAItem
+from tigerdecode.training.labels import label_answer, token_pieces
+from tigerdecode.training.sampling import (
+    COMPLETION_TEMPLATE,
+    DEFAULT_SETTINGS,
+    QUESTION_TEMPLATE,
+    Setting,
+    format_prompt,
+    sample_answers,
+)
+from tigerdecode.training.store import FeatureStore
+
+DEFAULT_LAYERS = (12, 16, 20, 24)
+
+
+def label_and_pack(tokenizer, items: list[QAItem], results: list[dict], setting: Setting,
+                   layers: list[int]) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """Label sampled answers and pack their kept tokens into one shard's tensors."""
+    cols: dict[str, list] = {k: [] for k in ("answer", "pos", "token_id", "dev", "stop")}
+    feats = {k: [] for k in ("maxprob", "entropy", "logprob", "next_eos_prob")}
+    states = {x: [] for x in layers}
+    answers = []
+    for item, res in zip(items, results, strict=True):
+        ids = res["token_ids"]
+        pieces = token_pieces(tokenizer, ids)
+        lab = label_answer(item.prompt, item.answers, pieces, res["ended_by_eos"])
+        n = res["n_keep"]
+        a = len(answers)
+        answers.append({"id": item.id, "topic": item.topic or "unknown", "setting": setting.name,
+                        "prompt": item.prompt, "text": "".join(pieces), "correct": lab.correct,
+                        "n_tokens": len(ids), "n_kept": n, "span_start": lab.span_start})
+        cols["answer"] += [a] * n
+        cols["pos"] += list(range(n))
+        cols["token_id"] += ids[:n]
+        cols["dev"] += lab.dev[:n]
+        cols["stop"] += lab.stop[:n]
+        for k in feats:
+            feats[k].append(res[k].float())
+        for x in layers:
+            states[x].append(res["states"][x])
+    out = {"answer": torch.tensor(cols["answer"], dtype=torch.int32),
+           "pos": torch.tensor(cols["pos"], dtype=torch.int32),
+           "token_id": torch.tensor(cols["token_id"], dtype=torch.int32),
+           "dev": torch.tensor(cols["dev"], dtype=torch.int8),
+           "stop": torch.tensor(cols["stop"], dtype=torch.int8)}
+    out.update({k: torch.cat(v) for k, v in feats.items()})
+    out.update({f"layer_{x}": torch.cat(v).to(torch.float16) for x, v in states.items()})
+    return out, answers
+
+
+def qa_hash(items: list[QAItem]) -> str:
+    h = hashlib.sha256()
+    for it in items:
+        h.update(repr((it.id, it.prompt, it.answers, it.topic)).encode())
+    return h.hexdigest()[:16]
+
+
+def build_data(model, tokenizer, items: list[QAItem], out: str | Path, *,
+               layers=DEFAULT_LAYERS, settings: tuple[Setting, ...] = DEFAULT_SETTINGS,
+               max_new_tokens: int = 24, batch_size: int = 32, seed: int = 0,
+               progress: bool = True, max_seconds: float | None = None) -> FeatureStore:
+    """Sample every item under every setting, label, and stream shards to ``out``.
+
+    Items are shuffled with ``seed`` (so a partial build covers many topics) and cut into
+    batches; a unit is one batch under one setting. Rerunning with the same options resumes.
+    ``max_seconds`` stops cleanly after the unit that crosses it (a time budget); the finished
+    units are usable as they are.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    from tigerdecode.models import fingerprint
+
+    if batch_size < 1 or max_new_tokens < 2:
+        raise ValueError(f"batch_size must be >= 1 and max_new_tokens >= 2; got {batch_size}, "
+                         f"{max_new_tokens}")
+    layers = sorted(set(int(x) for x in layers))
+    items = list(items)
+    random.Random(seed).shuffle(items)
+    store = FeatureStore(out)
+    config = {"fingerprint": fingerprint(model, tokenizer).to_dict(), "layers": layers,
+              "settings": [s.__dict__ for s in settings], "max_new_tokens": max_new_tokens,
+              "batch_size": batch_size, "seed": seed, "qa_hash": qa_hash(items),
+              "n_items": len(items), "templates": [COMPLETION_TEMPLATE, QUESTION_TEMPLATE]}
+    done = store.open(config)
+    batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+    units = [(b, s) for b in range(len(batches)) for s in settings]
+    todo = [(b, s) for b, s in units if f"b{b:05d}-{s.name}" not in done]
+    bar = tqdm(total=len(units), initial=len(units) - len(todo), desc="data build",
+               unit="unit", disable=not progress)
+    for b, setting in todo:
+        batch = batches[b]
+        results = sample_answers(model, tokenizer, [format_prompt(it.prompt) for it in batch],
+                                 layers, setting, max_new_tokens, seed=seed * 100_003 + b)
+        tokens, answers = label_and_pack(tokenizer, batch, results, setting, layers)
+        store.add_unit(f"b{b:05d}-{setting.name}", tokens, answers)
+        bar.update(1)
+        if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+            break
+    bar.close()
+    return store

@@ -1,0 +1,96 @@
+"""``tigerdecode heads eval``: run the model end to end on a QA file (sample, label, score) and
+compare the heads with the training-free baselines on the same tokens and answers."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tigerdecode.data import QAItem
+from tigerdecode.heads import ControlHeads
+from tigerdecode.training.build import build_data
+from tigerdecode.training.report import score_split
+from tigerdecode.training.sampling import DEFAULT_SETTINGS, Setting
+from tigerdecode.training.store import FeatureStore
+
+
+@torch.no_grad()
+def score_store(heads: ControlHeads, store: FeatureStore) -> dict:
+    """Head and baseline metrics over every answer stored in ``store``."""
+    t, answers = store.load(heads.layers)
+    rows = np.arange(len(t["answer"]))
+    states = {x: torch.from_numpy(t[f"layer_{x}"]) for x in heads.layers}  # {L: (N, H)}
+    z = heads.logits(states)
+    p_stop, p_dev = heads(states)
+    rep = score_split(t, answers, rows, z["dev"].cpu().numpy(), z["stop"].cpu().numpy(),
+                      p_dev=p_dev.cpu().numpy(), p_stop=p_stop.cpu().numpy())
+    by_setting = {}
+    for name in sorted({a["setting"] for a in answers}):
+        sel = np.array([a["setting"] == name for a in answers])
+        by_setting[name] = {"n_answers": int(sel.sum()),
+                            "accuracy": float(np.mean([a["correct"] for a in answers if
+                                                       a["setting"] == name]))}
+    rep["settings"] = by_setting
+    return rep
+
+
+def evaluate_heads(model, tokenizer, heads: ControlHeads, items: list[QAItem], *,
+                   settings: tuple[Setting, ...] = DEFAULT_SETTINGS, max_new_tokens: int = 24,
+                   batch_size: int = 32, seed: int = 1, work_dir: str | Path | None = None,
+                   progress: bool = True) -> dict:
+    """Sample answers to ``items`` under ``settings``, label them and score heads and baselines.
+
+    Hidden states go through a feature store (in ``work_dir`` if given, so a long evaluation
+    can resume; a temporary directory otherwise) and are read at the layers the heads use.
+    """
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="tigerdecode-eval-") as tmp:
+        root = Path(work_dir) if work_dir is not None else Path(tmp)
+        store = build_data(model, tokenizer, items, root, layers=heads.layers, settings=settings,
+                           max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
+                           progress=progress)
+        rep = score_store(heads, store)
+    rep["n_items"] = len(items)
+    rep["seconds"] = round(time.perf_counter() - t0, 1)
+    return rep
+
+
+def summary(rep: dict) -> dict:
+    """The compact JSON the CLI prints with ``--json`` (shape fixed by the issue)."""
+    d, s = rep["p_dev"], rep["p_stop"]
+    return {
+        "n_answers": rep["n_answers"],
+        "p_dev": {"token_auroc": d["token_auroc"], "answer_auroc": d["answer_auroc"],
+                  "ece": d.get("ece"), "brier": d.get("brier"),
+                  "token_auprc": d["token_auprc"], "answer_auprc": d["answer_auprc"]},
+        "p_stop": {"auroc": s["auroc"], "auprc": s["auprc"], "ece": s.get("ece")},
+        "baselines": {name: ({k: v for k, v in b.items()})
+                      for name, b in rep["baselines"].items()},
+        "answer_error_rate": rep["answer_error_rate"],
+    }
+
+
+def format_table(rep: dict) -> str:
+    """Human-readable table: heads beside the baselines."""
+    def f(x):
+        return "  n/a" if x is None else f"{x:.3f}"
+
+    d, s = rep["p_dev"], rep["p_stop"]
+    lines = [f"answers: {rep['n_answers']} (error rate {f(rep['answer_error_rate'])}), "
+             f"span tokens: {d['n_tokens']} (deviating {f(d['token_positive_rate'])})",
+             "", f"{'signal':<22}{'token AUROC':>12}{'answer AUROC':>14}{'stop AUROC':>12}",
+             f"{'heads p_dev / p_stop':<22}{f(d['token_auroc']):>12}{f(d['answer_auroc']):>14}"
+             f"{f(s['auroc']):>12}"]
+    for name, b in rep["baselines"].items():
+        lines.append(f"{name:<22}{f(b.get('token_auroc')):>12}{f(b.get('answer_auroc')):>14}"
+                     f"{f(b.get('stop_auroc')):>12}")
+    lines += ["", f"p_dev token: AUPRC {f(d['token_auprc'])}  ECE {f(d.get('ece'))}  "
+              f"Brier {f(d.get('brier'))}",
+              f"p_stop: AUPRC {f(s['auprc'])}  ECE {f(s.get('ece'))}  Brier {f(s.get('brier'))}"]
+    for name, v in rep.get("settings", {}).items():
+        lines.append(f"setting {name}: {v['n_answers']} answers, accuracy {v['accuracy']:.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,143 @@
+"""Labelling the model's own answers: correctness, per-token deviation and per-token stop.
+
+The rules (tested on hand-made cases in tests/training/test_labels.py):
+
+- **Normalisation** (both gold and generated text): unicode NFKD with accents dropped, casefold,
+  thousands separators removed (``1,000`` -> ``1000``), punctuation -> space, the articles
+  *a / an / the* dropped, number words -> digits (``twenty-one`` -> ``21``), whitespace collapsed.
+- **Answer span**: the model often restates the prompt first ("The capital of Japan is Tokyo.").
+  The span starts at the first word that is not part of that restatement: words are skipped while
+  each one occurs in the prompt *later than the previous skipped word* (prompt order; dropping
+  prompt words is allowed) or is a filler such as *is / are / was / answer*, but never past a
+  point where a gold answer starts. Everything from there to the end of the generation is the
+  span.
+- **Deviation** (``dev``): inside the span, 0 while the normalised span text so far is a prefix of
+  some normalised gold answer, 1 from the first token where it is a prefix of none, and 1 for the
+  rest of the span. Once a gold answer is complete (followed by a word boundary) the fact slot is
+  filled correctly and the rest of the span stays 0 (later text is not checked against gold).
+  **Outside the span** (the restatement before it) ``dev`` is ``-1``: undefined, excluded from the
+  dev loss and from every dev metric, because repeating the question makes no claim.
+- **Stop** (``stop``): 0 before the answer is complete, 1 from the first token where it is: a gold
+  answer has been fully given, or the answer sentence has finished (``.``/``!``/``?`` followed by
+  whitespace or the end, or a newline, inside the span), or the token is the last one before the
+  model's own end-of-sequence (even when the span is empty). Other restatement tokens are 0.
+- **Correct**: a gold answer is completed before any deviation. An answer that ends while still on
+  a gold prefix (e.g. "Malay" for "Malayalam") or has an empty span is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+ARTICLES = frozenset({"a", "an", "the"})
+FILLER = frozenset({"is", "are", "was", "were", "be", "answer", "it", "its", "of", "s"})
+_UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+          "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
+          "eighteen", "nineteen"]
+_TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+NUMBER_WORDS = {w: str(i) for i, w in enumerate(_UNITS)} | {
+    w: str(20 + 10 * i) for i, w in enumerate(_TENS)}
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
+
+
+def normalise(text: str) -> str:
+    """Canonical form for comparing answers (see the module docstring)."""
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
+    text = re.sub(r"(?<=\d)[,_ ](?=\d{3}(?!\d))", "", text)
+    text = re.sub(r"[^\w\s]|_", " ", text)
+    words = [NUMBER_WORDS.get(w, w) for w in text.split() if w not in ARTICLES]
+    out: list[str] = []
+    for w in words:  # "twenty one" (from "twenty-one") -> "21"
+        if (out and len(w) == 1 and w.isdigit() and w != "0" and len(out[-1]) == 2
+                and out[-1].endswith("0") and out[-1] in NUMBER_WORDS.values()):
+            out[-1] = out[-1][0] + w
+        else:
+            out.append(w)
+    return " ".join(out)
+
+
+@dataclass
+class AnswerLabels:
+    """Labels of one generated answer, one entry per token."""
+
+    correct: bool
+    span_start: int  # index of the first token inside the answer span (== n_tokens if empty)
+    dev: list[int]  # -1 outside the span, else 0/1
+    stop: list[int]  # 0/1
+
+
+def _complete(s: str, golds: list[str]) -> bool:
+    return any(s == g or s.startswith(g + " ") for g in golds)
+
+
+def _on_prefix(s: str, golds: list[str]) -> bool:
+    return any(g.startswith(s) for g in golds)
+
+
+def answer_start(prompt: str, text: str, golds: list[str]) -> int:
+    """Character offset where the answer span begins (after a restatement of the prompt)."""
+    prompt_words = normalise(prompt).split()
+    at = -1  # restated words must follow the prompt's word order
+    for m in re.finditer(r"\S+", text):
+        rest = normalise(text[m.start():])
+        if rest and _complete(rest, golds):
+            return m.start()
+        for w in normalise(m.group()).split():
+            if w in FILLER:
+                continue
+            nxt = next((i for i in range(at + 1, len(prompt_words)) if prompt_words[i] == w), None)
+            if nxt is None:
+                return m.start()
+            at = nxt
+    return len(text)
+
+
+def label_answer(prompt: str, answers: list[str], pieces: list[str],
+                 ended_by_eos: bool) -> AnswerLabels:
+    """Label an answer given as its token pieces (``"".join(pieces)`` is the generated text)."""
+    golds = [g for g in (normalise(a) for a in answers) if g]
+    if not golds:
+        raise ValueError(f"no usable gold answer among {answers!r} (all empty after normalising)")
+    text = "".join(pieces)
+    ends, pos = [], 0
+    for p in pieces:
+        pos += len(p)
+        ends.append(pos)
+    start = answer_start(prompt, text, golds)
+    n = len(pieces)
+    span_start = next((t for t in range(n) if ends[t] > start), n)
+    dev = [-1] * n
+    stop = [0] * n
+    state = "open"  # open -> complete | deviated
+    stopped = False
+    if ended_by_eos and 0 < n <= span_start:
+        stop[n - 1] = 1  # the model ended without an answer span: its last token still stops
+    for t in range(span_start, n):
+        s = normalise(text[start:ends[t]])
+        boundary = ends[t] >= len(text) or not text[ends[t]].isalnum()
+        if state == "open":
+            if boundary and s and _complete(s, golds):
+                state = "complete"
+            elif not _on_prefix(s, golds) and not (s and _complete(s, golds)):
+                state = "deviated"
+        dev[t] = 1 if state == "deviated" else 0
+        sentence_done = bool(_SENTENCE_END.search(text[start:ends[t]])) and bool(s)
+        last_before_eos = ended_by_eos and t == n - 1
+        stopped = stopped or state == "complete" or sentence_done or last_before_eos
+        stop[t] = int(stopped)
+    return AnswerLabels(correct=state == "complete", span_start=span_start, dev=dev, stop=stop)
+
+
+def token_pieces(tokenizer, ids: list[int]) -> list[str]:
+    """Each token's share of the decoded text, so that the pieces join to ``decode(ids)``."""
+    pieces, prev = [], ""
+    for t in range(len(ids)):
+        cur = tokenizer.decode(ids[: t + 1], skip_special_tokens=True)
+        if not cur.startswith(prev):  # a multi-byte character completed: re-align
+            prev = prev[: len(cur)]
+        pieces.append(cur[len(prev):])
+        prev = cur
+    return pieces

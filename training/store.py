@@ -1,0 +1,132 @@
+"""Stored features: sharded safetensors plus a JSON manifest, written atomically, resumable.
+
+A data directory holds
+
+- ``manifest.json``: the build config (model fingerprint, layers, settings, template, QA file
+  hash, ...) and the list of finished units (``{"unit": "b00012-greedy", "shard": ..., "n_tokens":
+  ..., "n_answers": ...}``). A unit is written completely (shard, then its answers file) before it
+  enters the manifest, and the manifest is replaced by rename, so an interrupted build loses at
+  most the unit in progress and a rerun skips every finished unit.
+- ``shard-NNNNN.safetensors``: per token, ``layer_<L>`` (n, H) fp16 for each stored layer,
+  ``answer`` (n,) int32 (row in the answers file), ``pos`` (n,) int32 (token index in the
+  answer), ``token_id`` int32, ``dev`` int8 (-1 undefined, 0, 1), ``stop`` int8, and the
+  baselines ``maxprob``, ``entropy``, ``logprob``, ``next_eos_prob`` float32.
+- ``shard-NNNNN.jsonl``: one object per answer (item id, topic, setting, text, correct, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file
+from safetensors.torch import save_file
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+TOKEN_KEYS = ("answer", "pos", "token_id", "dev", "stop", "maxprob", "entropy", "logprob",
+              "next_eos_prob")
+
+
+class DataStoreError(ValueError):
+    """A data directory is missing, corrupt, or was built with another configuration."""
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class FeatureStore:
+    """Writer/reader of one data directory (see the module docstring)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # ---- writing ----------------------------------------------------------------------------
+
+    def open(self, config: dict) -> set[str]:
+        """Start or resume a build; returns the names of units already finished."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / MANIFEST
+        if path.exists():
+            manifest = self.manifest()
+            if manifest["config"] != config:
+                diff = sorted(k for k in set(config) | set(manifest["config"])
+                              if config.get(k) != manifest["config"].get(k))
+                raise DataStoreError(
+                    f"{self.root} was built with a different configuration (differs in {diff}); "
+                    "use a new --out directory or the same options to resume")
+            return {u["unit"] for u in manifest["units"]}
+        self._write_manifest({"format": FORMAT, "config": config, "units": []})
+        return set()
+
+    def add_unit(self, unit: str, tokens: dict[str, torch.Tensor], answers: list[dict]) -> None:
+        """Write one unit's shard and answers, then record it in the manifest."""
+        manifest = self.manifest()
+        idx = len(manifest["units"])
+        name = f"shard-{idx:05d}"
+        tensors = {k: v.contiguous() for k, v in tokens.items()}
+        tmp = self.root / f".{name}.safetensors.tmp"
+        save_file(tensors, str(tmp), metadata={"unit": unit})
+        os.replace(tmp, self.root / f"{name}.safetensors")
+        lines = "".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers)
+        _atomic_write(self.root / f"{name}.jsonl", lines.encode())
+        n_tokens = int(tokens["answer"].shape[0])
+        manifest["units"].append({"unit": unit, "shard": name, "n_tokens": n_tokens,
+                                  "n_answers": len(answers)})
+        self._write_manifest(manifest)
+
+    def _write_manifest(self, manifest: dict) -> None:
+        _atomic_write(self.root / MANIFEST, json.dumps(manifest, indent=1).encode())
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    def manifest(self) -> dict:
+        path = self.root / MANIFEST
+        if not path.is_file():
+            raise DataStoreError(f"{self.root} has no {MANIFEST}; build it with "
+                                 "`tigerdecode data build --qa FILE --out DIR`")
+        try:
+            manifest = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise DataStoreError(f"{path} is corrupt ({e}); rebuild the data") from e
+        if manifest.get("format") != FORMAT:
+            raise DataStoreError(f"{path} has format {manifest.get('format')!r}; "
+                                 f"this tigerdecode reads format {FORMAT}")
+        return manifest
+
+    def load(self, layers: list[int] | None = None) -> tuple[dict[str, np.ndarray], list[dict]]:
+        """All finished units: token arrays (``answer`` re-indexed into the answers list,
+        ``layer_<L>`` for the asked layers) and the answers (each with ``setting``, ``topic``...)."""
+        manifest = self.manifest()
+        stored = manifest["config"]["layers"]
+        layers = stored if layers is None else layers
+        missing = [x for x in layers if x not in stored]
+        if missing:
+            raise DataStoreError(f"{self.root} stores layers {stored}; {missing} were asked for")
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in TOKEN_KEYS}
+        parts.update({f"layer_{x}": [] for x in layers})
+        answers: list[dict] = []
+        for unit in manifest["units"]:
+            try:
+                t = load_file(str(self.root / f"{unit['shard']}.safetensors"))
+                rows = [json.loads(s) for s in
+                        (self.root / f"{unit['shard']}.jsonl").read_text().splitlines()]
+            except (OSError, ValueError) as e:
+                raise DataStoreError(f"{self.root}: shard {unit['shard']} is unreadable ({e}); "
+                                     "delete it from the manifest and resume the build") from e
+            if len(t["answer"]) != unit["n_tokens"] or len(rows) != unit["n_answers"]:
+                raise DataStoreError(f"{self.root}: shard {unit['shard']} does not match the "
+                                     "manifest; rebuild the data")
+            t["answer"] = t["answer"] + len(answers)
+            for k in parts:
+                parts[k].append(t[k])
+            answers.extend(rows)
+        if not answers:
+            raise DataStoreError(f"{self.root} holds no finished units yet")
+        return {k: np.concatenate(v) for k, v in parts.items()}, answers

@@ -1,0 +1,173 @@
+"""``tigerdecode heads train``: fit ``p_stop`` / ``p_dev`` heads on stored features.
+
+Recipe: features of the chosen layers, standardised with training statistics; one net per output
+(linear or small MLP), class-weighted BCE (``pos_weight = negatives / positives``), AdamW with
+early stopping on a validation split **by topic** (no validation topic is ever trained on). Each
+candidate layer set (and kind) is trained; the one with the best validation ``p_dev`` token AUROC
+is kept. Its raw validation logits then fit the calibrators (Platt by default), which fold into
+the checkpoint as tensors.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from torch import nn
+
+from tigerdecode.data import split_topics
+from tigerdecode.heads import ControlHeads, HeadConfig
+from tigerdecode.models import Fingerprint
+from tigerdecode.training.report import score_split
+from tigerdecode.training.store import FeatureStore
+
+
+@dataclass
+class TrainConfig:
+    """What ``train_heads`` tries and how."""
+
+    candidates: list[list[int]] = field(default_factory=lambda: [[16], [20], [24], [16, 20, 24]])
+    kinds: list[str] = field(default_factory=lambda: ["linear"])
+    mlp_hidden: int = 256
+    calibration: str = "platt"
+    val_fraction: float = 0.2
+    lr: float = 3e-3
+    weight_decay: float = 1e-3
+    batch_size: int = 4096
+    max_epochs: int = 40
+    patience: int = 4
+    seed: int = 0
+
+
+def topic_split(answers: list[dict], val_fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask over answers: True for those whose topic is in the validation split."""
+    items = [SimpleNamespace(topic=a["topic"]) for a in answers]
+    n_topics = len({a["topic"] for a in answers})
+    if n_topics < 2:
+        raise ValueError(f"the data holds {n_topics} topic(s); a validation split by topic "
+                         "needs at least 2 (give the QA items a 'topic')")
+    split = split_topics(items, test_fraction=val_fraction, validation_fraction=0.0,
+                         max_heldout_topic_fraction=0.5, seed=seed)
+    val = set(split["test"]) or {sorted({a["topic"] for a in answers})[0]}
+    return np.array([a["topic"] in val for a in answers])
+
+
+def _fit_one(x_tr, y_tr, x_va, y_va, cfg: HeadConfig, tc: TrainConfig) -> tuple[nn.Module, dict]:
+    """Train one net with class-weighted BCE; keep the epoch with the lowest validation loss."""
+    from tigerdecode.heads.control import _net
+
+    torch.manual_seed(tc.seed)
+    net = _net(cfg)
+    pos = float(y_tr.sum())
+    pos_weight = torch.tensor((len(y_tr) - pos) / max(pos, 1.0))
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr if cfg.kind == "linear" else tc.lr / 3,
+                            weight_decay=tc.weight_decay)
+    gen = torch.Generator().manual_seed(tc.seed)
+    best, best_state, bad, epochs = float("inf"), None, 0, 0
+    for epoch in range(tc.max_epochs):
+        net.train()
+        for idx in torch.randperm(len(y_tr), generator=gen).split(tc.batch_size):
+            opt.zero_grad()
+            loss_fn(net(x_tr[idx]).squeeze(-1), y_tr[idx]).backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            val = float(loss_fn(net(x_va).squeeze(-1), y_va))
+        epochs = epoch + 1
+        if val < best - 1e-4:
+            best, best_state, bad = val, copy.deepcopy(net.state_dict()), 0
+        else:
+            bad += 1
+            if bad >= tc.patience:
+                break
+    net.load_state_dict(best_state)
+    return net.eval(), {"epochs": epochs, "val_loss": best, "pos_weight": float(pos_weight)}
+
+
+def _features(t: dict[str, np.ndarray], layers: list[int], rows: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.concatenate([t[f"layer_{x}"][rows] for x in layers], axis=1)
+                            ).float()  # (N, L*H)
+
+
+def train_heads(data_dir, out=None, tc: TrainConfig | None = None, log=print) -> tuple[
+        ControlHeads, dict]:
+    """Train, select, calibrate; save to ``out`` when given. Returns the heads and metrics."""
+    tc = tc or TrainConfig()
+    t0 = time.perf_counter()
+    store = FeatureStore(data_dir)
+    manifest = store.manifest()
+    stored = manifest["config"]["layers"]
+    cands = [c for c in tc.candidates if all(x in stored for x in c)]
+    if not cands:
+        raise ValueError(f"none of the candidate layer sets {tc.candidates} is stored in "
+                         f"{data_dir} (it stores {stored}); pass --layers from those")
+    t, answers = store.load(sorted({x for c in cands for x in c}))
+    val_ans = topic_split(answers, tc.val_fraction, tc.seed)
+    is_val = val_ans[t["answer"]]
+    tr, va = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    hidden = t[f"layer_{cands[0][0]}"].shape[1]
+    fp = Fingerprint.from_dict(manifest["config"]["fingerprint"])
+    trials = []
+    best = None
+    for kind in tc.kinds:
+        for layers in cands:
+            cfg = HeadConfig(layers=layers, hidden_size=hidden, kind=kind,
+                             mlp_hidden=tc.mlp_hidden, calibration=tc.calibration)
+            heads = ControlHeads(cfg, fp)
+            x_tr = _features(t, layers, tr)
+            mean, std = x_tr.mean(0), x_tr.std(0).clamp_min(1e-4)
+            heads.feat_mean.copy_(mean)
+            heads.feat_std.copy_(std)
+            x_tr = (x_tr - mean) / std
+            x_va = (_features(t, layers, va) - mean) / std
+            info = {}
+            for out_name in ("stop", "dev"):
+                y = torch.from_numpy(t[out_name].astype(np.float32))
+                m_tr, m_va = y[tr] >= 0, y[va] >= 0
+                net, info[out_name] = _fit_one(x_tr[m_tr], y[tr][m_tr], x_va[m_va], y[va][m_va],
+                                               cfg, tc)
+                heads.nets[out_name] = net
+            with torch.no_grad():
+                z_va = {o: heads.nets[o](x_va).squeeze(-1).numpy() for o in ("stop", "dev")}
+            rep = score_split(t, answers, va, z_va["dev"], z_va["stop"])
+            trial = {"kind": kind, "layers": layers, "train": info,
+                     "val_dev_token_auroc": rep["p_dev"]["token_auroc"],
+                     "val_dev_answer_auroc": rep["p_dev"]["answer_auroc"],
+                     "val_stop_auroc": rep["p_stop"]["auroc"]}
+            log(f"  {kind} layers {layers}: val p_dev token AUROC "
+                f"{trial['val_dev_token_auroc']:.3f}, answer {trial['val_dev_answer_auroc']:.3f}, "
+                f"p_stop {trial['val_stop_auroc']:.3f}")
+            trials.append(trial)
+            if best is None or trial["val_dev_token_auroc"] > best[0]["val_dev_token_auroc"]:
+                best = (trial, heads, z_va)
+    trial, heads, z_va = best
+    for o in ("stop", "dev"):
+        y = t[o][va]
+        keep = y >= 0
+        heads.calibrators[o].fit(z_va[o][keep], y[keep], tc.calibration)
+    with torch.no_grad():
+        states = {x: torch.from_numpy(t[f"layer_{x}"][va]) for x in heads.layers}
+        p_stop, p_dev = heads(states)
+    val_report = score_split(t, answers, va, z_va["dev"], z_va["stop"],
+                             p_dev=p_dev.numpy(), p_stop=p_stop.numpy())
+    n_val_topics = len({a["topic"] for a, v in zip(answers, val_ans, strict=True) if v})
+    metrics = {
+        "selected": {"kind": trial["kind"], "layers": trial["layers"]},
+        "data": {"dir": str(data_dir), "n_answers": len(answers), "n_tokens": int(len(t["dev"])),
+                 "answer_accuracy": float(np.mean([a["correct"] for a in answers])),
+                 "n_topics": len({a["topic"] for a in answers}), "n_val_topics": n_val_topics,
+                 "settings": [s["name"] for s in manifest["config"]["settings"]],
+                 "max_new_tokens": manifest["config"]["max_new_tokens"]},
+        "trials": trials,
+        "validation": val_report,
+        "calibration": {"method": tc.calibration, "fitted_on": "validation-topic predictions"},
+        "train_seconds": round(time.perf_counter() - t0, 1),
+    }
+    if out is not None:
+        heads.save(out, metrics)
+    return heads, metrics
