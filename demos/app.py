@@ -145,7 +145,7 @@ def build_app(backend: DemoBackend, results_path=None) -> gr.Blocks:
                     "the **Creativity** slider: low keeps answers factual and short, high lets "
                     "the model roam. Every token is shaded by the control heads' risk.")
         if not caps["controlled"]:
-            gr.Markdown("⚠️ Controlled generation is not available in this build; Generate and "
+            gr.Markdown("**Note:** Controlled generation is not available in this build; Generate and "
                         "Compare will say so.")
         with gr.Tab("Generate"):
             deep_link = _generate_tab(h, caps)

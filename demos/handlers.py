@@ -23,11 +23,11 @@ def message(e: Exception) -> str:
     """A user-facing message for an exception: the text of errors we raise for bad input or
     missing features, a short generic line (the details go to the server log) for the rest."""
     if isinstance(e, InputError | Unavailable | ConfigError | tradeoff.ResultsError):
-        return f"⚠️ {e}"
+        return f"**Cannot run:** {e}"
     if isinstance(e, ValueError):  # the library's own input errors say what was wrong
-        return f"⚠️ {type(e).__name__}: {e}"
+        return f"**Cannot run:** {e}"
     log.error("generation failed", exc_info=e)
-    return f"❌ Generation failed ({type(e).__name__}: {str(e)[:300]}). The app is still running; " \
+    return f"**Generation failed** ({type(e).__name__}: {str(e)[:300]}). The app is still running; " \
            "try again or change the settings."
 
 
@@ -78,7 +78,7 @@ class Handlers:
         try:
             creativity = float(creativity)
         except ValueError:
-            return (gr.skip(), gr.skip(), f"⚠️ creativity in the link must be a number in "
+            return (gr.skip(), gr.skip(), f"**Cannot run:** creativity in the link must be a number in "
                     f"[0, 1], got {creativity!r}") + (gr.skip(),) * 7
         n = q.get("max_new_tokens", "48")
         *_, last = self.generate(q["prompt"], creativity, int(n) if n.isdigit() else n,
@@ -86,7 +86,7 @@ class Handlers:
         return (q["prompt"], creativity if 0 <= creativity <= 1 else gr.skip(), *last)
 
     def _panels(self, result):
-        status = "✅ Done." + (" The answer abstained." if result.abstained else "")
+        status = "**Done.**" + (" The answer abstained." if result.abstained else "")
         return (status, render.highlights(result.trace, "p_dev"),
                 render.highlights(result.trace, "p_stop"),
                 render.probability_table(result.trace), render.summary_markdown(result),
@@ -108,7 +108,7 @@ class Handlers:
         except Exception as e:  # noqa: BLE001 - shown in the UI
             return message(e), [], []
         how = "greedy" if temp <= 0 else f"temperature {temp:.2f}"
-        note = (f"✅ Plain sampling ran at **{how}** — the mean temperature tigerdecode used at "
+        note = (f"Plain sampling ran at **{how}** — the mean temperature tigerdecode used at "
                 f"creativity {float(creativity):.2f} — with the same seed. Highlights show p_dev "
                 "where the heads scored the tokens.")
         return note, render.highlights(ours.trace), render.highlights(plain.trace)
@@ -148,7 +148,7 @@ class Handlers:
             out = save_settings(s, self.export_dir / f"tigerdecode-settings-c{s.creativity:.2f}.json")
         except Exception as e:  # noqa: BLE001 - shown in the UI
             return message(e), None
-        return (f"✅ Exported. Use it with `tigerdecode generate --config {out.name} \"PROMPT\"` "
+        return (f"**Exported.** Use it with `tigerdecode generate --config {out.name} \"PROMPT\"` "
                 "or `tigerdecode.generate(..., config=path)`.", str(out))
 
     def _settings(self, path, label):

@@ -127,16 +127,29 @@ def judge_html(judge: JudgeVerdict | None, final_text: str) -> str:
 
 
 def timings_markdown(timings: dict, n_tokens: int) -> str:
-    """Timings table; tokens/s when the generator reported a total time."""
+    """Timings on one line (seconds, counts, rates); tokens/s is derived from the total time
+    only when the generator did not report a rate itself."""
     if not timings:
         return ""
-    lines = ["| stage | seconds |", "|---|---|"]
-    lines += [f"| {k} | {_fmt(v)} |" for k, v in timings.items() if isinstance(v, int | float)]
-    total = next((timings[k] for k in ("total", "total_s", "generate", "decode", "seconds")
-                  if isinstance(timings.get(k), int | float)), None)
-    if total and n_tokens:
-        lines.append(f"| tokens/s | {n_tokens / total:.1f} |")
-    return "\n".join(lines)
+    parts = []
+    for k, v in timings.items():
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            continue
+        per = k.endswith("_per_s")
+        name = k.replace("_per_s", " per s") if per else k.removesuffix("_s")
+        name = name.replace("_", " ")
+        if k.endswith("_s") and not per:
+            parts.append(f"{name} {v:.3f} s")
+        elif float(v).is_integer():
+            parts.append(f"{name} {int(v)}")
+        else:
+            parts.append(f"{name} {v:.2f}")
+    if not any("per_s" in k or k == "tokens_per_s" for k in timings):
+        total = next((timings[k] for k in ("total_s", "total", "seconds")
+                      if isinstance(timings.get(k), int | float)), None)
+        if total and n_tokens:
+            parts.append(f"tokens per s {n_tokens / total:.2f}")
+    return "**Timings:** " + " · ".join(parts) if parts else ""
 
 
 def matching_temperature(result: GenerationResult, fallback: float = 0.7) -> float:

@@ -37,7 +37,9 @@ def test_summary_and_timings():
     s = render.summary_markdown(r)
     assert "3 tokens" in s and "`eos`" in s and "p_dev max 1.00" in s and "1 token(s)" in s
     t = render.timings_markdown(r.timings, 3)
-    assert "| total | 0.500 |" in t and "| tokens/s | 6.0 |" in t
+    assert t == "**Timings:** total 0.50 · tokens per s 6.00"
+    t = render.timings_markdown({"prefill_s": 0.25, "new_tokens": 8, "tokens_per_s": 2.88}, 8)
+    assert t == "**Timings:** prefill 0.250 s · new tokens 8 · tokens per s 2.88"
     assert render.timings_markdown({}, 3) == ""
     assert render.matching_temperature(r) == pytest.approx(0.3)
     assert render.matching_temperature(GenerationResult("", [])) == 0.7

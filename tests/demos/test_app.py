@@ -1,0 +1,116 @@
+"""Drive the running app through its API with gradio_client, as a user's browser would."""
+
+import json
+import math
+import re
+
+import pytest
+from gradio_client.exceptions import AppError
+
+from tigerdecode.config import load_settings
+from tigerdecode.demos.backend import policy_defaults
+
+
+def generate(client, prompt, creativity, max_new_tokens=8, judge=False, seed=0):
+    policy = list(policy_defaults().values())
+    return client.predict(prompt, creativity, max_new_tokens, seed, False, False, "", "", judge,
+                          2, *policy, api_name="/generate")
+
+
+@pytest.mark.parametrize("creativity", [0.0, 1.0])
+def test_generate_highlights_every_token(client, demo_backend, creativity):
+    status, pdev, pstop, plot, summary, judge, timings, result = generate(
+        client, "What is the capital of Japan?", creativity)
+    assert status.startswith("**Done")
+    trace = result["trace"]
+    assert len(pdev) == len(pstop) == len(trace) == 8  # the tiny model never stops early
+    for shown, t in zip(pdev, trace, strict=True):
+        assert shown["token"].replace("⏎\n", "\n") == t["token"]
+        assert 0.0 <= shown["class_or_confidence"] <= 1.0
+        assert math.isclose(shown["class_or_confidence"], t["p_dev"], abs_tol=1e-6)
+    assert [s["class_or_confidence"] for s in pstop] == pytest.approx(
+        [t["p_stop"] for t in trace], abs=1e-6)
+    # the plot holds both signals for every token
+    rows = plot["data"] if isinstance(plot, dict) else plot
+    assert len(rows) == 2 * len(trace)
+    temps = {t["temperature"] for t in trace}
+    assert temps == {0.0} if creativity == 0 else min(temps) > 0  # 0 is greedy, 1 samples
+    assert f"creativity {creativity:.2f}" in summary and "tokens per s" in timings
+    if demo_backend.capabilities()["judge"]:
+        j = generate(client, "What is the capital of Japan?", creativity, judge=True)[5]
+        assert re.search(r"Judge:.*(accept|rewritten|abstain|best_of_rejected)", j)
+    else:
+        assert judge == ""  # no verdict is shown when no judge ran
+
+
+def test_judge_control_is_honest(client, demo_backend):
+    if demo_backend.capabilities()["judge"]:
+        pytest.skip("this build has a judge; the verdict is checked in the generation test")
+    status = generate(client, "Hello", 0.5, judge=True)[0]
+    assert "judge is not available in this build" in status
+
+
+def test_streaming_sends_tokens_before_the_end(client):
+    job = client.submit("Tell me a story.", 0.5, 6, 0, False, False, "", "", False, 2,
+                        *policy_defaults().values(), api_name="/generate")
+    job.result()
+    outs = job.outputs()
+    partial = [o for o in outs if o[0].startswith("Generating")]
+    assert partial, "no partial output was streamed"
+    assert [len(o[1]) for o in partial] == sorted(len(o[1]) for o in partial)
+    assert outs[-1][0].startswith("**Done") and len(outs[-1][1]) == 6
+
+
+@pytest.mark.parametrize("prompt, words", [
+    ("", "prompt is empty"),
+    ("x" * 501, "at most 500"),
+])
+def test_bad_prompt_gives_visible_message(client, prompt, words):
+    status, pdev, *_ = generate(client, prompt, 0.5)
+    assert words in status and "Traceback" not in status and pdev == []
+
+
+def test_bounds_on_max_new_tokens(client):
+    with pytest.raises(AppError, match="maximum value 32"):  # the slider's own bound
+        generate(client, "Hello", 0.5, max_new_tokens=33)
+    note, ours, plain = client.predict("Hello", 0.5, 33, 0, False, api_name="/compare")
+    assert "from 1 to 32" in note and ours == plain == []
+
+
+def test_generation_error_is_shown_and_app_keeps_serving(client, demo_backend, monkeypatch):
+    gen = demo_backend._generator(None)
+
+    def boom(*a, **k):
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr(gen, "generate_text", boom)
+    status = generate(client, "Hello", 0.5)[0]
+    assert status.startswith("**Generation failed**") and "simulated" in status
+    assert "Traceback" not in status and "File " not in status
+    monkeypatch.undo()
+    assert generate(client, "Hello", 0.5)[0].startswith("**Done")
+
+
+def test_compare_runs_plain_sampling_at_the_matching_temperature(client):
+    note, ours, plain = client.predict("Hello", 0.6, 6, 0, False, api_name="/compare")
+    m = re.search(r"temperature (\d\.\d\d)", note)
+    assert m and 0 < float(m.group(1)) <= 1
+    assert len(ours) == len(plain) == 6
+
+
+def test_tradeoff_empty_state(client, tmp_path):
+    status, plot, table, points = client.predict(str(tmp_path / "none.json"),
+                                                 api_name="/load_results")
+    assert "No evaluation results" in status and "tigerdecode eval" in status
+
+
+def test_tradeoff_export_round_trips(client, results_file, tmp_path):
+    status, plot, table, point = client.predict(str(results_file), api_name="/load_results")
+    assert "Loaded 3 rows" in status and point["value"] == "tigerdecode @ 0.2"
+    assert [c[0] for c in point["choices"]] == ["tigerdecode @ 0.2", "tigerdecode @ 0.8"]
+    chosen = json.loads(client.predict(str(results_file), "tigerdecode @ 0.8", api_name="/pick"))
+    assert chosen["creativity"] == 0.8 and chosen["source"]["metrics"]["precision"] == 0.6
+    msg, path = client.predict(str(results_file), "tigerdecode @ 0.8", api_name="/export")
+    assert msg.startswith("**Exported.**")
+    s = load_settings(path)
+    assert s.creativity == 0.8 and s.method == "tigerdecode"
