@@ -64,3 +64,27 @@ def test_merge_explicit_wins_and_none_is_unset():
     assert merge(cfg, {"creativity": 0.9, "seed": None}) == {
         "creativity": 0.9, "method": "tigerdecode", "seed": 3}
     assert merge(None, {"creativity": 0.4}) == {"creativity": 0.4}
+
+
+def test_for_command_fills_only_what_the_command_line_left_out(tmp_path):
+    from tigerdecode.config import for_command
+
+    p = save_settings(DecodeSettings(0.3, overrides={"seed": 7, "ensemble": True,
+                                                     "resample_at": 0.6}), tmp_path / "s.json")
+    params = {"creativity": 0.5, "method": "tigerdecode", "seed": None, "ensemble": False,
+              "max_new_tokens": 64}
+    out = for_command(p, params, given={"max_new_tokens"})
+    assert out == {"creativity": 0.3, "method": "tigerdecode", "seed": 7, "ensemble": True,
+                   "max_new_tokens": 64, "overrides": {"resample_at": 0.6}}
+    assert for_command(p, params, given={"creativity", "seed"})["creativity"] == 0.5
+    save_settings(DecodeSettings(0.3, overrides={"warp_drive": 1}), p)
+    with pytest.raises(ConfigError, match="warp_drive"):
+        for_command(p, params, given=set())
+
+
+def test_for_generate_maps_ensemble_flag():
+    from tigerdecode.config import for_generate
+
+    cfg = {"creativity": 0.2, "overrides": {"ensemble": True}}
+    assert for_generate(cfg, {"seed": None})["ensemble"] == "self"
+    assert "ensemble" not in for_generate({"overrides": {"ensemble": False}}, {})

@@ -156,14 +156,23 @@ _GENERATE_KW = ("pad_token_id", "eos_token_id", "min_new_tokens", "stopping_crit
 
 
 def generate(model, input_ids: torch.Tensor | None = None, attention_mask=None, *,
-             max_new_tokens: int | None = None, creativity: float = 0.5, tokenizer=None,
+             max_new_tokens: int | None = None, creativity: float | None = None, tokenizer=None,
              heads="auto", ensemble=None, seed: int | None = None, streamer=None,
-             return_result: bool = False, **kwargs):
+             return_result: bool = False, config=None, **kwargs):
     """Drop-in for ``model.generate``: same inputs, and by default the same output (a (B, T+N)
     tensor of sequences, prompt included, pad after each row's EOS). ``return_result=True``
     gives ``list[GenerationResult]``. Other settings: ``pad_token_id``, ``eos_token_id``,
-    ``min_new_tokens``, ``stopping_criteria``, ``method`` (a baseline name) and Policy fields."""
-    creativity = check_creativity(creativity)
+    ``min_new_tokens``, ``stopping_criteria``, ``method`` (a baseline name) and Policy fields.
+    ``config``: a settings file / dict (``tigerdecode.config``); explicit arguments win over it.
+    ``creativity`` defaults to 0.5."""
+    if config is not None:
+        from tigerdecode.config import for_generate
+
+        kwargs = for_generate(config, {"creativity": creativity, "max_new_tokens": max_new_tokens,
+                                       "seed": seed, "ensemble": ensemble, **kwargs})
+        creativity, max_new_tokens = kwargs.pop("creativity"), kwargs.pop("max_new_tokens", None)
+        seed, ensemble = kwargs.pop("seed", None), kwargs.pop("ensemble", None)
+    creativity = check_creativity(0.5 if creativity is None else creativity)
     if input_ids is None:
         raise PromptError("generate needs input_ids (e.g. **tokenizer(text, return_tensors='pt'))")
     if input_ids.ndim != 2 or input_ids.shape[1] == 0:

@@ -183,3 +183,48 @@ def merge(config, explicit: dict) -> dict:
     kwargs = resolve(config).generate_kwargs() if config is not None else {}
     kwargs.update({k: v for k, v in explicit.items() if v is not None})
     return kwargs
+
+
+def for_generate(config, explicit: dict) -> dict:
+    """Keyword arguments for ``tigerdecode.generate(..., config=...)``: the settings' values
+    under the explicitly passed (non-None) ones; ``"ensemble": true`` means the self-ensemble."""
+    kw = merge(config, explicit)
+    if kw.get("ensemble") is True:
+        kw["ensemble"] = "self"
+    elif kw.get("ensemble") is False:
+        kw.pop("ensemble")
+    return kw
+
+
+def _supported_overrides() -> set[str] | None:
+    """Names controlled decoding accepts as overrides in this build (None: cannot tell)."""
+    import inspect
+
+    try:
+        from tigerdecode.api import ControlledGenerator
+        from tigerdecode.policy import Policy
+    except ImportError:
+        return None
+    params = inspect.signature(ControlledGenerator.generate_text).parameters
+    named = {n for n, p in params.items() if p.kind is not p.VAR_KEYWORD}
+    return (set(Policy.__dataclass_fields__) | named) - {"extra", "self", "prompts"}
+
+
+def for_command(path, params: dict, given: set[str]) -> dict:
+    """``tigerdecode generate --config FILE``: the command's parameters with the file's values
+    filled in wherever the command line gave none, plus ``"overrides"`` for the generator."""
+    s = load_settings(path)
+    out, extra = dict(params), dict(s.overrides)
+    pairs = [("creativity", s.creativity), ("method", s.method)]
+    pairs += [(k, extra.pop(k)) for k in list(extra) if k in params]
+    for key, value in pairs:
+        if key not in given:
+            out[key] = value
+    supported = _supported_overrides()
+    if supported is not None and out.get("method") == "tigerdecode":
+        unknown = sorted(set(extra) - supported)
+        if unknown:
+            raise ConfigError(f"settings file {str(path)!r}: this build's controlled decoding "
+                              f"has no setting {unknown}; supported: {sorted(supported)}")
+    out["overrides"] = extra
+    return out

@@ -118,10 +118,25 @@ def _errors():
 @click.option("--ensemble/--no-ensemble", default=False, show_default=True,
               help="Blend a factual and a creative persona of the model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole GenerationResult as JSON.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="Settings JSON (e.g. exported by the demo's Trade-off tab); options given on "
+                   "the command line win over it.")
 def generate(prompt, model_name, creativity, method, temperature, max_new_tokens, seed, raw,
-             trace, no_heads, ensemble, as_json):
+             trace, no_heads, ensemble, as_json, config_file):
     """Answer PROMPT with controlled decoding."""
     overrides = {}
+    if config_file is not None:
+        from tigerdecode.config import ConfigError, for_command
+
+        ctx = click.get_current_context()
+        given = {k for k in ctx.params if ctx.get_parameter_source(k).name == "COMMANDLINE"}
+        try:
+            p = for_command(config_file, ctx.params, given)
+        except ConfigError as e:
+            raise click.ClickException(str(e)) from e
+        creativity, method, temperature = p["creativity"], p["method"], p["temperature"]
+        max_new_tokens, seed, raw, ensemble = p["max_new_tokens"], p["seed"], p["raw"], p["ensemble"]
+        overrides = p["overrides"]
     if temperature is not None:
         if method not in ("temperature", "top_p", "min_p"):
             raise click.UsageError("--temperature applies to --method temperature/top_p/min_p; "

@@ -114,3 +114,48 @@ def test_tradeoff_export_round_trips(client, results_file, tmp_path):
     assert msg.startswith("**Exported.**")
     s = load_settings(path)
     assert s.creativity == 0.8 and s.method == "tigerdecode"
+
+
+def test_export_round_trips_through_generate_config(client, results_file, tiny_model_dir,
+                                                    tiny_llama):
+    """The exported file drives `tigerdecode generate --config` and `tigerdecode.generate`."""
+    from click.testing import CliRunner
+
+    import tigerdecode
+    from tigerdecode.cli import main
+
+    client.predict(str(results_file), api_name="/load_results")  # fills the point choices
+    _, path = client.predict(str(results_file), "tigerdecode @ 0.8", api_name="/export")
+    run = CliRunner().invoke(main, ["generate", "Hello", "--model", str(tiny_model_dir),
+                                    "--config", path, "--max-new-tokens", "4", "--seed", "1",
+                                    "--json"])
+    assert run.exit_code == 0, run.output
+    out = json.loads(run.output.strip().splitlines()[-1])
+    assert out["creativity"] == 0.8 and out["method"] == "tigerdecode"
+    assert len(out["token_ids"]) <= 4
+    run = CliRunner().invoke(main, ["generate", "Hello", "--model", str(tiny_model_dir),
+                                    "--config", path, "--creativity", "0.1",
+                                    "--max-new-tokens", "2", "--json"])
+    assert json.loads(run.output.strip().splitlines()[-1])["creativity"] == 0.1  # flag wins
+
+    model, tok = tiny_llama
+    inputs = tok(["Hello"], return_tensors="pt")
+    kw = dict(tokenizer=tok, heads=None, max_new_tokens=4, seed=1)
+    (via_config,) = tigerdecode.generate(model, **inputs, config=path, return_result=True, **kw)
+    (direct,) = tigerdecode.generate(model, **inputs, creativity=0.8, return_result=True, **kw)
+    assert via_config.creativity == 0.8 and via_config.token_ids == direct.token_ids
+
+
+def test_generate_config_rejects_what_this_build_lacks(tmp_path, tiny_model_dir):
+    from click.testing import CliRunner
+
+    from tigerdecode.cli import main
+
+    bad = tmp_path / "s.json"
+    bad.write_text(json.dumps({"creativity": 0.3, "overrides": {"no_such_knob": 1}}))
+    run = CliRunner().invoke(main, ["generate", "Hi", "--model", str(tiny_model_dir),
+                                    "--config", str(bad)])
+    assert run.exit_code != 0 and "no_such_knob" in run.output and "supported" in run.output
+    bad.write_text(json.dumps({"creativity": 3}))
+    run = CliRunner().invoke(main, ["generate", "Hi", "--config", str(bad)])
+    assert run.exit_code != 0 and "[0, 1]" in run.output and "Traceback" not in run.output
