@@ -17,14 +17,39 @@ def test_generate_json_on_a_local_model(tiny_model_dir):
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["prompt"] == "Hello there" and isinstance(out["text"], str)
-    assert 1 <= out["n_tokens"] <= 5 and len(out["token_ids"]) == out["n_tokens"]
+    assert len(out["token_ids"]) <= 5 and 1 <= len(out["trace"]) <= 5
+    assert out["creativity"] == 0.5 and out["method"] == "tigerdecode" and out["notes"]
 
 
 def test_generate_seeded_sampling_is_reproducible(tiny_model_dir):
     args = ["generate", "Hello", "--model", str(tiny_model_dir), "--max-new-tokens", "8",
-            "--temperature", "1.0", "--seed", "3", "--json", "--raw"]
+            "--creativity", "1.0", "--seed", "3", "--json", "--raw"]
     a, b = (json.loads(CliRunner().invoke(main, args).stdout) for _ in range(2))
     assert a["token_ids"] == b["token_ids"]
+    base = ["--method", "temperature", "--temperature", "1.0"]
+    a, b = (json.loads(CliRunner().invoke(main, args + base).stdout) for _ in range(2))
+    assert a["token_ids"] == b["token_ids"] and a["method"] == "temperature"
+
+
+def test_generate_trace_view_and_flags(tiny_model_dir):
+    args = ["generate", "Hello", "--model", str(tiny_model_dir), "--max-new-tokens", "4",
+            "--trace", "--ensemble", "--seed", "0"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "risk view: no control heads" in res.output and "stop:" in res.output
+    res = CliRunner().invoke(main, ["generate", "Hi", "--model", str(tiny_model_dir),
+                                    "--creativity", "1.5"])
+    assert res.exit_code != 0 and "creativity must lie in [0, 1]" in res.output
+    res = CliRunner().invoke(main, ["generate", "Hi", "--model", str(tiny_model_dir),
+                                    "--temperature", "0.5"])
+    assert res.exit_code != 0 and "--creativity" in res.output
+
+
+def test_examples_side_by_side(tiny_model_dir):
+    res = CliRunner().invoke(main, ["examples", "--model", str(tiny_model_dir),
+                                    "--max-new-tokens", "3", "--width", "90"])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("creativity 0.5") == 3 and " │ " in res.output
 
 
 def test_generate_bad_inputs(tiny_model_dir, tmp_path):

@@ -28,9 +28,10 @@ def risk_colour(p_dev: float | None) -> str | None:
 def risk_tokens(result) -> list[str]:
     """Each generated token as styled text (newlines shown as spaces)."""
     out = []
-    for t in result.trace:
+    shown = result.trace[:len(result.token_ids)] if result.stop_reason == "eos" else result.trace
+    for t in shown:
         text = t.token.replace("\n", " ")
-        if not text or t.token_id in ():
+        if not text:
             continue
         out.append(click.style(text, fg=risk_colour(t.p_dev),
                                bold=t.p_stop is not None and t.p_stop > 0.5,

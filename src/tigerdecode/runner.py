@@ -9,10 +9,16 @@ spread over devices by ``device_map`` works unchanged.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from transformers import DynamicCache
 
 from tigerdecode.taps import HiddenStateTap
+
+# transformers 5.24 renames the forward's past_key_values= to cache= (5.17 ignores cache=); until
+# the floor moves we use the name both understand and silence only that notice.
+warnings.filterwarnings("ignore", message=r".*past_key_values.* is deprecated", category=FutureWarning)
 
 
 def input_device(model) -> torch.device:
