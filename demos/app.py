@@ -131,7 +131,7 @@ def _tradeoff_tab(h: Handlers):
     outs = [status, plot, table, point]
     load.click(h.load_results, [path], outs, api_name="load_results")
     path.submit(h.load_results, [path], outs)
-    point.change(h.pick, [path, point], [chosen], api_name="pick")
+    point.change(h.pick, [path, point], [chosen, plot], api_name="pick")
     export.click(h.export, [path, point], [export_status, exported], api_name="export")
     return path, outs
 

@@ -87,9 +87,9 @@ class Handlers:
 
     def _panels(self, result):
         status = "**Done.**" + (" The answer abstained." if result.abstained else "")
-        return (status, render.highlights(result.trace, "p_dev"),
-                render.highlights(result.trace, "p_stop"),
-                render.probability_table(result.trace), render.summary_markdown(result),
+        trace = render.answer_trace(result)
+        return (status, render.highlights(trace, "p_dev"), render.highlights(trace, "p_stop"),
+                render.probability_table(trace), render.summary_markdown(result),
                 render.judge_html(result.judge, result.text),
                 render.timings_markdown(result.timings, len(result.token_ids)), result.to_dict())
 
@@ -111,7 +111,8 @@ class Handlers:
         note = (f"Plain sampling ran at **{how}** — the mean temperature tigerdecode used at "
                 f"creativity {float(creativity):.2f} — with the same seed. Highlights show p_dev "
                 "where the heads scored the tokens.")
-        return note, render.highlights(ours.trace), render.highlights(plain.trace)
+        return (note, render.highlights(render.answer_trace(ours)),
+                render.highlights(render.answer_trace(plain)))
 
     # -- Trade-off ---------------------------------------------------------------------------
     def load_results(self, path):
@@ -134,12 +135,13 @@ class Handlers:
                 gr.update(choices=points, value=points[0] if points else None))
 
     def pick(self, path, label):
-        """The chosen operating point's metrics and settings as JSON text."""
+        """(the chosen point's settings as JSON text, the curves with that point marked)."""
         try:
             s = self._settings(path, label)
+            df = tradeoff.load_results((path or "").strip() or self.results_path)
         except Exception as e:  # noqa: BLE001 - shown in the UI
-            return message(e)
-        return json.dumps(s.to_dict(), indent=2)
+            return message(e), gr.skip()
+        return json.dumps(s.to_dict(), indent=2), tradeoff.curve_table(df, chosen=label)
 
     def export(self, path, label):
         """(status, settings file for download)."""

@@ -34,6 +34,14 @@ def highlights(trace: list[TokenTrace], signal: str = "p_dev") -> list[tuple[str
     return [(_display(t.token), _prob(getattr(t, signal))) for t in trace]
 
 
+def answer_trace(result: GenerationResult) -> list[TokenTrace]:
+    """The trace of the answer's own tokens: the end-of-sequence token that stopped it (kept in
+    the trace, not in ``token_ids``) is left out of the views."""
+    if result.stop_reason == "eos" and len(result.trace) > len(result.token_ids):
+        return result.trace[:len(result.token_ids)]
+    return result.trace
+
+
 def probability_table(trace: list[TokenTrace]) -> pd.DataFrame:
     """Long-format table (position, probability, signal, token) for the line plot."""
     rows = []

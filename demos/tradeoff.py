@@ -23,6 +23,7 @@ COLUMNS = ["method", "setting", "error_rate", "abstain_rate", "precision", "dist
 METRICS = COLUMNS[2:]
 MAX_RESULTS_BYTES = 5_000_000
 MAX_ROWS = 5_000
+CHOSEN = "chosen operating point"
 
 
 class ResultsError(ValueError):
@@ -86,9 +87,14 @@ def _setting_text(setting) -> str:
     return str(setting)
 
 
-def curve_table(df: pd.DataFrame, x: str = "distinct_2", y: str = "error_rate") -> pd.DataFrame:
-    """Rows that have both coordinates, sorted along x within each method (one line each)."""
+def curve_table(df: pd.DataFrame, x: str = "distinct_2", y: str = "error_rate",
+                chosen: str | None = None) -> pd.DataFrame:
+    """Rows that have both coordinates, sorted along x within each method (one line each);
+    the ``chosen`` operating point is repeated as a one-point series named ``CHOSEN``."""
     d = df.dropna(subset=[x, y])
+    if chosen is not None:
+        point = d[d["label"] == chosen].assign(method=CHOSEN)
+        d = pd.concat([d, point], ignore_index=True)
     return d.sort_values(["method", x]).reset_index(drop=True)
 
 

@@ -108,7 +108,9 @@ def test_tradeoff_export_round_trips(client, results_file, tmp_path):
     status, plot, table, point = client.predict(str(results_file), api_name="/load_results")
     assert "Loaded 3 rows" in status and point["value"] == "tigerdecode @ 0.2"
     assert [c[0] for c in point["choices"]] == ["tigerdecode @ 0.2", "tigerdecode @ 0.8"]
-    chosen = json.loads(client.predict(str(results_file), "tigerdecode @ 0.8", api_name="/pick"))
+    chosen, plot = client.predict(str(results_file), "tigerdecode @ 0.8", api_name="/pick")
+    chosen = json.loads(chosen)
+    assert ["chosen operating point", 0.8, 0.4] in [r[:3] for r in plot["data"]]
     assert chosen["creativity"] == 0.8 and chosen["source"]["metrics"]["precision"] == 0.6
     msg, path = client.predict(str(results_file), "tigerdecode @ 0.8", api_name="/export")
     assert msg.startswith("**Exported.**")

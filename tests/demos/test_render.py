@@ -59,3 +59,11 @@ def test_judge_panel_diffs_rewrites_against_first_draft():
 def test_word_diff():
     h = render.word_diff_html("a b c", "a x c")
     assert h == 'a <del style="background:#fdd">b</del> <ins style="background:#dfd">x</ins> c'
+
+
+def test_answer_trace_leaves_out_the_stopping_eos():
+    r = _result()
+    r.token_ids = [1, 2]  # the third token was the EOS that stopped it
+    assert [t.token for t in render.answer_trace(r)] == ["Paris", " is"]
+    r.stop_reason = "max_new_tokens"
+    assert len(render.answer_trace(r)) == 3
