@@ -107,7 +107,8 @@ def quantize_model(model: nn.Module, bits: int = 4, group_size: int | None = 128
         W = _linear_weight(m)  # (N, K)
         g = layer_group_size(bits, group_size, W.shape[1], on_bad_shape)
         if g == -1:
-            plan.kept_float[name] = f"K={W.shape[1]} not divisible by any supported group size"
+            plan.kept_float[name] = (f"K={W.shape[1]} not divisible by group_size={group_size} "
+                                     f"(on_bad_shape={on_bad_shape!r})")
             continue
         if bits == 4 and g != group_size:
             fallbacks.setdefault((W.shape[1], g), []).append(name)

@@ -1,0 +1,90 @@
+"""CLI: ``tigerdecode quantize``, ``tigerdecode bench kernels``, ``tigerdecode bench quant``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("quantize")
+@click.argument("model_name", metavar="MODEL")
+@click.option("--bits", type=click.Choice(["4", "8"]), default="4", show_default=True,
+              help="4: int4 grouped asymmetric (W4A16); 8: int8 per-channel (W8A16).")
+@click.option("--group-size", type=click.Choice(["32", "64", "128"]), default="128",
+              show_default=True, help="int4 group size along K (ignored for int8).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output directory (a new or empty one, or an earlier quantized checkpoint).")
+@click.option("--include-lm-head", is_flag=True,
+              help="Also quantize the output layer (and a tied input embedding with it).")
+@click.option("--on-bad-shape", type=click.Choice(["fallback", "skip", "error"]),
+              default="fallback", show_default=True,
+              help="A layer whose K the group does not divide: smaller group, float, or fail.")
+def quantize_cmd(model_name, bits, group_size, out_dir, include_lm_head, on_bad_shape):
+    """Quantize MODEL ('default', a local HF directory or a cached hub id) and save it to --out.
+
+    The result loads with `tigerdecode generate --model DIR` and `load_model(DIR)`.
+    """
+    import warnings
+
+    from tigerdecode.kernels import QuantizationError
+    from tigerdecode.models import ModelLoadError, load_model
+    from tigerdecode.quant import quantize_model, quantized_bytes
+    from tigerdecode.quant_io import save_quantized
+
+    bits, group = int(bits), int(group_size)
+    try:
+        model, tok = load_model(model_name)
+        before = quantized_bytes(model)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            quantize_model(model, bits, group if bits == 4 else None,
+                           include_lm_head=include_lm_head, on_bad_shape=on_bad_shape,
+                           progress=True)
+        for w in caught:
+            click.echo(f"note: {w.message}", err=True)
+        out = save_quantized(model, tok, out_dir, source=model_name)
+    except (ModelLoadError, QuantizationError, FileExistsError) as e:
+        raise click.ClickException(str(e)) from e
+    plan = model.tigerdecode_quant
+    click.echo(f"quantized {len(plan.layers)} layers to int{bits}"
+               f"{f' (group {group})' if bits == 4 else ' (per channel)'}, kept "
+               f"{len(plan.kept_float)} in float; {before / 1e6:.1f} MB -> "
+               f"{quantized_bytes(model) / 1e6:.1f} MB; saved to {out}")
+
+
+@click.command("kernels")
+@click.option("--quick", is_flag=True, help="Fewer shapes (a smoke run).")
+@click.option("--reps", type=int, default=20, show_default=True, help="Timed calls per case.")
+def kernels_bench(quick, reps):
+    """Quantized matmul kernels vs dense matmul on this device (a markdown table)."""
+    from tigerdecode.kernels.bench import main as bench_main
+
+    bench_main((["--quick"] if quick else []) + ["--reps", str(reps)])
+
+
+@click.command("quant")
+@click.option("--model", "model_name", default="default", show_default=True)
+@click.option("--new-tokens", type=click.IntRange(1, 1024), default=128, show_default=True)
+@click.option("--repeats", type=click.IntRange(1, 20), default=3, show_default=True)
+@click.option("--group-size", type=click.Choice(["32", "64", "128"]), default="128",
+              show_default=True)
+@click.option("--lm-head/--no-lm-head", default=True, show_default=True,
+              help="Quantize the output layer (and the tied embedding) too.")
+@click.option("--ppl-tokens", type=click.IntRange(64, 65536), default=4096, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary ratios as JSON.")
+def quant_bench_cmd(model_name, new_tokens, repeats, group_size, lm_head, ppl_tokens, as_json):
+    """Float vs int8 vs int4 side by side: tokens/s, weight bytes, held-out perplexity."""
+    from tigerdecode.models import ModelLoadError
+    from tigerdecode.quant_bench import format_report, run
+
+    try:
+        r = run(model_name, new_tokens=new_tokens, repeats=repeats, group_size=int(group_size),
+                include_lm_head=lm_head, ppl_tokens=ppl_tokens, progress=not as_json)
+    except ModelLoadError as e:
+        raise click.ClickException(str(e)) from e
+    if as_json:
+        click.echo(json.dumps({**{k: round(v, 4) for k, v in r["summary"].items()},
+                               "setup": r["setup"]}))
+    else:
+        click.echo(format_report(r))
