@@ -78,7 +78,8 @@ def _generate_tab(h: Handlers, caps: dict):
             summary = gr.Markdown()
             plot = gr.LinePlot(EMPTY_PLOT, x="position", y="probability", color="signal",
                                y_lim=[0, 1], height=220, label="p_dev and p_stop along the answer",
-                               tooltip=["position", "token", "signal", "probability"])
+                               tooltip=["position", "token", "signal", "probability"],
+                               visible=False)
             judge_panel = gr.HTML()
             timings = gr.Markdown()
             with gr.Accordion("Full result (JSON)", open=False):
@@ -87,7 +88,7 @@ def _generate_tab(h: Handlers, caps: dict):
     run.click(h.generate,
               [prompt, creativity, max_new, seed, raw, ensemble, factual, creative, judge,
                rewrites, *policy], outputs, api_name="generate")
-    return [prompt, creativity, *outputs]
+    return [prompt, creativity], outputs
 
 
 def _compare_tab(h: Handlers) -> None:
@@ -148,7 +149,7 @@ def build_app(backend: DemoBackend, results_path=None) -> gr.Blocks:
             gr.Markdown("**Note:** Controlled generation is not available in this build; Generate and "
                         "Compare will say so.")
         with gr.Tab("Generate"):
-            deep_link = _generate_tab(h, caps)
+            link_inputs, gen_outputs = _generate_tab(h, caps)
         with gr.Tab("Compare"):
             _compare_tab(h)
         with gr.Tab("Trade-off"):
@@ -157,7 +158,8 @@ def build_app(backend: DemoBackend, results_path=None) -> gr.Blocks:
         demo.load(h.load_results, [path], outs)
         # Not queued: the page's own request waits for the answer (the backend's lock still
         # serialises generations), so a headless browser sees the finished result.
-        demo.load(h.from_url, None, deep_link, queue=False)
+        demo.load(h.link_inputs, None, link_inputs, queue=False)
+        demo.load(h.from_url, None, gen_outputs, queue=False)
     return demo
 
 

@@ -31,6 +31,11 @@ def message(e: Exception) -> str:
            "try again or change the settings."
 
 
+def _plot(table: pd.DataFrame):
+    """The probability plot, hidden when the heads gave no probabilities to draw."""
+    return gr.update(value=table, visible=not table.empty)
+
+
 class Handlers:
     def __init__(self, backend: DemoBackend, results_path: str | Path | None = None):
         self.backend = backend
@@ -55,7 +60,7 @@ class Handlers:
                 yield (f"Generating… {len(tokens)} tokens", render.highlights(tokens),
                        gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
             elif kind == "error":
-                yield (message(item), [], [], EMPTY_PLOT, "", "", "", None)
+                yield (message(item), [], [], _plot(EMPTY_PLOT), "", "", "", None)
             else:
                 yield self._panels(item)
 
@@ -68,28 +73,41 @@ class Handlers:
                 out[name] = v
         return out
 
-    def from_url(self, request: gr.Request):
-        """Deep link: ``/?prompt=...&creativity=0.3`` fills the Generate tab and runs it (one
-        answer, not streamed: a page opened from a link shows the finished result)."""
+    @staticmethod
+    def _link(request) -> tuple[dict, float | None]:
         q = dict(request.query_params) if request is not None else {}
-        if not q.get("prompt"):
-            return (gr.skip(),) * 10
-        creativity = q.get("creativity", "0.5")
         try:
-            creativity = float(creativity)
+            creativity = float(q.get("creativity", "0.5"))
         except ValueError:
-            return (gr.skip(), gr.skip(), f"**Cannot run:** creativity in the link must be a number in "
-                    f"[0, 1], got {creativity!r}") + (gr.skip(),) * 7
+            creativity = None
+        return q, creativity if creativity is not None and 0 <= creativity <= 1 else None
+
+    def link_inputs(self, request: gr.Request):
+        """Deep link ``/?prompt=...&creativity=0.3``: fill the prompt box and the slider."""
+        q, creativity = self._link(request)
+        if not q.get("prompt"):
+            return gr.skip(), gr.skip()
+        return q["prompt"], gr.skip() if creativity is None else creativity
+
+    def from_url(self, request: gr.Request):
+        """Deep link: run the linked prompt (one answer, not streamed, so a page opened from a
+        link shows the finished result)."""
+        q, creativity = self._link(request)
+        if not q.get("prompt"):
+            return (gr.skip(),) * 8
+        if creativity is None:
+            return ("**Cannot run:** the link's creativity must be a number in [0, 1], got "
+                    f"{q.get('creativity')!r}",) + (gr.skip(),) * 7
         n = q.get("max_new_tokens", "48")
         *_, last = self.generate(q["prompt"], creativity, int(n) if n.isdigit() else n,
                                  q.get("seed", 0), q.get("raw") == "1", False, "", "", False, 0)
-        return (q["prompt"], creativity if 0 <= creativity <= 1 else gr.skip(), *last)
+        return last
 
     def _panels(self, result):
         status = "**Done.**" + (" The answer abstained." if result.abstained else "")
         trace = render.answer_trace(result)
         return (status, render.highlights(trace, "p_dev"), render.highlights(trace, "p_stop"),
-                render.probability_table(trace), render.summary_markdown(result),
+                _plot(render.probability_table(trace)), render.summary_markdown(result),
                 render.judge_html(result.judge, result.text),
                 render.timings_markdown(result.timings, len(result.token_ids)), result.to_dict())
 
