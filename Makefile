@@ -24,6 +24,11 @@ run: setup
 demo: setup
 	$(VENV)/bin/tigerdecode demo $(DEMO_ARGS)
 
+# Quantized matmul kernels vs dense, then the default model fp32 / bf16 / int8 / int4 side by side.
+bench: setup
+	$(VENV)/bin/tigerdecode bench kernels
+	$(VENV)/bin/tigerdecode bench quant
+
 test: setup
 	$(PY) -m pytest -q
 
