@@ -12,7 +12,7 @@ from tigerdecode.demos.backend import (
     DemoBackend,
     policy_defaults,
 )
-from tigerdecode.demos.handlers import EMPTY_PLOT, Handlers
+from tigerdecode.demos.handlers import Handlers
 
 CREATIVITY_LABEL = "Creativity (0 = factual, 1 = creative)"
 EXAMPLES = ["What is the capital of Japan?", "Who wrote the play Romeo and Juliet?",
@@ -76,10 +76,7 @@ def _generate_tab(h: Handlers, caps: dict):
                 pstop = gr.HighlightedText(label="Answer — shaded by p_stop",
                                            elem_id="answer-pstop")
             summary = gr.Markdown()
-            plot = gr.LinePlot(EMPTY_PLOT, x="position", y="probability", color="signal",
-                               y_lim=[0, 1], height=220, label="p_dev and p_stop along the answer",
-                               tooltip=["position", "token", "signal", "probability"],
-                               visible=False)
+            plot = gr.HTML(label="p_dev and p_stop along the answer", elem_id="prob-plot")
             judge_panel = gr.HTML()
             timings = gr.Markdown()
             with gr.Accordion("Full result (JSON)", open=False):

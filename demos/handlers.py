@@ -9,14 +9,12 @@ import tempfile
 from pathlib import Path
 
 import gradio as gr
-import pandas as pd
 
 from tigerdecode.config import ConfigError, save_settings
 from tigerdecode.demos import render, tradeoff
 from tigerdecode.demos.backend import DemoBackend, InputError, Unavailable, policy_defaults
 
 log = logging.getLogger("tigerdecode.demo")
-EMPTY_PLOT = pd.DataFrame(columns=["position", "probability", "signal", "token"])
 
 
 def message(e: Exception) -> str:
@@ -29,11 +27,6 @@ def message(e: Exception) -> str:
     log.error("generation failed", exc_info=e)
     return f"**Generation failed** ({type(e).__name__}: {str(e)[:300]}). The app is still running; " \
            "try again or change the settings."
-
-
-def _plot(table: pd.DataFrame):
-    """The probability plot, hidden when the heads gave no probabilities to draw."""
-    return gr.update(value=table, visible=not table.empty)
 
 
 class Handlers:
@@ -60,7 +53,7 @@ class Handlers:
                 yield (f"Generating… {len(tokens)} tokens", render.highlights(tokens),
                        gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
             elif kind == "error":
-                yield (message(item), [], [], _plot(EMPTY_PLOT), "", "", "", None)
+                yield (message(item), [], [], "", "", "", "", None)
             else:
                 yield self._panels(item)
 
@@ -107,7 +100,7 @@ class Handlers:
         status = "**Done.**" + (" The answer abstained." if result.abstained else "")
         trace = render.answer_trace(result)
         return (status, render.highlights(trace, "p_dev"), render.highlights(trace, "p_stop"),
-                _plot(render.probability_table(trace)), render.summary_markdown(result),
+                render.probability_svg(trace), render.summary_markdown(result),
                 render.judge_html(result.judge, result.text),
                 render.timings_markdown(result.timings, len(result.token_ids)), result.to_dict())
 

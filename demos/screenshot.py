@@ -17,7 +17,7 @@ import click
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--virtual-time-budget=8000"]
+         "--virtual-time-budget=30000"]  # time after the answer arrives for the page to settle
 
 
 def capture(url: str, out: Path, width: int = 1200, height: int = 1100) -> Path:

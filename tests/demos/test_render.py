@@ -67,3 +67,14 @@ def test_answer_trace_leaves_out_the_stopping_eos():
     assert [t.token for t in render.answer_trace(r)] == ["Paris", " is"]
     r.stop_reason = "max_new_tokens"
     assert len(render.answer_trace(r)) == 3
+
+
+def test_probability_svg_draws_both_signals():
+    svg = render.probability_svg(_result().trace)
+    assert svg.startswith("<svg") and svg.endswith("</svg>")
+    dev = svg.split('class="td-p_dev"')[1].split('points="')[1].split('"')[0].split()
+    stop = svg.split('class="td-p_stop"')[1].split('points="')[1].split('"')[0].split()
+    assert len(dev) == 2 and len(stop) == 2  # NaN and None are left out
+    # p = 1.0 sits on the top gridline (y = 12), p_dev 0.05 near the bottom (y = 12 + 144 * 0.95)
+    assert dev[1].endswith(",12.0") and dev[0] == "34.0,148.8"
+    assert "&lt;" not in svg and render.probability_svg([]) == ""
