@@ -143,7 +143,10 @@ def main(argv=None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=20, help="timed calls per case (CPU)")
     ap.add_argument("--quick", action="store_true", help="fewer shapes and rows")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     gpu = torch.cuda.is_available()
     shapes = None
     if args.quick:

@@ -97,18 +97,41 @@ class PackedWeight:
         return sum(t.numel() * t.element_size() for t in ts)
 
 
-def quantize_int4(weight: torch.Tensor, group_size: int = 128) -> PackedWeight:
-    """Round-to-nearest asymmetric int4 with one (scale, zero) per group of K inputs."""
-    check_format(4, group_size)
-    N, K = weight.shape
-    check_shape(4, group_size, K)
-    w = weight.detach().to(torch.float32).t().reshape(K // group_size, group_size, N)  # (K/G, G, N)
-    wmin = w.amin(dim=1).clamp(max=0.0)  # (K/G, N); the range always holds 0 so 0 stays exact-ish
-    wmax = w.amax(dim=1).clamp(min=0.0)
+CLIP_GRID = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75)
+
+
+def _int4_codes(w: torch.Tensor, shrink: float):
+    """Scale, zero and codes for groups ``w`` (K/G, G, N) with the range shrunk by ``shrink``."""
+    wmin = (w.amin(dim=1) * shrink).clamp(max=0.0)  # (K/G, N); the range always holds 0
+    wmax = (w.amax(dim=1) * shrink).clamp(min=0.0)
     scale = ((wmax - wmin) / 15.0).to(SCALE_DTYPE).to(torch.float32)  # round the scale first...
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     zero = torch.round(-wmin / scale).clamp(0, 15)  # ...so codes are chosen for the stored scale
     q = torch.round(w / scale[:, None, :] + zero[:, None, :]).clamp(0, 15)  # (K/G, G, N)
+    return scale, zero, q
+
+
+def quantize_int4(weight: torch.Tensor, group_size: int = 128, *,
+                  clip_search: bool = False) -> PackedWeight:
+    """Round-to-nearest asymmetric int4 with one (scale, zero) per group of K inputs.
+
+    ``clip_search`` tries a few shrunken ranges per group (``CLIP_GRID``) and keeps the one with
+    the least squared error: clipping rare outliers buys finer steps for the rest.
+    """
+    check_format(4, group_size)
+    N, K = weight.shape
+    check_shape(4, group_size, K)
+    w = weight.detach().to(torch.float32).t().reshape(K // group_size, group_size, N)  # (K/G, G, N)
+    scale, zero, q = _int4_codes(w, 1.0)
+    if clip_search:
+        best = ((q - zero[:, None]) * scale[:, None] - w).pow(2).sum(dim=1)  # (K/G, N)
+        for shrink in CLIP_GRID[1:]:
+            s2, z2, q2 = _int4_codes(w, shrink)
+            err = ((q2 - z2[:, None]) * s2[:, None] - w).pow(2).sum(dim=1)
+            better = err < best
+            best = torch.where(better, err, best)
+            scale, zero = torch.where(better, s2, scale), torch.where(better, z2, zero)
+            q = torch.where(better[:, None], q2, q)
     return PackedWeight(
         bits=4, group_size=group_size, in_features=K, out_features=N,
         qweight=pack_int4(q.reshape(K, N).to(torch.int32)),
@@ -128,9 +151,12 @@ def quantize_int8(weight: torch.Tensor) -> PackedWeight:
                         qweight=q.contiguous(), scales=scale.to(SCALE_DTYPE).contiguous())
 
 
-def quantize_weight(weight: torch.Tensor, bits: int = 4, group_size: int | None = 128) -> PackedWeight:
+def quantize_weight(weight: torch.Tensor, bits: int = 4, group_size: int | None = 128, *,
+                    clip_search: bool = False) -> PackedWeight:
     """Quantize a float (N, K) weight to ``bits`` (4: grouped asymmetric; 8: per-channel)."""
     check_format(bits, group_size)
     if weight.dim() != 2:
         raise QuantizationError(f"expected a 2-D (out, in) weight, got shape {tuple(weight.shape)}")
-    return quantize_int4(weight, group_size) if bits == 4 else quantize_int8(weight)
+    if bits == 8:
+        return quantize_int8(weight)
+    return quantize_int4(weight, group_size, clip_search=clip_search)

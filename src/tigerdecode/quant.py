@@ -69,13 +69,15 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
 
 def quantize_model(model: nn.Module, bits: int = 4, group_size: int | None = 128, *,
                    include_lm_head: bool = False, skip: tuple[str, ...] = (),
-                   on_bad_shape: str = "fallback", progress: bool = False) -> nn.Module:
+                   on_bad_shape: str = "fallback", clip_search: bool = False,
+                   progress: bool = False) -> nn.Module:
     """Quantize ``model``'s linear layers in place (RTN) and return it.
 
     ``include_lm_head`` also quantizes the output projection; when the input embedding is tied
     to it (and is a plain ``nn.Embedding``), the embedding then reads the same quantized matrix.
     ``skip``: name substrings to keep in float. ``on_bad_shape``: what to do with a layer whose K
     is not divisible by ``group_size`` ("fallback" to a smaller group, "skip" it, or "error").
+    ``clip_search`` picks each int4 group's range by least squared error (slower, more accurate).
     The plan is stored on ``model.tigerdecode_quant``.
     """
     check_format(bits, group_size)
@@ -112,7 +114,7 @@ def quantize_model(model: nn.Module, bits: int = 4, group_size: int | None = 128
             continue
         if bits == 4 and g != group_size:
             fallbacks.setdefault((W.shape[1], g), []).append(name)
-        q = QuantLinear.from_packed(quantize_weight(W, bits, g), m.bias)
+        q = QuantLinear.from_packed(quantize_weight(W, bits, g, clip_search=clip_search), m.bias)
         _set_module(model, name, q)
         plan.layers[name] = {"bits": bits, "group_size": g, "bias": m.bias is not None}
         if m is head and tied:

@@ -20,7 +20,10 @@ import click
 @click.option("--on-bad-shape", type=click.Choice(["fallback", "skip", "error"]),
               default="fallback", show_default=True,
               help="A layer whose K the group does not divide: smaller group, float, or fail.")
-def quantize_cmd(model_name, bits, group_size, out_dir, include_lm_head, on_bad_shape):
+@click.option("--clip-search", is_flag=True,
+              help="int4: choose each group's range by least squared error (slower, better).")
+def quantize_cmd(model_name, bits, group_size, out_dir, include_lm_head, on_bad_shape,
+                 clip_search):
     """Quantize MODEL ('default', a local HF directory or a cached hub id) and save it to --out.
 
     The result loads with `tigerdecode generate --model DIR` and `load_model(DIR)`.
@@ -40,7 +43,7 @@ def quantize_cmd(model_name, bits, group_size, out_dir, include_lm_head, on_bad_
             warnings.simplefilter("always")
             quantize_model(model, bits, group if bits == 4 else None,
                            include_lm_head=include_lm_head, on_bad_shape=on_bad_shape,
-                           progress=True)
+                           clip_search=clip_search, progress=True)
         for w in caught:
             click.echo(f"note: {w.message}", err=True)
         out = save_quantized(model, tok, out_dir, source=model_name)
@@ -55,12 +58,15 @@ def quantize_cmd(model_name, bits, group_size, out_dir, include_lm_head, on_bad_
 
 @click.command("kernels")
 @click.option("--quick", is_flag=True, help="Fewer shapes (a smoke run).")
-@click.option("--reps", type=int, default=20, show_default=True, help="Timed calls per case.")
-def kernels_bench(quick, reps):
+@click.option("--reps", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="Timed calls per case.")
+@click.option("--threads", type=click.IntRange(0, 256), default=0, show_default=True,
+              help="CPU threads for torch (0: torch's default).")
+def kernels_bench(quick, reps, threads):
     """Quantized matmul kernels vs dense matmul on this device (a markdown table)."""
     from tigerdecode.kernels.bench import main as bench_main
 
-    bench_main((["--quick"] if quick else []) + ["--reps", str(reps)])
+    bench_main((["--quick"] if quick else []) + ["--reps", str(reps), "--threads", str(threads)])
 
 
 @click.command("quant")
@@ -72,11 +78,19 @@ def kernels_bench(quick, reps):
 @click.option("--lm-head/--no-lm-head", default=True, show_default=True,
               help="Quantize the output layer (and the tied embedding) too.")
 @click.option("--ppl-tokens", type=click.IntRange(64, 65536), default=4096, show_default=True)
+@click.option("--threads", type=click.IntRange(0, 256), default=0, show_default=True,
+              help="CPU threads for torch (0: torch's default).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary ratios as JSON.")
-def quant_bench_cmd(model_name, new_tokens, repeats, group_size, lm_head, ppl_tokens, as_json):
+def quant_bench_cmd(model_name, new_tokens, repeats, group_size, lm_head, ppl_tokens, threads,
+                    as_json):
     """Float vs int8 vs int4 side by side: tokens/s, weight bytes, held-out perplexity."""
+    import torch
+
     from tigerdecode.models import ModelLoadError
     from tigerdecode.quant_bench import format_report, run
+
+    if threads:
+        torch.set_num_threads(threads)
 
     try:
         r = run(model_name, new_tokens=new_tokens, repeats=repeats, group_size=int(group_size),

@@ -70,3 +70,14 @@ def test_k_not_divisible_by_group_names_the_fix():
     with pytest.raises(QuantizationError, match="not divisible"):
         quantize_weight(torch.randn(8, 96), 4, 128)
     check_shape(8, None, 97)  # int8 has no groups: any K
+
+
+def test_clip_search_never_increases_the_weight_error():
+    g = torch.Generator().manual_seed(2)
+    W = torch.randn(64, 256, generator=g) * 0.02
+    W[::5, ::17] *= 8  # a few outliers make a shrunken range worth it
+    plain = quantize_weight(W, 4, 64)
+    searched = quantize_weight(W, 4, 64, clip_search=True)
+    e_plain = (plain.dequantize() - W).pow(2).sum()
+    e_search = (searched.dequantize() - W).pow(2).sum()
+    assert e_search < e_plain
