@@ -1,0 +1,93 @@
+"""``tigerdecode eval``: the factuality–creativity trade-off, every method side by side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+# (QA items, creative prompts, samples per prompt, fact tokens, creative tokens)
+QUICK = dict(n_qa=6, n_creative=2, samples=2, fact_tokens=10, creative_tokens=12)
+FULL = dict(n_qa=200, n_creative=30, samples=3, fact_tokens=32, creative_tokens=48)
+
+
+def _read_creative(path: Path, limit: int) -> list[str]:
+    prompts = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            p = json.loads(line)["prompt"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise click.ClickException(f"{path}:{n}: expected {{\"prompt\": str}} ({e})") from e
+        if not isinstance(p, str) or not p.strip():
+            raise click.ClickException(f"{path}:{n}: 'prompt' must be a non-empty string")
+        prompts.append(p)
+    if len(prompts) < 1:
+        raise click.ClickException(f"{path} holds no creative prompts")
+    return prompts[:limit]
+
+
+@click.command("eval")
+@click.option("--model", "model_name", default="default", show_default=True)
+@click.option("--qa", "qa_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="QA JSONL (default: held-out test topics of the vendored qa_wikidata).")
+@click.option("--creative", "creative_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Creative prompts JSONL (default: data/creative_prompts.jsonl).")
+@click.option("--quick", is_flag=True, help="A small run (minutes) for CI and smoke tests.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder (default runs/eval-quick or runs/eval-full); resumable.")
+@click.option("--limit", type=click.IntRange(1, 20000), default=None, help="QA items to use.")
+@click.option("--n-creative", type=click.IntRange(1, 1000), default=None)
+@click.option("--samples", type=click.IntRange(2, 16), default=None,
+              help="Samples per creative prompt.")
+@click.option("--methods", default=None, help="Comma-separated subset, e.g. greedy,tigerdecode.")
+@click.option("--batch-size", type=click.IntRange(1, 256), default=16, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print {'rows': [...], ...} as JSON.")
+def eval_cmd(model_name, qa_path, creative_path, quick, out, limit, n_creative, samples,
+             methods, batch_size, seed, as_json):
+    """Evaluate every method on factual QA (errors) and open prompts (diversity)."""
+    from tigerdecode.api import ControlledGenerator
+    from tigerdecode.data import dataset_path, load_qa, qa_wikidata_path, select_split
+    from tigerdecode.eval.report import markdown_table, targets_table, write_report
+    from tigerdecode.eval.runner import EvalConfig, grid, run_eval
+    from tigerdecode.models import fingerprint, load_model
+
+    size = dict(QUICK if quick else FULL)
+    if qa_path is None:
+        items = select_split(load_qa(qa_wikidata_path()), "test")
+        qa_name = "qa_wikidata (test topics)"
+    else:
+        items, qa_name = load_qa(qa_path), str(qa_path)
+    # Spread the QA sample over topics deterministically: every k-th item.
+    n = limit or size["n_qa"]
+    step = max(1, len(items) // n)
+    items = items[::step][:n]
+    creative = _read_creative(creative_path or dataset_path("creative_prompts.jsonl"),
+                              n_creative or size["n_creative"])
+    cells = grid(quick, [m.strip() for m in methods.split(",")] if methods else None)
+    out = out or Path("runs") / ("eval-quick" if quick else "eval-full")
+    model, tok = load_model(model_name)
+    cfg = EvalConfig(qa=items, creative=creative, samples=samples or size["samples"],
+                     fact_tokens=size["fact_tokens"], creative_tokens=size["creative_tokens"],
+                     batch_size=batch_size, seed=seed,
+                     extra={"model": fingerprint(model, tok).to_dict()})
+    gens = {False: ControlledGenerator(model, tok)}
+    if any(c.ensemble for c in cells):
+        gens[True] = ControlledGenerator(model, tok, ensemble="self")
+    rows = run_eval(gens, cells, cfg, out, progress=not as_json)
+    meta = {"model": model_name, "qa": qa_name, "n_qa": len(items), "n_creative": len(creative),
+            "samples": cfg.samples, "fact_tokens": cfg.fact_tokens,
+            "creative_tokens": cfg.creative_tokens, "seed": seed, "quick": quick,
+            "heads": None if gens[False].heads is None else "shipped"}
+    doc = write_report(rows, out, meta)
+    if as_json:
+        from tigerdecode.eval.report import _finite
+
+        click.echo(json.dumps(_finite({"rows": doc["rows"], "targets": doc["targets"]})))
+        return
+    click.echo(markdown_table(rows))
+    click.echo("\n" + targets_table(doc["targets"]))
+    click.echo(f"\nwrote {out}/results.json, results.csv, results.md, tradeoff.png")
