@@ -116,9 +116,7 @@ def _tradeoff_tab(h: Handlers):
                           scale=4)
         load = gr.Button("Load", scale=1)
     status = gr.Markdown()
-    plot = gr.LinePlot(None, x="distinct_2", y="error_rate", color="method",
-                       x_title="diversity (distinct-2)", y_title="error rate",
-                       tooltip=["label", "error_rate", "distinct_2", "precision"], height=320)
+    plot = gr.HTML(elem_id="tradeoff-plot")
     table = gr.Dataframe(label="All rows", interactive=False)
     with gr.Row():
         point = gr.Dropdown([], label="Operating point on a tigerdecode curve", scale=3)

@@ -134,15 +134,16 @@ class Handlers:
         except FileNotFoundError:
             return (f"No evaluation results at `{path}` yet. Run the evaluation "
                     "(`tigerdecode eval --json`) and save its JSON there, or give another file "
-                    "with `tigerdecode demo --results FILE`.", None, None,
+                    "with `tigerdecode demo --results FILE`.", "", None,
                     gr.update(choices=[], value=None))
         except tradeoff.ResultsError as e:
-            return message(e), None, None, gr.update(choices=[], value=None)
+            return message(e), "", None, gr.update(choices=[], value=None)
         points = tradeoff.operating_points(df)
         note = f"Loaded {len(df)} rows ({df['method'].nunique()} methods) from `{path}`."
         if not points:
             note += " No `tigerdecode` rows, so there is no operating point to pick."
-        return (note, tradeoff.curve_table(df), df[tradeoff.COLUMNS],
+        return (note, tradeoff.curves_svg(df, points[0] if points else None),
+                df[tradeoff.COLUMNS].round(4),
                 gr.update(choices=points, value=points[0] if points else None))
 
     def pick(self, path, label):
@@ -152,7 +153,7 @@ class Handlers:
             df = tradeoff.load_results((path or "").strip() or self.results_path)
         except Exception as e:  # noqa: BLE001 - shown in the UI
             return message(e), gr.skip()
-        return json.dumps(s.to_dict(), indent=2), tradeoff.curve_table(df, chosen=label)
+        return json.dumps(s.to_dict(), indent=2), tradeoff.curves_svg(df, chosen=label)
 
     def export(self, path, label):
         """(status, settings file for download)."""

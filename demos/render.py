@@ -10,6 +10,7 @@ import math
 
 import pandas as pd
 
+from tigerdecode.demos.svgchart import Series, line_chart
 from tigerdecode.result import GenerationResult, JudgeVerdict, TokenTrace
 
 
@@ -57,48 +58,17 @@ def probability_table(trace: list[TokenTrace]) -> pd.DataFrame:
 SIGNAL_COLOURS = {"p_dev": "#d1242f", "p_stop": "#0969da"}
 
 
-def probability_svg(trace: list[TokenTrace], width: int = 640, height: int = 190) -> str:
-    """A small inline SVG plot of p_dev and p_stop along the answer (server-drawn: no script,
-    so it shows in any browser and in headless screenshots); hovering a point names its token.
-    Empty string when the heads gave no probabilities."""
+def probability_svg(trace: list[TokenTrace]) -> str:
+    """A small plot of p_dev and p_stop along the answer (hover a point for its token); empty
+    string when the heads gave no probabilities."""
     table = probability_table(trace)
-    if table.empty:
-        return ""
-    left, right, top, bottom = 34, 10, 12, 34
-    n = max(len(trace), 2)
-    w, h = width - left - right, height - top - bottom
-
-    def xy(pos: int, p: float) -> tuple[float, float]:
-        return left + w * (pos - 1) / (n - 1), top + h * (1 - p)
-
-    parts = [f'<svg class="td-plot" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} '
-             f'{height}" width="100%" role="img" aria-label="p_dev and p_stop along the answer" '
-             'style="font:11px sans-serif;max-width:100%">']
-    for p in (0.0, 0.5, 1.0):
-        _, y = xy(1, p)
-        parts.append(f'<line x1="{left}" x2="{left + w}" y1="{y:.1f}" y2="{y:.1f}" '
-                     f'stroke="#d0d7de" stroke-width="1"/><text x="{left - 6}" y="{y + 4:.1f}" '
-                     f'text-anchor="end" fill="#57606a">{p:g}</text>')
-    for signal, colour in SIGNAL_COLOURS.items():
-        rows = table[table.signal == signal]
-        if rows.empty:
-            continue
-        pts = [xy(int(r.position), float(r.probability)) for r in rows.itertuples()]
-        parts.append(f'<polyline class="td-{signal}" fill="none" stroke="{colour}" '
-                     'stroke-width="2" points="' + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
-                     + '"/>')
-        for (x, y), r in zip(pts, rows.itertuples(), strict=True):
-            parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}"><title>'
-                         f"{html.escape(r.token)!s} · {signal} {r.probability:.3f}</title></circle>")
-    legend_y = height - 8
-    parts.append(f'<text x="{left}" y="{legend_y}" fill="#57606a">token position 1–{len(trace)}'
-                 "</text>")
-    for i, (signal, colour) in enumerate(SIGNAL_COLOURS.items()):
-        x = left + w - 150 + i * 80
-        parts.append(f'<rect x="{x}" y="{legend_y - 9}" width="12" height="3" fill="{colour}"/>'
-                     f'<text x="{x + 16}" y="{legend_y}" fill="#24292f">{signal}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+    series = [Series(signal, [(float(r.position), float(r.probability),
+                               f"{r.token!r} · {signal} {r.probability:.3f}")
+                              for r in table[table.signal == signal].itertuples()], colour)
+              for signal, colour in SIGNAL_COLOURS.items()]
+    return line_chart([s for s in series if s.points], x_title="token position",
+                      y_title="probability", x_range=(1, max(len(trace), 2)), y_range=(0, 1),
+                      css_class="td-prob")
 
 
 def _fmt(x, digits: int = 3) -> str:

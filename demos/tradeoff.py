@@ -17,13 +17,13 @@ from pathlib import Path
 import pandas as pd
 
 from tigerdecode.config import DecodeSettings
+from tigerdecode.demos.svgchart import Series, line_chart
 
 COLUMNS = ["method", "setting", "error_rate", "abstain_rate", "precision", "distinct_2",
            "self_bleu", "tokens_per_s"]
 METRICS = COLUMNS[2:]
 MAX_RESULTS_BYTES = 5_000_000
 MAX_ROWS = 5_000
-CHOSEN = "chosen operating point"
 
 
 class ResultsError(ValueError):
@@ -87,15 +87,25 @@ def _setting_text(setting) -> str:
     return str(setting)
 
 
-def curve_table(df: pd.DataFrame, x: str = "distinct_2", y: str = "error_rate",
-                chosen: str | None = None) -> pd.DataFrame:
-    """Rows that have both coordinates, sorted along x within each method (one line each);
-    the ``chosen`` operating point is repeated as a one-point series named ``CHOSEN``."""
-    d = df.dropna(subset=[x, y])
-    if chosen is not None:
-        point = d[d["label"] == chosen].assign(method=CHOSEN)
-        d = pd.concat([d, point], ignore_index=True)
-    return d.sort_values(["method", x]).reset_index(drop=True)
+def curve_table(df: pd.DataFrame, x: str = "distinct_2", y: str = "error_rate") -> pd.DataFrame:
+    """Rows that have both coordinates, sorted along x within each method (one line each)."""
+    return df.dropna(subset=[x, y]).sort_values(["method", x]).reset_index(drop=True)
+
+
+def curves_svg(df: pd.DataFrame, chosen: str | None = None, x: str = "distinct_2",
+               y: str = "error_rate") -> str:
+    """Error rate against diversity, one line per method, the chosen point ringed."""
+    d = curve_table(df, x, y)
+    series = [Series(m, [(float(r[x]), float(r[y]), f"{r['label']}: {y} {r[y]:.3f}, {x} "
+                          f"{r[x]:.3f}") for _, r in g.iterrows()])
+              for m, g in d.groupby("method", sort=True)]
+    mark = None
+    if chosen is not None and (d["label"] == chosen).any():
+        r = d[d["label"] == chosen].iloc[0]
+        mark = (float(r[x]), float(r[y]), f"chosen: {chosen}")
+    return line_chart(series, x_title="diversity (distinct-2, creative prompts)",
+                      y_title="error rate (factual QA)", mark=mark, css_class="td-curves",
+                      height=300)
 
 
 def operating_points(df: pd.DataFrame) -> list[str]:

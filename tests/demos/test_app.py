@@ -32,7 +32,7 @@ def test_generate_highlights_every_token(client, demo_backend, creativity):
         [t["p_stop"] for t in trace], abs=1e-6)
     # the plot holds both signals for every token
     for signal in ("p_dev", "p_stop"):  # one line per signal, a point per token
-        points = re.search(rf'class="td-{signal}"[^>]*points="([^"]*)"', plot).group(1)
+        points = re.search(rf'data-series="{signal}"[^>]*points="([^"]*)"', plot).group(1)
         assert len(points.split()) == len(trace)
     temps = {t["temperature"] for t in trace}
     assert temps == {0.0} if creativity == 0 else min(temps) > 0  # 0 is greedy, 1 samples
@@ -111,7 +111,7 @@ def test_tradeoff_export_round_trips(client, results_file, tmp_path):
     assert [c[0] for c in point["choices"]] == ["tigerdecode @ 0.2", "tigerdecode @ 0.8"]
     chosen, plot = client.predict(str(results_file), "tigerdecode @ 0.8", api_name="/pick")
     chosen = json.loads(chosen)
-    assert ["chosen operating point", 0.8, 0.4] in [r[:3] for r in plot["data"]]
+    assert 'class="td-curves-mark"' in plot and "chosen: tigerdecode @ 0.8" in plot
     assert chosen["creativity"] == 0.8 and chosen["source"]["metrics"]["precision"] == 0.6
     msg, path = client.predict(str(results_file), "tigerdecode @ 0.8", api_name="/export")
     assert msg.startswith("**Exported.**")

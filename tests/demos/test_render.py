@@ -1,6 +1,7 @@
 """Rendering hand-built results: highlights, the plot table, the judge panel, timings."""
 
 import math
+import re
 
 import pytest
 
@@ -72,9 +73,11 @@ def test_answer_trace_leaves_out_the_stopping_eos():
 def test_probability_svg_draws_both_signals():
     svg = render.probability_svg(_result().trace)
     assert svg.startswith("<svg") and svg.endswith("</svg>")
-    dev = svg.split('class="td-p_dev"')[1].split('points="')[1].split('"')[0].split()
-    stop = svg.split('class="td-p_stop"')[1].split('points="')[1].split('"')[0].split()
+    lines = dict(re.findall(r'data-series="([^"]+)"[^>]*points="([^"]*)"', svg))
+    dev, stop = lines["p_dev"].split(), lines["p_stop"].split()
     assert len(dev) == 2 and len(stop) == 2  # NaN and None are left out
-    # p = 1.0 sits on the top gridline (y = 12), p_dev 0.05 near the bottom (y = 12 + 144 * 0.95)
-    assert dev[1].endswith(",12.0") and dev[0] == "34.0,148.8"
-    assert "&lt;" not in svg and render.probability_svg([]) == ""
+    # x spans positions 1..3 over the plot width, y spans probability 0..1 (top = 1)
+    (x_a, y_a), (x_b, y_b) = (tuple(map(float, p.split(","))) for p in dev)
+    assert x_a < x_b and y_b < y_a  # p_dev 1.0 at position 3 is drawn above 0.05 at position 1
+    assert "'\\n'" in svg or "&#x27;\\n&#x27;" in svg  # hover text names the token
+    assert render.probability_svg([]) == ""

@@ -1,6 +1,7 @@
 """Trade-off tab data on hand-made result rows: loading, curves, operating points, export."""
 
 import json
+import re
 
 import pytest
 
@@ -34,9 +35,11 @@ def test_load_curves_and_points(results):
     curve = tradeoff.curve_table(df)
     assert len(curve) == 3  # the row without distinct_2 has no place on the plot
     assert curve[curve.method == "temperature"].distinct_2.tolist() == [0.4, 0.6]  # sorted on x
-    marked = tradeoff.curve_table(df, chosen="tigerdecode @ creativity=0.2")
-    assert marked[marked.method == tradeoff.CHOSEN][["distinct_2", "error_rate"]].values.tolist() \
-        == [[0.5, 0.3]]
+    svg = tradeoff.curves_svg(df, chosen="tigerdecode @ creativity=0.2")
+    lines = re.findall(r'data-series="([^"]+)"[^>]*points="([^"]*)"', svg)
+    assert [(name, len(pts.split())) for name, pts in lines] == [("temperature", 2),
+                                                                  ("tigerdecode", 1)]
+    assert svg.count('class="td-curves-mark"') == 1 and "chosen: tigerdecode @" in svg
     assert tradeoff.operating_points(df) == ["tigerdecode @ creativity=0.2",
                                              "tigerdecode+judge @ creativity=0.6, max_rewrites=2"]
 
