@@ -46,8 +46,11 @@ def resolve_heads(model, tokenizer, heads):
     if not isinstance(heads, ControlHeads):
         raise TypeError(f"heads must be 'auto', None, a checkpoint path or ControlHeads; got "
                         f"{type(heads).__name__}")
-    if heads.fingerprint is not None and tokenizer is not None:
+    checked = (id(model), id(tokenizer))
+    if heads.fingerprint is not None and tokenizer is not None and \
+            getattr(heads, "_checked_for", None) != checked:
         check_fingerprint(heads.fingerprint, model, tokenizer, "these heads")
+        heads._checked_for = checked  # hashing the vocabulary once per pair is enough
     hidden, n = text_config(model).hidden_size, num_layers(model)
     if heads.config.hidden_size != hidden or max(heads.layers) > n:
         raise HeadsError(f"these heads read layers {heads.layers} of hidden size "

@@ -13,7 +13,6 @@ import math
 import torch
 
 from tigerdecode.policy import StepDecision
-from tigerdecode.processors import apply_min_p, apply_temperature, apply_top_p
 
 METHODS = ("greedy", "temperature", "top_p", "min_p", "factual_nucleus", "dola")
 
@@ -50,9 +49,9 @@ class Baseline:
         return torch.full((batch,), self.top_p, device=device)
 
     def scores(self, logits, d: StepDecision, ctx) -> torch.Tensor:
-        s = torch.log_softmax(self.raw_scores(logits[0], ctx).float(), -1)
-        s = apply_temperature(s, d.temperature)
-        return apply_min_p(apply_top_p(s, d.top_p), d.min_p)
+        """Scores before temperature and truncation (the loop's ``decide_tokens`` applies
+        those from the decision)."""
+        return self.raw_scores(logits[0], ctx).float()
 
     def raw_scores(self, logits: torch.Tensor, ctx) -> torch.Tensor:
         return logits

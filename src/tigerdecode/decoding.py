@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tigerdecode.policy import Policy, StepDecision
-from tigerdecode.processors import NEG_INF, check_finite, process, sample
+from tigerdecode.processors import NEG_INF, blend, decide_tokens
 from tigerdecode.runner import ModelRunner, left_pad
 
 
@@ -31,7 +31,9 @@ class PolicyControl:
         return self.policy.step(p_stop, p_dev, self.n_members, batch=batch, device=device)
 
     def scores(self, logits, d: StepDecision, ctx) -> torch.Tensor:
-        return process(logits, d, ctx.eos_ids)
+        """Members blended in log-prob space; one member's logits as they are (the same
+        distribution after temperature and truncation, one pass fewer)."""
+        return logits[0].float() if len(logits) == 1 else blend(logits, d.weights)
 
     def observe(self, tokens: torch.Tensor, ctx) -> None:
         pass
@@ -103,9 +105,7 @@ def decode(members: list[tuple], control, *, max_new_tokens: int, eos_ids: list[
     def forward(tokens=None):
         outs = [r.prefill() if tokens is None else r.step(tokens.repeat(r.cache_rows // B))
                 for r in runners]
-        logits = split(outs)
-        for z in logits:
-            check_finite(z)
+        logits = split(outs)  # finiteness is checked where tokens are drawn (decide_tokens)
         hp = heads(r0.last_states(rows0)) if heads is not None else (None, None)
         return logits, [None if p is None else p.to(logits[0].device) for p in hp]
 
@@ -137,9 +137,7 @@ def decode(members: list[tuple], control, *, max_new_tokens: int, eos_ids: list[
             if step < min_new_tokens and eos_ids:
                 s = s.clone()
                 s[:, eos_ids] = NEG_INF
-            if not bool((dec.temperature > 0).any()):
-                return s.argmax(-1)
-            return sample(s, gens)
+            return decide_tokens(s, dec, eos_ids, gens)
 
         for t in range(max_new_tokens):
             ctx.step = t
