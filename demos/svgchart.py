@@ -22,6 +22,12 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return [lo + i * step for i in range(n)]
 
 
+def _padded(lo: float, hi: float) -> tuple[float, float]:
+    """A data range with 5% room on each side, so edge points and tick labels don't collide."""
+    pad = 0.05 * (hi - lo) if hi > lo else 0.5
+    return lo - pad, hi + pad
+
+
 def line_chart(series: list[Series], *, x_title: str, y_title: str,
                x_range: tuple[float, float] | None = None,
                y_range: tuple[float, float] | None = None,
@@ -33,8 +39,8 @@ def line_chart(series: list[Series], *, x_title: str, y_title: str,
     ys = [p[1] for s in series for p in s.points]
     if not xs:
         return ""
-    x0, x1 = x_range or (min(xs), max(xs))
-    y0, y1 = y_range or (min(ys), max(ys))
+    x0, x1 = x_range or _padded(min(xs), max(xs))
+    y0, y1 = y_range or _padded(min(ys), max(ys))
     x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
     rows = -(-len(series) // 4)  # legend rows of four
     left, right, top, bottom = 44, 12, 12, 36 + 14 * rows
