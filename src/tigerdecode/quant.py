@@ -32,6 +32,7 @@ class QuantPlan:
     layers: dict[str, dict] = field(default_factory=dict)  # name -> {"bits", "group_size", "bias"}
     kept_float: dict[str, str] = field(default_factory=dict)  # name -> reason
     tied_embedding: str | None = None  # name of an embedding that reads the quantized lm_head
+    method: str = "rtn"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,7 +71,7 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
 def quantize_model(model: nn.Module, bits: int = 4, group_size: int | None = 128, *,
                    include_lm_head: bool = False, skip: tuple[str, ...] = (),
                    on_bad_shape: str = "fallback", clip_search: bool = False,
-                   progress: bool = False) -> nn.Module:
+                   method: str = "rtn", calibration=None, progress: bool = False) -> nn.Module:
     """Quantize ``model``'s linear layers in place (RTN) and return it.
 
     ``include_lm_head`` also quantizes the output projection; when the input embedding is tied
@@ -78,11 +79,18 @@ def quantize_model(model: nn.Module, bits: int = 4, group_size: int | None = 128
     ``skip``: name substrings to keep in float. ``on_bad_shape``: what to do with a layer whose K
     is not divisible by ``group_size`` ("fallback" to a smaller group, "skip" it, or "error").
     ``clip_search`` picks each int4 group's range by least squared error (slower, more accurate).
+    ``method="gptq"`` (int4 only) uses ``calibration``, a list of (1, T) token-id tensors (see
+    :func:`tigerdecode.gptq.calibration_batches`), to quantize with GPTQ error compensation.
     The plan is stored on ``model.tigerdecode_quant``.
     """
     check_format(bits, group_size)
     if on_bad_shape not in BAD_SHAPE_POLICIES:
         raise ValueError(f"on_bad_shape={on_bad_shape!r}; expected one of {BAD_SHAPE_POLICIES}")
+    if method not in ("rtn", "gptq"):
+        raise ValueError(f"method={method!r}; expected 'rtn' or 'gptq'")
+    if method == "gptq" and (bits != 4 or not calibration):
+        raise QuantizationError("method='gptq' needs bits=4 and calibration=[token id tensors], "
+                                "e.g. tigerdecode.gptq.calibration_batches(tokenizer, text).")
     if getattr(model, "tigerdecode_quant", None) is not None:
         raise QuantizationError("this model is already quantized; load the float model again.")
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -99,6 +107,12 @@ def quantize_model(model: nn.Module, bits: int = 4, group_size: int | None = 128
             plan.kept_float[name] = "skipped by request"
         else:
             targets.append((name, m))
+    hessians = None
+    if method == "gptq":
+        from tigerdecode.gptq import collect_hessians
+
+        hessians = collect_hessians(model, [n for n, _ in targets], calibration, progress)
+    plan.method = method
     it = targets
     if progress:
         from tqdm import tqdm
@@ -114,7 +128,14 @@ def quantize_model(model: nn.Module, bits: int = 4, group_size: int | None = 128
             continue
         if bits == 4 and g != group_size:
             fallbacks.setdefault((W.shape[1], g), []).append(name)
-        q = QuantLinear.from_packed(quantize_weight(W, bits, g, clip_search=clip_search), m.bias)
+        H = hessians.hessian(name) if hessians is not None else None
+        if H is not None:
+            from tigerdecode.gptq import gptq_int4
+
+            packed = gptq_int4(W, H, g)
+        else:
+            packed = quantize_weight(W, bits, g, clip_search=clip_search)
+        q = QuantLinear.from_packed(packed, m.bias)
         _set_module(model, name, q)
         plan.layers[name] = {"bits": bits, "group_size": g, "bias": m.bias is not None}
         if m is head and tied:

@@ -22,8 +22,14 @@ import click
               help="A layer whose K the group does not divide: smaller group, float, or fail.")
 @click.option("--clip-search", is_flag=True,
               help="int4: choose each group's range by least squared error (slower, better).")
+@click.option("--method", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True,
+              help="int4: round-to-nearest, or GPTQ error compensation on calibration text.")
+@click.option("--calibration", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="GPTQ calibration text file (default: CPython's pydoc topics).")
+@click.option("--calibration-seqs", type=click.IntRange(1, 1024), default=16, show_default=True,
+              help="GPTQ: number of 512-token calibration windows.")
 def quantize_cmd(model_name, bits, group_size, out_dir, include_lm_head, on_bad_shape,
-                 clip_search):
+                 clip_search, method, calibration, calibration_seqs):
     """Quantize MODEL ('default', a local HF directory or a cached hub id) and save it to --out.
 
     The result loads with `tigerdecode generate --model DIR` and `load_model(DIR)`.
@@ -36,14 +42,28 @@ def quantize_cmd(model_name, bits, group_size, out_dir, include_lm_head, on_bad_
     from tigerdecode.quant_io import save_quantized
 
     bits, group = int(bits), int(group_size)
+    if method == "gptq" and bits != 4:
+        raise click.ClickException("--method gptq applies to --bits 4 only.")
     try:
         model, tok = load_model(model_name)
         before = quantized_bytes(model)
+        cal = None
+        if method == "gptq":
+            from pathlib import Path
+
+            from tigerdecode.gptq import calibration_batches, default_calibration_text
+
+            text = (Path(calibration).read_text(encoding="utf-8") if calibration
+                    else default_calibration_text())
+            cal = calibration_batches(tok, text, n_seqs=calibration_seqs)
+            if not cal:
+                raise click.ClickException("the calibration text is shorter than 512 tokens.")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             quantize_model(model, bits, group if bits == 4 else None,
                            include_lm_head=include_lm_head, on_bad_shape=on_bad_shape,
-                           clip_search=clip_search, progress=True)
+                           clip_search=clip_search, method=method, calibration=cal,
+                           progress=True)
         for w in caught:
             click.echo(f"note: {w.message}", err=True)
         out = save_quantized(model, tok, out_dir, source=model_name)
