@@ -132,10 +132,13 @@ def train_cmd(data_dir, out, layers, kinds, calibration, val_fraction, max_epoch
         _, metrics = train_heads(data_dir, out, tc, log=click.echo)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
+    from tigerdecode.training.train import _fmt
+
     v = metrics["validation"]
     click.echo(f"saved {out}: {metrics['selected']}; validation p_dev token AUROC "
-               f"{v['p_dev']['token_auroc']:.3f}, answer AUROC {v['p_dev']['answer_auroc']:.3f}, "
-               f"p_stop AUROC {v['p_stop']['auroc']:.3f} ({metrics['train_seconds']} s)")
+               f"{_fmt(v['p_dev']['token_auroc'])}, answer AUROC "
+               f"{_fmt(v['p_dev']['answer_auroc'])}, p_stop AUROC {_fmt(v['p_stop']['auroc'])} "
+               f"({metrics['train_seconds']} s)")
 
 
 @heads_group.command("eval")

@@ -45,12 +45,18 @@ def evaluate_heads(model, tokenizer, heads: ControlHeads, items: list[QAItem], *
     """Sample answers to ``items`` under ``settings``, label them and score heads and baselines.
 
     Hidden states go through a feature store (in ``work_dir`` if given, so a long evaluation
-    can resume; a temporary directory otherwise) and are read at the layers the heads use.
+    can resume, or reuse data built beforehand with ``tigerdecode data build`` and the same
+    options; a temporary directory otherwise) and are read at the layers the heads use.
     """
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tigerdecode-eval-") as tmp:
         root = Path(work_dir) if work_dir is not None else Path(tmp)
-        store = build_data(model, tokenizer, items, root, layers=heads.layers, settings=settings,
+        layers = heads.layers
+        if (root / "manifest.json").is_file():  # resume a store that may hold more layers
+            stored = FeatureStore(root).manifest()["config"]["layers"]
+            if set(layers) <= set(stored):
+                layers = stored
+        store = build_data(model, tokenizer, items, root, layers=layers, settings=settings,
                            max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
                            progress=progress)
         rep = score_store(heads, store)

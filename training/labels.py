@@ -4,12 +4,14 @@ The rules (tested on hand-made cases in tests/training/test_labels.py):
 
 - **Normalisation** (both gold and generated text): unicode NFKD with accents dropped, casefold,
   thousands separators removed (``1,000`` -> ``1000``), punctuation -> space, the articles
-  *a / an / the* dropped, number words -> digits (``twenty-one`` -> ``21``), whitespace collapsed.
+  *a / an / the* dropped (kept when every gold answer is only an article, e.g. blood type
+  "A"), number words -> digits (``twenty-one`` -> ``21``), whitespace collapsed.
 - **Answer span**: the model often restates the prompt first ("The capital of Japan is Tokyo.").
   The span starts at the first word that is not part of that restatement: words are skipped while
   each one occurs in the prompt *later than the previous skipped word* (prompt order; dropping
-  prompt words is allowed) or is a filler such as *is / are / was / answer*, but never past a
-  point where a gold answer starts. Everything from there to the end of the generation is the
+  prompt words is allowed) or is a filler such as *is / are / has / does / answer* (a filler that
+  also occurs later in the prompt moves the position on), but never past a point where a gold
+  answer starts. Everything from there to the end of the generation is the
   span.
 - **Deviation** (``dev``): inside the span, 0 while the normalised span text so far is a prefix of
   some normalised gold answer, 1 from the first token where it is a prefix of none, and 1 for the
@@ -32,7 +34,8 @@ import unicodedata
 from dataclasses import dataclass
 
 ARTICLES = frozenset({"a", "an", "the"})
-FILLER = frozenset({"is", "are", "was", "were", "be", "answer", "it", "its", "of", "s"})
+FILLER = frozenset({"is", "are", "was", "were", "be", "has", "have", "had", "does", "do", "did",
+                    "answer", "it", "its", "of", "s"})
 _UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
           "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
           "eighteen", "nineteen"]
@@ -42,13 +45,14 @@ NUMBER_WORDS = {w: str(i) for i, w in enumerate(_UNITS)} | {
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
 
 
-def normalise(text: str) -> str:
-    """Canonical form for comparing answers (see the module docstring)."""
+def normalise(text: str, articles: bool = True) -> str:
+    """Canonical form for comparing answers (see the module docstring). ``articles=False``
+    keeps *a / an / the*, for gold answers that are nothing but one (blood type "A")."""
     text = unicodedata.normalize("NFKD", text)
     text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
     text = re.sub(r"(?<=\d)[,_ ](?=\d{3}(?!\d))", "", text)
     text = re.sub(r"[^\w\s]|_", " ", text)
-    words = [NUMBER_WORDS.get(w, w) for w in text.split() if w not in ARTICLES]
+    words = [NUMBER_WORDS.get(w, w) for w in text.split() if not (articles and w in ARTICLES)]
     out: list[str] = []
     for w in words:  # "twenty one" (from "twenty-one") -> "21"
         if (out and len(w) == 1 and w.isdigit() and w != "0" and len(out[-1]) == 2
@@ -77,28 +81,29 @@ def _on_prefix(s: str, golds: list[str]) -> bool:
     return any(g.startswith(s) for g in golds)
 
 
-def answer_start(prompt: str, text: str, golds: list[str]) -> int:
+def answer_start(prompt: str, text: str, golds: list[str], norm=normalise) -> int:
     """Character offset where the answer span begins (after a restatement of the prompt)."""
-    prompt_words = normalise(prompt).split()
+    prompt_words = norm(prompt).split()
     at = -1  # restated words must follow the prompt's word order
     for m in re.finditer(r"\S+", text):
-        rest = normalise(text[m.start():])
+        rest = norm(text[m.start():])
         if rest and _complete(rest, golds):
             return m.start()
-        for w in normalise(m.group()).split():
-            if w in FILLER:
-                continue
+        for w in norm(m.group()).split():
             nxt = next((i for i in range(at + 1, len(prompt_words)) if prompt_words[i] == w), None)
-            if nxt is None:
+            if nxt is not None:
+                at = nxt
+            elif w not in FILLER:
                 return m.start()
-            at = nxt
     return len(text)
 
 
 def label_answer(prompt: str, answers: list[str], pieces: list[str],
                  ended_by_eos: bool) -> AnswerLabels:
     """Label an answer given as its token pieces (``"".join(pieces)`` is the generated text)."""
-    golds = [g for g in (normalise(a) for a in answers) if g]
+    articles = any(normalise(a) for a in answers)
+    norm = (lambda x: normalise(x, articles)) if not articles else normalise
+    golds = [g for g in (norm(a) for a in answers) if g]
     if not golds:
         raise ValueError(f"no usable gold answer among {answers!r} (all empty after normalising)")
     text = "".join(pieces)
@@ -106,7 +111,7 @@ def label_answer(prompt: str, answers: list[str], pieces: list[str],
     for p in pieces:
         pos += len(p)
         ends.append(pos)
-    start = answer_start(prompt, text, golds)
+    start = answer_start(prompt, text, golds, norm)
     n = len(pieces)
     span_start = next((t for t in range(n) if ends[t] > start), n)
     dev = [-1] * n
@@ -116,7 +121,7 @@ def label_answer(prompt: str, answers: list[str], pieces: list[str],
     if ended_by_eos and 0 < n <= span_start:
         stop[n - 1] = 1  # the model ended without an answer span: its last token still stops
     for t in range(span_start, n):
-        s = normalise(text[start:ends[t]])
+        s = norm(text[start:ends[t]])
         boundary = ends[t] >= len(text) or not text[ends[t]].isalnum()
         if state == "open":
             if boundary and s and _complete(s, golds):
@@ -132,12 +137,20 @@ def label_answer(prompt: str, answers: list[str], pieces: list[str],
 
 
 def token_pieces(tokenizer, ids: list[int]) -> list[str]:
-    """Each token's share of the decoded text, so that the pieces join to ``decode(ids)``."""
-    pieces, prev = [], ""
+    """Each token's share of the decoded text, so that the pieces join to ``decode(ids)``.
+
+    A token that ends inside a multi-byte character gets ``""``; the token completing the
+    character carries it.
+    """
+    pieces, emitted = [], ""
     for t in range(len(ids)):
         cur = tokenizer.decode(ids[: t + 1], skip_special_tokens=True)
-        if not cur.startswith(prev):  # a multi-byte character completed: re-align
-            prev = prev[: len(cur)]
-        pieces.append(cur[len(prev):])
-        prev = cur
+        if (cur.endswith("\ufffd") and t < len(ids) - 1) or not cur.startswith(emitted):
+            pieces.append("")
+            continue
+        pieces.append(cur[len(emitted):])
+        emitted = cur
+    full = tokenizer.decode(ids, skip_special_tokens=True)
+    if pieces and full.startswith(emitted):
+        pieces[-1] += full[len(emitted):]  # whatever an unfinished character left pending
     return pieces

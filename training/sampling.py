@@ -167,3 +167,4 @@ def sample_answers(model, tokenizer, prompts: list[str], layers: list[int], sett
             "next_eos_prob": eos_prob[b, 1:n_keep + 1],  # P(EOS right after token k)
         })
     return results
+

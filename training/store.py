@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.numpy import load_file
 from safetensors.torch import save_file
 
@@ -117,7 +118,7 @@ class FeatureStore:
                 t = load_file(str(self.root / f"{unit['shard']}.safetensors"))
                 rows = [json.loads(s) for s in
                         (self.root / f"{unit['shard']}.jsonl").read_text().splitlines()]
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, SafetensorError) as e:
                 raise DataStoreError(f"{self.root}: shard {unit['shard']} is unreadable ({e}); "
                                      "delete it from the manifest and resume the build") from e
             if len(t["answer"]) != unit["n_tokens"] or len(rows) != unit["n_answers"]:

@@ -89,6 +89,15 @@ def _fit_one(x_tr, y_tr, x_va, y_va, cfg: HeadConfig, tc: TrainConfig) -> tuple[
     return net.eval(), {"epochs": epochs, "val_loss": best, "pos_weight": float(pos_weight)}
 
 
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _key(trial: dict) -> tuple[float, float]:
+    """Selection key: validation p_dev token AUROC, then p_stop AUROC (None counts as 0)."""
+    return (trial["val_dev_token_auroc"] or 0.0, trial["val_stop_auroc"] or 0.0)
+
+
 def _features(t: dict[str, np.ndarray], layers: list[int], rows: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.concatenate([t[f"layer_{x}"][rows] for x in layers], axis=1)
                             ).float()  # (N, L*H)
@@ -140,15 +149,18 @@ def train_heads(data_dir, out=None, tc: TrainConfig | None = None, log=print) ->
                      "val_dev_answer_auroc": rep["p_dev"]["answer_auroc"],
                      "val_stop_auroc": rep["p_stop"]["auroc"]}
             log(f"  {kind} layers {layers}: val p_dev token AUROC "
-                f"{trial['val_dev_token_auroc']:.3f}, answer {trial['val_dev_answer_auroc']:.3f}, "
-                f"p_stop {trial['val_stop_auroc']:.3f}")
+                f"{_fmt(trial['val_dev_token_auroc'])}, answer "
+                f"{_fmt(trial['val_dev_answer_auroc'])}, p_stop {_fmt(trial['val_stop_auroc'])}")
             trials.append(trial)
-            if best is None or trial["val_dev_token_auroc"] > best[0]["val_dev_token_auroc"]:
+            if best is None or _key(trial) > _key(best[0]):
                 best = (trial, heads, z_va)
     trial, heads, z_va = best
     for o in ("stop", "dev"):
         y = t[o][va]
         keep = y >= 0
+        if len(np.unique(y[keep])) < 2 and tc.calibration != "none":
+            log(f"  warning: validation {o} labels hold one class; {o} left uncalibrated")
+            continue
         heads.calibrators[o].fit(z_va[o][keep], y[keep], tc.calibration)
     with torch.no_grad():
         states = {x: torch.from_numpy(t[f"layer_{x}"][va]) for x in heads.layers}

@@ -1,0 +1,100 @@
+"""The stored-feature format, resume after interruption, and clear errors for bad data dirs."""
+
+import json
+
+import numpy as np
+import pytest
+
+import tigerdecode.training.build as build_mod
+from tigerdecode.data import QAItem
+from tigerdecode.training.build import build_data
+from tigerdecode.training.sampling import Setting
+from tigerdecode.training.store import DataStoreError, FeatureStore
+
+SETTINGS = (Setting("greedy"), Setting("t1", 1.0, 0.95))
+
+
+def items(n=6):
+    return [QAItem(prompt=f"The colour of thing {i} is", answers=["red", "crimson"],
+                   id=f"x{i}", topic=f"t{i % 3}") for i in range(n)]
+
+
+def build(model, tok, out, **kw):
+    return build_data(model, tok, items(), out, layers=[2, 4], settings=SETTINGS,
+                      max_new_tokens=5, batch_size=3, progress=False, **kw)
+
+
+def test_format(tiny_llama, tmp_path):
+    model, tok = tiny_llama
+    store = build(model, tok, tmp_path / "d")
+    m = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert m["format"] == 1 and m["config"]["layers"] == [2, 4] and len(m["units"]) == 4
+    assert {u["unit"] for u in m["units"]} == {"b00000-greedy", "b00000-t1", "b00001-greedy",
+                                               "b00001-t1"}
+    t, answers = store.load()
+    n = len(t["answer"])
+    assert n == sum(u["n_tokens"] for u in m["units"]) and len(answers) == 12
+    assert t["layer_2"].dtype == np.float16 and t["layer_2"].shape == (n, 64)
+    assert t["dev"].dtype == np.int8 and set(np.unique(t["dev"])) <= {-1, 0, 1}
+    assert set(np.unique(t["stop"])) <= {0, 1}
+    for k in ("maxprob", "entropy", "logprob", "next_eos_prob"):
+        assert t[k].dtype == np.float32 and t[k].shape == (n,)
+    assert (t["maxprob"] <= 1).all() and (t["logprob"] <= 0).all()
+    # answer rows index the answers list; positions count up from 0 within an answer
+    for a in np.unique(t["answer"]):
+        pos = t["pos"][t["answer"] == a]
+        assert list(pos) == list(range(len(pos))) == list(range(answers[a]["n_kept"]))
+    assert {a["setting"] for a in answers} == {"greedy", "t1"}
+    assert all({"id", "topic", "text", "correct", "prompt"} <= set(a) for a in answers)
+    assert store.load([4])[0].keys() >= {"layer_4"} and "layer_2" not in store.load([4])[0]
+    with pytest.raises(DataStoreError, match="stores layers"):
+        store.load([3])
+
+
+def test_resume_after_interruption(tiny_llama, tmp_path, monkeypatch):
+    model, tok = tiny_llama
+    real = build_mod.sample_answers
+    calls = {"n": 0}
+
+    def flaky(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(build_mod, "sample_answers", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        build(model, tok, tmp_path / "d")
+    assert len(FeatureStore(tmp_path / "d").manifest()["units"]) == 2
+    assert not list((tmp_path / "d").glob(".*tmp"))
+    calls["n"] = 10
+    build(model, tok, tmp_path / "d")
+    assert calls["n"] == 12  # only the two missing units ran
+    monkeypatch.setattr(build_mod, "sample_answers", real)
+    build(model, tok, tmp_path / "ref")
+    (t1, a1), (t2, a2) = FeatureStore(tmp_path / "d").load(), FeatureStore(tmp_path / "ref").load()
+    assert [a["text"] for a in a1] == [a["text"] for a in a2]
+    for k in t1:
+        np.testing.assert_array_equal(t1[k], t2[k])
+
+
+def test_time_budget_stops_cleanly(tiny_llama, tmp_path):
+    model, tok = tiny_llama
+    build(model, tok, tmp_path / "d", max_seconds=1e-9)
+    assert len(FeatureStore(tmp_path / "d").manifest()["units"]) == 1
+
+
+def test_errors(tiny_llama, tmp_path):
+    model, tok = tiny_llama
+    with pytest.raises(DataStoreError, match="no manifest.json"):
+        FeatureStore(tmp_path / "nothing").load()
+    build(model, tok, tmp_path / "d", max_seconds=1e-9)
+    with pytest.raises(DataStoreError, match="different configuration.*layers"):
+        build_data(model, tok, items(), tmp_path / "d", layers=[1], settings=SETTINGS,
+                   max_new_tokens=5, batch_size=3, progress=False)
+    (tmp_path / "d" / "shard-00000.safetensors").write_bytes(b"garbage")
+    with pytest.raises(DataStoreError, match="unreadable"):
+        FeatureStore(tmp_path / "d").load()
+    (tmp_path / "d" / "manifest.json").write_text("{not json")
+    with pytest.raises(DataStoreError, match="corrupt"):
+        FeatureStore(tmp_path / "d").load()

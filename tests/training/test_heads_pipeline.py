@@ -1,0 +1,90 @@
+"""Tiny end to end on a fixture model: data build -> heads train -> heads eval, via the CLI."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from tigerdecode.cli import main
+from tigerdecode.heads import ControlHeads, HeadsError
+from tigerdecode.training.labels import token_pieces
+from tigerdecode.training.sampling import Setting, format_prompt, sample_answers
+
+
+@pytest.fixture(scope="module")
+def qa_file(tiny_model_dir, tmp_path_factory):
+    """Items whose gold is the tiny model's own greedy answer (so some answers are right) or
+    a word it never says; two items a topic so a validation topic holds both kinds."""
+    from tigerdecode.models import load_model
+
+    model, tok = load_model(str(tiny_model_dir))
+    prompts = [f"The favourite colour of person number {i} is" for i in range(12)]
+    res = sample_answers(model, tok, [format_prompt(p) for p in prompts], [1],
+                         Setting("greedy"), max_new_tokens=6, seed=0)
+    path = tmp_path_factory.mktemp("qa") / "tiny.jsonl"
+    with path.open("w") as fh:
+        for i, (p, r) in enumerate(zip(prompts, res, strict=True)):
+            gold = "".join(token_pieces(tok, r["token_ids"])) if i % 2 == 0 else "zqxj"
+            fh.write(json.dumps({"prompt": p, "answers": [gold], "topic": f"t{i // 2}"}) + "\n")
+    return path
+
+
+def test_build_train_eval(tiny_model_dir, qa_file, tmp_path):
+    run = CliRunner()
+    model = ["--model", str(tiny_model_dir)]
+    opts = ["--settings", "greedy,1.0", "--max-new-tokens", "6", "--batch-size", "6"]
+    res = run.invoke(main, ["data", "build", "--qa", str(qa_file), "--out", str(tmp_path / "d"),
+                            "--layers", "2,4", *opts, *model])
+    assert res.exit_code == 0, res.output
+    assert "24 answers" in res.output
+    res = run.invoke(main, ["heads", "train", "--data", str(tmp_path / "d"), "--out",
+                            str(tmp_path / "h"), "--layers", "2,4,2+4", "--kind", "linear,mlp",
+                            "--max-epochs", "5"])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((tmp_path / "h" / "config.json").read_text())
+    metrics = json.loads((tmp_path / "h" / "metrics.json").read_text())
+    assert len(metrics["trials"]) == 6 and metrics["data"]["n_answers"] == 24
+    assert cfg["head"]["layers"] == metrics["selected"]["layers"]
+    assert cfg["calibration"] == {"stop": "platt", "dev": "platt"}
+    assert 0 <= metrics["validation"]["p_dev"]["ece"] <= 1
+
+    res = run.invoke(main, ["heads", "eval", "--heads", str(tmp_path / "h"), "--qa", str(qa_file),
+                            "--limit", "8", "--json", "--record", "tiny", *opts, *model])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["n_answers"] == 16
+    assert set(out["p_dev"]) >= {"token_auroc", "answer_auroc", "ece"}
+    assert set(out["p_stop"]) >= {"auroc"}
+    assert set(out["baselines"]) == {"max_softmax_prob", "entropy", "mean_logprob",
+                                     "next_eos_prob"}
+    assert set(out["baselines"]["entropy"]) == {"token_auroc", "answer_auroc"}
+    for v in (out["p_dev"]["token_auroc"], out["p_dev"]["answer_auroc"], out["p_dev"]["ece"]):
+        assert v is None or 0 <= v <= 1
+    recorded = json.loads((tmp_path / "h" / "metrics.json").read_text())["evaluations"]["tiny"]
+    assert recorded["n_answers"] == 16 and recorded["limit"] == 8
+
+    table = run.invoke(main, ["heads", "eval", "--heads", str(tmp_path / "h"), "--qa",
+                              str(qa_file), "--limit", "2", *opts, *model])
+    assert table.exit_code == 0 and "heads p_dev / p_stop" in table.output
+
+
+def test_eval_refuses_heads_of_another_model(tiny_model_dir, qa_file, tmp_path, tokenizer):
+    from tigerdecode.heads import HeadConfig
+    from tigerdecode.models import fingerprint
+    from tiny_models import build_tiny_model
+
+    other = build_tiny_model("gpt2", tokenizer)
+    path = ControlHeads(HeadConfig(layers=[2], hidden_size=64),
+                        fingerprint(other, tokenizer)).save(tmp_path / "h")
+    res = CliRunner().invoke(main, ["heads", "eval", "--heads", str(path), "--qa", str(qa_file),
+                                    "--model", str(tiny_model_dir), "--limit", "1"])
+    assert res.exit_code != 0 and "was trained for" in res.output
+    with pytest.raises(HeadsError, match="no heads.safetensors"):
+        ControlHeads.load(tmp_path / "missing")
+
+
+def test_train_needs_data(tmp_path):
+    (tmp_path / "empty").mkdir()
+    res = CliRunner().invoke(main, ["heads", "train", "--data", str(tmp_path / "empty"),
+                                    "--out", str(tmp_path / "h")])
+    assert res.exit_code != 0 and "no manifest.json" in res.output
