@@ -16,33 +16,49 @@ from tigerdecode.kernels.packing import SCALE_DTYPE, PackedWeight, check_shape, 
 
 
 class HessianCollector:
-    """Forward pre-hooks that accumulate ``XᵀX`` of each named layer's input."""
+    """Forward pre-hooks that accumulate ``XᵀX`` of each named layer's input.
 
-    def __init__(self, model: nn.Module, names: list[str], transposed: set[str] = frozenset()):
+    Layers fed the very same tensor in a forward (q/k/v, gate/up) share one accumulator.
+    """
+
+    def __init__(self, model: nn.Module, names: list[str]):
         self.h: dict[str, torch.Tensor] = {}
         self.n: dict[str, int] = {}
+        self.alias: dict[str, str] = {}
+        self._seen: dict[int, tuple[torch.Tensor, str]] = {}  # id(input) -> (input, first layer)
         self._hooks = [model.get_submodule(n).register_forward_pre_hook(self._hook(n))
                        for n in names]
 
     def _hook(self, name):
         def fn(_module, args):
-            x = args[0].detach().reshape(-1, args[0].shape[-1]).to(torch.float32)  # (T, K)
+            x = args[0]
+            seen = self._seen.get(id(x))
+            if seen is not None and seen[0] is x:
+                self.alias[name] = seen[1]
+                return
+            self._seen[id(x)] = (x, name)  # the reference keeps id(x) unique until end_batch
+            x2 = x.detach().reshape(-1, x.shape[-1]).to(torch.float32).cpu()  # (T, K)
             if name not in self.h:
-                self.h[name] = torch.zeros(x.shape[1], x.shape[1])
+                self.h[name] = torch.zeros(x2.shape[1], x2.shape[1])
                 self.n[name] = 0
-            self.h[name].addmm_(x.t().cpu(), x.cpu())
-            self.n[name] += x.shape[0]
+            self.h[name].addmm_(x2.t(), x2)
+            self.n[name] += x2.shape[0]
         return fn
 
+    def end_batch(self) -> None:
+        self._seen.clear()
+
     def hessian(self, name: str) -> torch.Tensor | None:
-        """``2 XᵀX / n`` for a layer, released from the collector (each is used once)."""
-        if name not in self.h:
+        """``2 XᵀX / n`` for a layer's input (None when the layer never ran)."""
+        key = self.alias.get(name, name)
+        if key not in self.h:
             return None
-        return 2.0 * self.h.pop(name) / max(self.n.pop(name), 1)
+        return 2.0 * self.h[key] / max(self.n[key], 1)
 
     def remove(self) -> None:
         for h in self._hooks:
             h.remove()
+        self._seen.clear()
 
 
 @torch.no_grad()
@@ -57,6 +73,7 @@ def collect_hessians(model: nn.Module, names: list[str], batches, progress: bool
     try:
         for ids in it:
             model(ids.to(next(model.parameters()).device))
+            col.end_batch()
     finally:
         col.remove()
     return col

@@ -98,11 +98,13 @@ def kernels_bench(quick, reps, threads):
 @click.option("--lm-head/--no-lm-head", default=True, show_default=True,
               help="Quantize the output layer (and the tied embedding) too.")
 @click.option("--ppl-tokens", type=click.IntRange(64, 65536), default=4096, show_default=True)
+@click.option("--method", type=click.Choice(["rtn", "gptq"]), default="gptq", show_default=True,
+              help="How the int4 variant is quantized (GPTQ calibrates on CPython's docs).")
 @click.option("--threads", type=click.IntRange(0, 256), default=0, show_default=True,
               help="CPU threads for torch (0: torch's default).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary ratios as JSON.")
-def quant_bench_cmd(model_name, new_tokens, repeats, group_size, lm_head, ppl_tokens, threads,
-                    as_json):
+def quant_bench_cmd(model_name, new_tokens, repeats, group_size, lm_head, ppl_tokens, method,
+                    threads, as_json):
     """Float vs int8 vs int4 side by side: tokens/s, weight bytes, held-out perplexity."""
     import torch
 
@@ -114,7 +116,8 @@ def quant_bench_cmd(model_name, new_tokens, repeats, group_size, lm_head, ppl_to
 
     try:
         r = run(model_name, new_tokens=new_tokens, repeats=repeats, group_size=int(group_size),
-                include_lm_head=lm_head, ppl_tokens=ppl_tokens, progress=not as_json)
+                include_lm_head=lm_head, ppl_tokens=ppl_tokens, method=method,
+                progress=not as_json)
     except ModelLoadError as e:
         raise click.ClickException(str(e)) from e
     if as_json:
