@@ -166,24 +166,29 @@ class DemoBackend:
                                       factual=factual.strip() or None,
                                       creative=creative.strip() or None)
 
-    def generate(self, prompt: str, *, creativity: float, max_new_tokens: int = 64,
+    def generate(self, prompt: str, *, creativity: float, max_new_tokens: int | None = None,
                  seed: int | None = None, raw: bool = False, method: str = "tigerdecode",
                  ensemble: tuple[str, str] | None = None, on_token=None,
                  **overrides) -> GenerationResult:
         """One answer; ``on_token(TokenTrace)`` is called as tokens are decided (streaming)."""
+        if max_new_tokens is None:
+            max_new_tokens = min(48, self.limits.max_new_tokens)
         prompt, creativity, max_new_tokens, seed = check_inputs(
             self.limits, prompt, creativity, max_new_tokens, seed)
         if overrides.get("judge") and not self.capabilities()["judge"]:
             raise Unavailable("The judge is not available in this build.")
         if not overrides.get("judge"):
             overrides.pop("judge", None)
-        gen = self._generator(ensemble)
+        for persona in ensemble or ():
+            if len(persona) > self.limits.max_prompt_chars:
+                raise InputError(f"A persona is {len(persona)} characters; this demo accepts at "
+                                 f"most {self.limits.max_prompt_chars}. Shorten it.")
         kw = dict(creativity=creativity, max_new_tokens=max_new_tokens, seed=seed, raw=raw,
                   method=method, **overrides)
         if on_token is not None:
             kw["on_token"] = lambda *a, **k: _forward(on_token, a, k, self.tokenizer)
         with self._lock:  # taps and caches are per-generator state: one request at a time
-            (result,) = gen.generate_text([prompt], **kw)
+            (result,) = self._generator(ensemble).generate_text([prompt], **kw)
         return result
 
     def stream(self, prompt: str, **kw):

@@ -162,3 +162,14 @@ def test_generate_config_rejects_what_this_build_lacks(tmp_path, tiny_model_dir)
     bad.write_text(json.dumps({"creativity": 3}))
     run = CliRunner().invoke(main, ["generate", "Hi", "--config", str(bad)])
     assert run.exit_code != 0 and "[0, 1]" in run.output and "Traceback" not in run.output
+
+
+def test_backend_bounds_personas_and_seed(demo_backend):
+    from tigerdecode.demos.backend import InputError
+
+    with pytest.raises(InputError, match="persona is 501 characters"):
+        demo_backend.generate("Hi", creativity=0.5, ensemble=("x" * 501, ""))
+    with pytest.raises(InputError, match="Seed must lie"):
+        demo_backend.generate("Hi", creativity=0.5, seed=-1)
+    with pytest.raises(InputError, match=r"Creativity must lie in \[0, 1\]"):
+        demo_backend.generate("Hi", creativity=float("nan"))
