@@ -133,7 +133,7 @@ class Handlers:
             df = tradeoff.load_results(path)
         except FileNotFoundError:
             return (f"No evaluation results at `{path}` yet. Run the evaluation "
-                    "(`tigerdecode eval --json`) and save its JSON there, or give another file "
+                    "(`tigerdecode eval`, which writes runs/eval-full/results.json), or give a file "
                     "with `tigerdecode demo --results FILE`.", "", None,
                     gr.update(choices=[], value=None))
         except tradeoff.ResultsError as e:

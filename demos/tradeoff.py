@@ -3,8 +3,9 @@ curves, the operating points on the controlled curves, and the settings export.
 
 The file holds ``{"rows": [{"method", "setting", "error_rate", "abstain_rate", "precision",
 "distinct_2", "self_bleu", "tokens_per_s"}, ...]}``. ``setting`` is a number (the creativity for
-``tigerdecode*`` methods, the swept parameter for baselines), a string such as
-``"creativity=0.3"``, or an object such as ``{"creativity": 0.3}``.
+``tigerdecode*`` methods, the swept parameter for baselines), a string such as ``"c=0.3"``
+(what ``tigerdecode eval`` writes) or ``"creativity=0.3"``, or an object such as
+``{"creativity": 0.3}``.
 """
 
 from __future__ import annotations
@@ -31,17 +32,16 @@ class ResultsError(ValueError):
 
 
 def default_results_path() -> Path:
-    """Where the demo looks when ``--results`` is not given: the evaluation's latest JSON in the
-    cache, else a copy shipped in the source tree's ``data/`` (the cache path when neither
-    exists, so the empty-state message can name it)."""
+    """Where the demo looks when ``--results`` is not given: a results file in the cache, else
+    what ``tigerdecode eval`` wrote under ``runs/`` (full run first, then ``--quick``), else a
+    copy in the source tree's ``data/``; the full run's path when none exists, so the
+    empty-state message can name it."""
     from tigerdecode.models import cache_dir
 
-    cached = cache_dir() / "eval" / "results.json"
-    shipped = Path(__file__).resolve().parent.parent / "data" / "eval_results.json"
-    for p in (cached, shipped):
-        if p.is_file():
-            return p
-    return cached
+    candidates = [cache_dir() / "eval" / "results.json",
+                  Path("runs/eval-full/results.json"), Path("runs/eval-quick/results.json"),
+                  Path(__file__).resolve().parent.parent / "data" / "eval_results.json"]
+    return next((p for p in candidates if p.is_file()), candidates[1])
 
 
 def _number(row: dict, key: str, i: int):
@@ -122,7 +122,7 @@ def _creativity(setting) -> float | None:
     if isinstance(setting, dict) and "creativity" in setting:
         return _creativity(setting["creativity"])
     if isinstance(setting, str):
-        m = re.search(r"creativity\s*[=:]\s*([0-9.]+)", setting) or re.fullmatch(
+        m = re.search(r"(?:creativity|\bc)\s*[=:]\s*([0-9.]+)", setting) or re.fullmatch(
             r"\s*([0-9.]+)\s*", setting)
         if m:
             try:

@@ -51,6 +51,7 @@ def test_settings_export_round_trip(results, tmp_path):
     assert s.source["metrics"]["precision"] == 0.8
     assert load_settings(save_settings(s, tmp_path / "s.json")) == s
     assert tradeoff.settings_for(df, "tigerdecode @ creativity=0.2").creativity == 0.2
+    assert tradeoff._creativity("c=0.35") == 0.35 and tradeoff._creativity("T=0.7") is None
     with pytest.raises(tradeoff.ResultsError, match="no operating point"):
         tradeoff.settings_for(df, "nope")
 
