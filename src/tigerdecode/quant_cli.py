@@ -103,8 +103,10 @@ def kernels_bench(quick, reps, threads):
 @click.option("--threads", type=click.IntRange(0, 256), default=0, show_default=True,
               help="CPU threads for torch (0: torch's default).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary ratios as JSON.")
+@click.option("--save", "save_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write every measured number to this JSON file.")
 def quant_bench_cmd(model_name, new_tokens, repeats, group_size, lm_head, ppl_tokens, method,
-                    threads, as_json):
+                    threads, as_json, save_path):
     """Float vs int8 vs int4 side by side: tokens/s, weight bytes, held-out perplexity."""
     import torch
 
@@ -120,6 +122,13 @@ def quant_bench_cmd(model_name, new_tokens, repeats, group_size, lm_head, ppl_to
                 progress=not as_json)
     except ModelLoadError as e:
         raise click.ClickException(str(e)) from e
+    if save_path:
+        import os
+
+        tmp = f"{save_path}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump(r, fh, indent=2)
+        os.replace(tmp, save_path)
     if as_json:
         click.echo(json.dumps({**{k: round(v, 4) for k, v in r["summary"].items()},
                                "setup": r["setup"]}))
