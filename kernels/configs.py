@@ -53,25 +53,23 @@ def fixed_config(path: str, bits: int, group_size: int | None, M: int, N: int, K
     return replace(cfg, split_k=split)
 
 
-def candidates(path: str) -> list[KernelConfig]:
-    """The configs the GPU autotuner times."""
+def candidates(path: str, M: int = 1) -> list[KernelConfig]:
+    """The configs the GPU autotuner times (kept short: each costs a compile)."""
     out = []
     if path == "gemv":
-        for bn in (32, 64, 128, 256):
-            for bk in (32, 64, 128):
-                for sk in (1, 2, 4, 8, 16):
-                    for nw in (2, 4, 8):
-                        out.append(KernelConfig(block_m=1, block_n=bn, block_k=bk, split_k=sk,
-                                                num_warps=nw, num_stages=2))
+        for bn in (64, 128):
+            for bk in (64, 128):
+                for sk in (1, 4, 8, 16):
+                    out.append(KernelConfig(block_m=1, block_n=bn, block_k=bk, split_k=sk,
+                                            num_warps=4, num_stages=2))
     else:
-        for bm in (16, 32, 64):
-            for bn in (64, 128, 256):
-                for bk in (32, 64, 128):
-                    for sk in (1, 2, 4):
-                        for ns in (2, 3, 4):
-                            out.append(KernelConfig(block_m=bm, block_n=bn, block_k=bk,
-                                                    split_k=sk, num_warps=4 if bn < 256 else 8,
-                                                    num_stages=ns))
+        bms = [bm for bm in (16, 32, 64) if bm <= max(16, m_bucket(M))]
+        for bm in bms:
+            for bn in (64, 128):
+                for bk in (64, 128):
+                    for sk in (1, 2):
+                        out.append(KernelConfig(block_m=bm, block_n=bn, block_k=bk, split_k=sk,
+                                                num_warps=4, num_stages=3))
     return out
 
 
@@ -95,7 +93,7 @@ def tuned_config(path, bits, group_size, M, N, K, dtype, run) -> KernelConfig:
         from triton.testing import do_bench
 
         best, best_t = fixed_config(path, bits, group_size, M, N, K), float("inf")
-        for cfg in candidates(path):
+        for cfg in candidates(path, M):
             if not valid(cfg, bits, group_size, K) or K // cfg.block_k < cfg.split_k:
                 continue
             try:
