@@ -60,7 +60,7 @@ def _generate_tab(h: Handlers, caps: dict):
                                      interactive=caps["ensemble"])
                 creative = gr.Textbox(CREATIVE_PERSONA, label="Creative persona",
                                       interactive=caps["ensemble"])
-                judge_note = "" if caps["judge"] else " — judge not available in this build"
+                judge_note = "" if caps["judge"] else f" — {h.backend.judge_note}"
                 judge = gr.Checkbox(False, label="Judge the whole answer and rewrite if risky"
                                     + judge_note, interactive=caps["judge"], elem_id="judge-on")
                 rewrites = gr.Slider(0, 4, value=2, step=1, label="Max rewrites",

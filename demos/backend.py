@@ -114,13 +114,30 @@ class DemoBackend:
     """One model, loaded once, shared by every request of the app."""
 
     def __init__(self, model, tokenizer, *, model_name: str = "default", heads="auto",
-                 limits: Limits | None = None):
+                 judge="auto", limits: Limits | None = None):
         self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
         self.heads = heads
         self.limits = limits or Limits()
         self._lock = threading.Lock()
         self._generators: dict = {}
         self._cls = self._generator_class()
+        self.judge, self.judge_note = self._find_judge(judge)
+
+    def _find_judge(self, judge) -> tuple[object, str]:
+        """(what to pass as ``judge=``, or None; why not, for the UI). ``"auto"`` means the judge
+        shipped for this model; a path or a ``Judge`` is used as given."""
+        if judge is None or judge is False:
+            return None, "judge switched off for this app"
+        try:
+            from tigerdecode.judge import find_shipped_judge
+            from tigerdecode.rewrite import pop_judge_options  # noqa: F401 - the rewrite step
+        except ImportError:
+            return None, "judge not available in this build"
+        if isinstance(judge, str) and judge == "auto":
+            if find_shipped_judge(self.model, self.tokenizer) is None:
+                return None, "no trained judge ships for this model"
+            return True, ""
+        return judge, ""
 
     @staticmethod
     def _generator_class():
@@ -135,9 +152,7 @@ class DemoBackend:
         cls = self._cls
         if cls is None:
             return {"controlled": False, "judge": False, "ensemble": False}
-        gen = cls.generate_text
-        return {"controlled": True,
-                "judge": _accepts(gen, "judge") or _accepts(cls.__init__, "judge"),
+        return {"controlled": True, "judge": self.judge is not None,
                 "ensemble": _accepts(cls.__init__, "ensemble")}
 
     def _generator(self, ensemble: tuple[str, str] | None):
@@ -175,10 +190,12 @@ class DemoBackend:
             max_new_tokens = min(48, self.limits.max_new_tokens)
         prompt, creativity, max_new_tokens, seed = check_inputs(
             self.limits, prompt, creativity, max_new_tokens, seed)
-        if overrides.get("judge") and not self.capabilities()["judge"]:
-            raise Unavailable("The judge is not available in this build.")
-        if not overrides.get("judge"):
-            overrides.pop("judge", None)
+        if overrides.pop("judge", False):
+            if self.judge is None or self._cls is None:
+                raise Unavailable(f"The judge cannot run: {self.judge_note}.")
+            overrides["judge"] = self.judge
+        else:
+            overrides.pop("max_rewrites", None)  # only meaningful with the judge
         for persona in ensemble or ():
             if len(persona) > self.limits.max_prompt_chars:
                 raise InputError(f"A persona is {len(persona)} characters; this demo accepts at "

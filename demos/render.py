@@ -137,9 +137,14 @@ def judge_html(judge: JudgeVerdict | None, final_text: str) -> str:
     if first is not None:
         parts.append("<ol>")
         for i, (c, text) in enumerate(zip(judge.rewrites, texts, strict=True)):
-            score = c.get("score") if isinstance(c, dict) else None
-            label = "first draft" if i == 0 else f"rewrite {i}"
-            head = f"{label}" + ("" if score is None else f" · score {float(score):.3f}")
+            c = c if isinstance(c, dict) else {}
+            head = "first draft" if i == 0 else f"rewrite {i}"
+            if c.get("rewind_at") is not None:
+                head += f" from token {int(c['rewind_at']) + 1}"
+            if c.get("creativity") is not None:
+                head += f" · creativity {float(c['creativity']):.2f}"
+            if c.get("score") is not None:
+                head += f" · score {float(c['score']):.3f}"
             body = html.escape(text or "") if i == 0 else word_diff_html(first, text or "")
             parts.append(f"<li><i>{html.escape(head)}</i><br>{body}</li>")
         parts.append("</ol>")

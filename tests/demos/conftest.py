@@ -1,5 +1,5 @@
-"""A running demo app on a tiny random Llama with random (untrained) control heads: fast, and
-every panel has real numbers to show."""
+"""A running demo app on a tiny random Llama with random (untrained) control heads and judge:
+fast, and every panel has real numbers to show."""
 
 import json
 
@@ -29,13 +29,18 @@ def demo_backend(tiny_llama):
 
     from tigerdecode.demos.backend import DemoBackend, Limits
     from tigerdecode.heads import ControlHeads, HeadConfig
+    from tigerdecode.judge import Judge, JudgeConfig, heads_digest
+    from tigerdecode.judge_features import HEAD_FEATURES, LOGIT_FEATURES
     from tigerdecode.models import fingerprint
 
     model, tok = tiny_llama
     torch.manual_seed(0)
     heads = ControlHeads(HeadConfig(layers=[2, 4], hidden_size=64), fingerprint(model, tok))
+    judge = Judge(JudgeConfig(layers=[2, 4], hidden_size=64,
+                              scalar_names=list(LOGIT_FEATURES + HEAD_FEATURES),
+                              heads_digest=heads_digest(heads)), fingerprint(model, tok))
     return DemoBackend(model, tok, model_name="tiny-llama", heads=heads.eval(),
-                       limits=Limits(max_prompt_chars=500, max_new_tokens=32))
+                       judge=judge.eval(), limits=Limits(max_prompt_chars=500, max_new_tokens=32))
 
 
 @pytest.fixture(scope="session")

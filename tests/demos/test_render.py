@@ -49,9 +49,11 @@ def test_summary_and_timings():
 def test_judge_panel_diffs_rewrites_against_first_draft():
     assert render.judge_html(None, "x") == ""
     j = JudgeVerdict(0.2, "rewritten", 0.5, [{"text": "Lyon is <b>", "score": 0.9},
-                                              {"text": "Paris is <b>", "score": 0.2}])
+                                              {"text": "Paris is <b>", "score": 0.2,
+                                               "rewind_at": 0, "creativity": 0.1}])
     h = render.judge_html(j, "Paris is <b>")
     assert "rewritten" in h and "0.200" in h and "threshold 0.500" in h
+    assert "rewrite 1 from token 1 · creativity 0.10 · score 0.200" in h
     assert "<del" in h and "Lyon" in h and "<ins" in h and "Paris" in h
     assert "<b>" not in h.replace("<b>Judge:</b>", "")  # model text is escaped
     assert "2 rewrite" not in render.judge_html(JudgeVerdict(0.9, "abstain"), "")
