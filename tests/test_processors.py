@@ -125,3 +125,24 @@ def test_hf_processor_tightens_on_high_p_dev(tiny_llama):
                        pad_token_id=2)
     # guard at c=0.3 is 0.6, risk 1 → temperature 0.3 * 0.4
     assert math.isclose(float(proc.last["temperature"][0]), 0.3 * 0.4, rel_tol=1e-5)
+
+
+def test_fused_nucleus_draw_matches_the_full_sort(monkeypatch):
+    """decide_tokens keeps exactly apply_top_p's nucleus, whether the nucleus fits in the
+    partial top-k (k=4 here) or a row needs the full-sort fallback (k=2)."""
+    import tigerdecode.processors as P
+
+    z = torch.log(torch.tensor([[0.05, 0.3, 0.25, 0.2, 0.1, 0.05, 0.03, 0.02, 0, 0]]) + 1e-9)
+    z = torch.cat([z, z.flip(-1)])
+    d = Policy(1.0, top_p_max=0.7).step(None, None, 1, batch=2)  # temperature 1, top-p 0.7
+    nucleus = [set(torch.isfinite(r).nonzero().flatten().tolist())
+               for r in apply_top_p(z, d.top_p)]
+    for k in (4, 2):
+        monkeypatch.setattr(P, "TOP_K_FIRST", k)
+        seen = [set(), set()]
+        for seed in range(200):
+            gens = [torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)]
+            tok = P.decide_tokens(z, d, [], gens)
+            for i in range(2):
+                seen[i].add(int(tok[i]))
+        assert seen == nucleus, k

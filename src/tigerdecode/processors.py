@@ -130,19 +130,35 @@ def decide_tokens(scores: torch.Tensor, d: StepDecision, eos_ids: list[int],
     if bool((d.min_p > 0).any()):
         s = apply_min_p(s, d.min_p)
     if bool((d.top_p < 1).any()):
-        sorted_s, idx = s.sort(dim=-1, descending=True)  # NaN and +inf sort first
-        _check_top(sorted_s[:, 0])
-        probs = sorted_s.softmax(-1)
-        before = probs.cumsum(-1).sub_(probs)  # mass strictly above each token
-        drop = before >= d.top_p[:, None].to(probs.dtype)
-        drop[:, 0] = False
-        tok = idx.gather(-1, _draw(probs.masked_fill_(drop, 0.0), generators)[:, None])[:, 0]
+        tok = _draw_top_p(s, d.top_p, generators)
     else:
         _check_top(s.amax(-1))
         tok = _draw(s.softmax(-1), generators)
     if bool(greedy.any()):
         tok = torch.where(greedy, scores.argmax(-1), tok)
     return tok
+
+
+TOP_K_FIRST = 1024
+
+
+def _draw_top_p(s: torch.Tensor, top_p: torch.Tensor, generators) -> torch.Tensor:
+    """Nucleus draw without sorting the whole vocabulary: the nucleus almost always lies in the
+    top ``TOP_K_FIRST`` tokens, so take those (partial selection), weigh them by the full
+    softmax, and fall back to a full sort only for a row whose top tokens hold less than
+    ``top_p``. The kept set and its distribution are exactly those of a full sort."""
+    k = min(TOP_K_FIRST, s.shape[-1])
+    vals, idx = s.topk(k, dim=-1)  # (B, k) descending; NaN and +inf come first
+    _check_top(vals[:, 0])
+    probs = (vals - torch.logsumexp(s, -1, keepdim=True)).exp_()  # (B, k) true probabilities
+    cum = probs.cumsum(-1)
+    if k < s.shape[-1] and bool((cum[:, -1] < top_p).any()):
+        vals, idx = s.sort(dim=-1, descending=True)
+        probs = vals.softmax(-1)
+        cum = probs.cumsum(-1)
+    drop = cum.sub_(probs) >= top_p[:, None].to(probs.dtype)  # mass strictly above each token
+    drop[:, 0] = False
+    return idx.gather(-1, _draw(probs.masked_fill_(drop, 0.0), generators)[:, None])[:, 0]
 
 
 def _check_top(top: torch.Tensor) -> None:
