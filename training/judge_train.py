@@ -69,7 +69,32 @@ def judge_features(model, tokenizer, prompts, answer_ids, ended, layers, heads=N
     return np.concatenate(feats), names
 
 
-def train_judge(model, tokenizer, data_dir, out, cfg: JudgeTrainConfig, heads=None,
+def load_training_set(model, tokenizer, data_dir, cfg: JudgeTrainConfig, heads=None):
+    """Features, labels (1 = wrong), topics and scalar names from one data directory: a
+    ``tigerdecode data build`` store (features recomputed here) or a ``judge_features.npz``
+    written by ``judge_data.sample_judge_data`` (features already computed by the same pass)."""
+    import json
+
+    npz = Path(data_dir) / "judge_features.npz"
+    if npz.is_file():
+        meta = json.loads((Path(data_dir) / "judge_data.json").read_text())
+        if list(meta["layers"]) != list(cfg.layers) or heads is not None:
+            raise ValueError(f"{data_dir} holds features of layers {meta['layers']} without "
+                             f"heads; asked for layers {list(cfg.layers)}"
+                             f"{' with heads' if heads is not None else ''}")
+        d = np.load(npz, allow_pickle=False)
+        return d["x"], d["y"], d["topics"].tolist(), list(meta["scalar_names"])
+    answers, ids, max_new = stored_answers(data_dir)
+    if cfg.max_answers is not None:
+        answers, ids = answers[:cfg.max_answers], ids[:cfg.max_answers]
+    y = np.array([0 if a["correct"] else 1 for a in answers])
+    ended = [a["n_tokens"] < max_new for a in answers]
+    x, names = judge_features(model, tokenizer, [a["prompt"] for a in answers], ids, ended,
+                              list(cfg.layers), heads, cfg.batch_size)
+    return x, y, [a.get("topic") or "unknown" for a in answers], names
+
+
+def train_judge(model, tokenizer, data_dirs, out, cfg: JudgeTrainConfig, heads=None,
                 qa_path=None, log=print):
     """Fit, calibrate, evaluate on validation topics, save; returns (judge, metrics)."""
     from sklearn.linear_model import LogisticRegression
@@ -78,19 +103,19 @@ def train_judge(model, tokenizer, data_dir, out, cfg: JudgeTrainConfig, heads=No
     from tigerdecode.judge import Judge, JudgeConfig, heads_digest
     from tigerdecode.models import fingerprint, text_config
 
-    answers, ids, max_new = stored_answers(data_dir)
-    if cfg.max_answers is not None:
-        answers, ids = answers[:cfg.max_answers], ids[:cfg.max_answers]
+    parts = [load_training_set(model, tokenizer, d, cfg, heads) for d in data_dirs]
+    names = parts[0][3]
+    if any(p[3] != names for p in parts):
+        raise ValueError("the data directories hold different features; build them alike")
+    x = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    topics = [t for p in parts for t in p[2]]
     split = split_topics(load_qa(qa_path or qa_wikidata_path()))
     part = {t: k for k, ts in split.items() for t in ts}
-    side = np.array([part.get(a.get("topic") or "unknown", "train") for a in answers])
+    side = np.array([part.get(t, "train") for t in topics])
     if (side == "test").any():
-        raise ValueError(f"{data_dir} holds {(side == 'test').sum()} answers on test topics; "
+        raise ValueError(f"the data holds {(side == 'test').sum()} answers on test topics; "
                          "build the judge's data from train+validation topics only")
-    y = np.array([0 if a["correct"] else 1 for a in answers])  # 1 = wrong
-    ended = [a["n_tokens"] < max_new for a in answers]
-    x, names = judge_features(model, tokenizer, [a["prompt"] for a in answers], ids, ended,
-                              list(cfg.layers), heads, cfg.batch_size)
     tr, va = side == "train", side == "validation"
     for nm, m in (("train", tr), ("validation", va)):
         if len(np.unique(y[m])) < 2:
@@ -124,7 +149,8 @@ def train_judge(model, tokenizer, data_dir, out, cfg: JudgeTrainConfig, heads=No
                "C": c, "validation_auroc": float(auroc(y[va], logit_va)),
                "validation_ece": float(ece(y[va], p_va)),
                "validation_signal_auroc": signals, "best_signal": best_sig,
-               "layers": list(cfg.layers), "scalars": names, "data": str(data_dir),
+               "layers": list(cfg.layers), "scalars": names,
+               "data": [str(d) for d in data_dirs],
                "heads_digest": jc.heads_digest}
     judge.save(out, metrics)
     log(f"saved {out}: validation AUROC {metrics['validation_auroc']:.3f}, ECE "

@@ -80,6 +80,7 @@ from tigerdecode.eval.cli import eval_cmd as _eval; main.add_command(_eval)  # n
 from tigerdecode import gen_cli as _g; main.add_command(_g.generate); main.add_command(_g.examples); bench.add_command(_g.bench_generate)  # noqa: E402,E702,I001
 from tigerdecode import quant_cli as _q; main.add_command(_q.quantize_cmd); bench.add_command(_q.kernels_bench); bench.add_command(_q.quant_bench_cmd)  # noqa: E402,E702,I001
 from tigerdecode.training import cli as _t; main.add_command(_t.data_group); main.add_command(_t.heads_group)  # noqa: E402,E702,I001
+from tigerdecode.judge_cli import judge_group as _judge; main.add_command(_judge)  # noqa: E402,E702,I001
 
 
 if __name__ == "__main__":

@@ -120,7 +120,8 @@ def judge_and_rewrite(gen, out, results, prompt_ids, creativity: float, max_new_
         for k, i in enumerate(rows):
             c = cands[i][-1]
             c.update(score=float(score[k]), risk=r.token_risk[k], pass_=(r, k),
-                     start=T0 - len(prompt_ids[i]))
+                     start=T0 - len(prompt_ids[i]),
+                     signals=dict(zip(r.scalar_names, r.scalars[k].tolist(), strict=True)))
         return [i for i in rows if cands[i][-1]["score"] >= thr and not results[i].abstained]
 
     rejected = judge_rows(list(range(B)), from_decode(out.kept, out.kept_rows))
@@ -179,7 +180,7 @@ def _finish(results, cands, rejected, thr, settings, seconds):
     for i, res in enumerate(results):
         cs = cands[i]
         history = [{k: c.get(k) for k in ("attempt", "creativity", "rewind_at", "span", "text",
-                                          "score", "ids")} for c in cs]
+                                          "score", "ids", "signals")} for c in cs]
         for h in history:
             h["token_ids"] = h.pop("ids")
         final = cs[-1]
