@@ -143,3 +143,46 @@ def test_rewind_point():
     assert rewind_point([0.1, 0.8, 0.9], 0.5) == 1
     assert rewind_point([0.1, 0.3, 0.2], 0.5) == 1  # none crosses: the riskiest
     assert rewind_point([], 0.5) == 0
+
+
+def test_drop_in_generate_with_judge(setup):
+    import tigerdecode
+
+    model, tok, _, judge = setup
+    enc = encode_prompts(tok, PROMPTS[:2])
+    kw = dict(max_new_tokens=N, creativity=0.0, tokenizer=tok, heads=None, judge=judge,
+              judge_threshold=1e-6, max_rewrites=1)
+    seqs = tigerdecode.generate(model, **enc, **kw)
+    res = tigerdecode.generate(model, **enc, return_result=True, **kw)
+    assert all(r.judge.verdict == "abstain" for r in res)
+    T = enc["input_ids"].shape[1]
+    assert torch.equal(seqs[:, :T], enc["input_ids"])
+    said = tok.decode(seqs[0, T:], skip_special_tokens=True)
+    assert said == res[0].text == "I don't know."
+    with pytest.raises(ValueError, match="tokenizer"):
+        tigerdecode.generate(model, **enc, max_new_tokens=2, heads=None, judge=judge)
+
+
+def test_judge_eval_cli_prints_the_issue_keys(setup, tiny_model_dir, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from tigerdecode.cli import main
+    from tigerdecode.judge_cli import EVAL_KEYS
+
+    model, tok, _, judge = setup
+    judge.save(tmp_path / "judge")
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps({"prompt": p, "answers": ["Tokyo"], "topic": "t"}) + "\n"
+                          for p in PROMPTS))
+    r = CliRunner().invoke(main, ["judge", "eval", "--qa", str(qa), "--limit", "2", "--json",
+                                  "--model", str(tiny_model_dir), "--judge",
+                                  str(tmp_path / "judge"), "--max-new-tokens", "4"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout.strip().splitlines()[-1])  # warnings go to stderr
+    assert tuple(got) == EVAL_KEYS and got["n"] == 2
+    assert got["wrong_rate_without"] == 1.0  # random weights never say "Tokyo"
+    assert 0 <= got["abstain_rate"] <= 1 and got["latency_ratio"] > 0
+    bad = CliRunner().invoke(main, ["generate", "hi", "--max-rewrites", "1"])
+    assert bad.exit_code != 0 and "--judge" in bad.output

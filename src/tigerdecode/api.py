@@ -96,7 +96,14 @@ class ControlledGenerator:
                       **overrides) -> list[GenerationResult]:
         """Answer ``prompts``; ``method`` is "tigerdecode" or a baseline name; ``overrides`` go
         to the Policy (or the baseline), plus ``min_new_tokens``, ``streamer``,
-        ``stopping_criteria``."""
+        ``stopping_criteria``; ``judge=True`` (or a judge checkpoint) with ``max_rewrites``,
+        ``judge_threshold``, ``on_reject``, ``judge_abstain_message``: see ``rewrite.py``."""
+        from tigerdecode.rewrite import apply_judge, pop_judge_options
+
+        judging = pop_judge_options(overrides)
+        if judging is not None and method != "tigerdecode":
+            raise ValueError(f"judge=True rewrites with the controlled decoder; it needs "
+                             f"method='tigerdecode', got {method!r}")
         if isinstance(prompts, str):
             prompts = [prompts]
         creativity = check_creativity(creativity)
@@ -115,9 +122,14 @@ class ControlledGenerator:
         out = decode(members, control, max_new_tokens=max_new_tokens,
                      eos_ids=eos_ids_of(self.tokenizer.eos_token_id),
                      pad_id=_pad_id(self.tokenizer, self.model), heads=self.heads,
-                     tokenizer=self.tokenizer, seed=seed, on_token=on_token, **loop)
-        return to_results(out, self.tokenizer, prompts, creativity, method, control,
-                          self.notes)
+                     tokenizer=self.tokenizer, seed=seed, on_token=on_token,
+                     keep_cache=judging is not None, **loop)
+        results = to_results(out, self.tokenizer, prompts, creativity, method, control,
+                             self.notes)
+        if judging is not None:
+            apply_judge(self, out, results, members, creativity, max_new_tokens, seed, judging,
+                        overrides)
+        return results
 
 
 def _pad_id(tokenizer, model) -> int:
@@ -203,6 +215,12 @@ def generate(model, input_ids: torch.Tensor | None = None, attention_mask=None, 
                                             else int(model.generation_config.pad_token_id
                                                      or eos_ids_of(eos)[0]))
     loop = {k: kwargs.pop(k) for k in ("min_new_tokens", "stopping_criteria") if k in kwargs}
+    from tigerdecode.rewrite import apply_judge, judged_tokens, pop_judge_options
+
+    judging = pop_judge_options(kwargs)  # judge=True, max_rewrites=, judge_threshold=, ...
+    if judging is not None and (method != "tigerdecode" or tokenizer is None):
+        raise ValueError("judge=True needs method='tigerdecode' and tokenizer= (the judge reads "
+                         "the answer's text positions and writes abstentions)")
     policy_fields = set(Policy.__dataclass_fields__) - {"creativity", "extra"}
     bad = [k for k in kwargs if method == "tigerdecode" and k not in policy_fields]
     if bad:
@@ -218,7 +236,16 @@ def generate(model, input_ids: torch.Tensor | None = None, attention_mask=None, 
     control = gen.control(method, creativity, kwargs, len(members))
     out = decode(members, control, max_new_tokens=max_new_tokens, eos_ids=eos_ids_of(eos),
                  pad_id=pad, heads=heads_m, tokenizer=tokenizer, seed=seed, streamer=streamer,
-                 **loop)
+                 keep_cache=judging is not None, **loop)
+    if judging is not None:
+        gen.heads = heads_m
+        res = to_results(out, tokenizer, None, creativity, method, control,
+                         [] if heads_m is not None else [NO_HEADS_NOTE])
+        apply_judge(gen, out, res, members, creativity, max_new_tokens, seed, judging, kwargs)
+        if return_result:
+            return res
+        new = judged_tokens(res, tokenizer, pad, eos_ids_of(eos)[0]).to(input_ids.device)
+        return torch.cat([input_ids, new], dim=1)
     if return_result:
         return to_results(out, tokenizer, None, creativity, method, control,
                           [] if heads_m is not None else [NO_HEADS_NOTE])

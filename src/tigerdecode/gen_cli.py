@@ -68,6 +68,10 @@ def summary(result) -> str:
         parts.append(f"{retried} resampled")
     if result.abstained:
         parts.append("abstained")
+    if result.judge is not None:
+        j = result.judge
+        parts.append(f"judge: {j.verdict} (P(wrong) {j.score:.2f}, threshold {j.threshold:.2f}, "
+                     f"{len(j.rewrites) - 1} rewrites)")
     return ", ".join(parts)
 
 
@@ -122,10 +126,16 @@ def _errors():
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="Settings JSON (e.g. exported by the demo's Trade-off tab); options given on "
                    "the command line win over it.")
+@click.option("--judge", "use_judge", is_flag=True,
+              help="Judge the finished answer (shipped judge) and rewrite or abstain if rejected.")
+@click.option("--max-rewrites", type=int, default=None,
+              help="With --judge: rewrites before abstaining (default 2; 0 = judge only).")
 def generate(prompt, model_name, creativity, method, temperature, max_new_tokens, seed, raw,
-             trace, no_heads, ensemble, as_json, config_file):
+             trace, no_heads, ensemble, as_json, config_file, use_judge, max_rewrites):
     """Answer PROMPT with controlled decoding."""
     overrides = {}
+    if max_rewrites is not None and not use_judge:
+        raise click.UsageError("--max-rewrites applies with --judge")
     if config_file is not None:
         from tigerdecode.config import ConfigError, for_command
 
@@ -143,6 +153,10 @@ def generate(prompt, model_name, creativity, method, temperature, max_new_tokens
             raise click.UsageError("--temperature applies to --method temperature/top_p/min_p; "
                                    "for controlled decoding set --creativity")
         overrides["temperature"] = temperature
+    if use_judge:
+        overrides["judge"] = True
+        if max_rewrites is not None:
+            overrides["max_rewrites"] = max_rewrites
     try:
         gen = _generator(model_name, no_heads, ensemble)
         (res,) = gen.generate_text([prompt], creativity=creativity, max_new_tokens=max_new_tokens,
@@ -167,17 +181,24 @@ def generate(prompt, model_name, creativity, method, temperature, max_new_tokens
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--ensemble/--no-ensemble", default=False, show_default=True)
 @click.option("--width", type=int, default=None, help="Terminal width (default: detected).")
-def examples(model_name, max_new_tokens, seed, ensemble, width):
+@click.option("--judge/--no-judge", "use_judge", default=True, show_default=True,
+              help="Judge each answer with the shipped judge (when the model has one).")
+def examples(model_name, max_new_tokens, seed, ensemble, width, use_judge):
     """The example prompts at creativity 0, 0.5 and 1, side by side, with risk views."""
     import shutil
     import time
+
+    from tigerdecode.judge import find_shipped_judge
 
     levels = (0.0, 0.5, 1.0)
     t0 = time.perf_counter()
     try:
         gen = _generator(model_name, False, ensemble)
+        judge = {"judge": True} if use_judge and find_shipped_judge(gen.model, gen.tokenizer) \
+            else {}
         rows = {c: gen.generate_text(EXAMPLE_PROMPTS, creativity=c,
-                                     max_new_tokens=max_new_tokens, seed=seed) for c in levels}
+                                     max_new_tokens=max_new_tokens, seed=seed, **judge)
+                for c in levels}
     except _errors() as e:
         raise click.ClickException(str(e)) from e
     heads = "shipped heads" if gen.heads is not None else "no heads"

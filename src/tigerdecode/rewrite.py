@@ -246,3 +246,20 @@ def apply_judge(gen, out, results, members, creativity, max_new_tokens, seed, ju
     prompt_ids = strip_padding(members[0][1], members[0][2])
     return judge_and_rewrite(gen, out, results, prompt_ids, creativity, max_new_tokens,
                              settings, gen._judge[1], seed=seed, policy_overrides=policy_overrides)
+
+
+def judged_tokens(results, tokenizer, pad_id: int, eos_id: int) -> torch.Tensor:
+    """(B, N) new tokens after judging, as ``model.generate`` lays them out: each row's final
+    answer (the abstention message's tokens when it abstained), EOS where it ended, then pad."""
+    rows = []
+    for r in results:
+        if r.abstained:
+            ids = tokenizer(r.text, add_special_tokens=False)["input_ids"] + [eos_id]
+        else:
+            ids = list(r.token_ids) + ([eos_id] if r.stop_reason == "eos" else [])
+        rows.append(ids)
+    width = max(1, max(len(x) for x in rows))
+    out = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    for i, x in enumerate(rows):
+        out[i, :len(x)] = torch.tensor(x, dtype=torch.long)
+    return out
