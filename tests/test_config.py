@@ -77,6 +77,9 @@ def test_for_command_fills_only_what_the_command_line_left_out(tmp_path):
     assert out == {"creativity": 0.3, "method": "tigerdecode", "seed": 7, "ensemble": True,
                    "max_new_tokens": 64, "overrides": {"resample_at": 0.6}}
     assert for_command(p, params, given={"creativity", "seed"})["creativity"] == 0.5
+    save_settings(DecodeSettings(0.3, overrides={"judge": True, "max_rewrites": 1}), p)
+    params["max_rewrites"] = None  # a command option of the same name stays with the judge
+    assert for_command(p, params, given=set())["overrides"] == {"judge": True, "max_rewrites": 1}
     save_settings(DecodeSettings(0.3, overrides={"warp_drive": 1}), p)
     with pytest.raises(ConfigError, match="warp_drive"):
         for_command(p, params, given=set())

@@ -207,7 +207,16 @@ def _supported_overrides() -> set[str] | None:
         return None
     params = inspect.signature(ControlledGenerator.generate_text).parameters
     named = {n for n, p in params.items() if p.kind is not p.VAR_KEYWORD}
-    return (set(Policy.__dataclass_fields__) | named) - {"extra", "self", "prompts"}
+    try:
+        from tigerdecode.rewrite import JUDGE_OPTIONS
+    except ImportError:  # a build without the judge
+        JUDGE_OPTIONS = ()
+    return (set(Policy.__dataclass_fields__) | named | set(JUDGE_OPTIONS)) - {
+        "extra", "self", "prompts"}
+
+
+# Overrides that are options of `tigerdecode generate` itself (the rest go to the generator).
+_COMMAND_OPTIONS = ("seed", "max_new_tokens", "raw", "temperature", "ensemble")
 
 
 def for_command(path, params: dict, given: set[str]) -> dict:
@@ -216,7 +225,7 @@ def for_command(path, params: dict, given: set[str]) -> dict:
     s = load_settings(path)
     out, extra = dict(params), dict(s.overrides)
     pairs = [("creativity", s.creativity), ("method", s.method)]
-    pairs += [(k, extra.pop(k)) for k in list(extra) if k in params]
+    pairs += [(k, extra.pop(k)) for k in list(extra) if k in params and k in _COMMAND_OPTIONS]
     for key, value in pairs:
         if key not in given:
             out[key] = value
