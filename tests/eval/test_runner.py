@@ -113,6 +113,10 @@ def test_grid_and_bad_methods():
     assert {c.method for c in grid(quick=False)} >= {
         "greedy", "temperature", "top_p", "min_p", "factual_nucleus", "dola", "tigerdecode",
         "tigerdecode+ensemble"}
+    assert "tigerdecode+judge" not in {c.method for c in grid(quick=False)}
+    judged = [c for c in grid(quick=False, judge=True) if c.method == "tigerdecode+judge"]
+    assert [c.creativity for c in judged] == [0.0, 0.5, 1.0]
+    assert all(dict(c.overrides) == {"judge": True} for c in judged)
     with pytest.raises(ValueError, match="unknown method"):
         grid(quick=True, methods=["beam"])
 
@@ -123,7 +127,9 @@ def test_cli_quick_on_the_default_model(tmp_path):
     res = CliRunner().invoke(main, ["eval", "--quick", "--out", str(tmp_path), "--json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout.strip().splitlines()[-1])
-    assert {r["method"] for r in doc["rows"]} == {c.method for c in grid(quick=True)}
+    methods = {r["method"] for r in doc["rows"]}
+    assert {c.method for c in grid(quick=True)} <= methods <= {
+        c.method for c in grid(quick=True, judge=True)}
     for r in doc["rows"]:
         for k in ("error_rate", "abstain_rate", "precision", "distinct_2", "self_bleu",
                   "tokens_per_s"):

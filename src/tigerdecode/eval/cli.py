@@ -9,7 +9,7 @@ import click
 
 # (QA items, creative prompts, samples per prompt, fact tokens, creative tokens)
 QUICK = dict(n_qa=6, n_creative=2, samples=2, fact_tokens=10, creative_tokens=12)
-FULL = dict(n_qa=200, n_creative=30, samples=3, fact_tokens=32, creative_tokens=48)
+FULL = dict(n_qa=150, n_creative=20, samples=3, fact_tokens=24, creative_tokens=40)
 
 
 def _read_creative(path: Path, limit: int) -> list[str]:
@@ -67,9 +67,13 @@ def eval_cmd(model_name, qa_path, creative_path, quick, out, limit, n_creative, 
     items = items[::step][:n]
     creative = _read_creative(creative_path or dataset_path("creative_prompts.jsonl"),
                               n_creative or size["n_creative"])
-    cells = grid(quick, [m.strip() for m in methods.split(",")] if methods else None)
     out = out or Path("runs") / ("eval-quick" if quick else "eval-full")
     model, tok = load_model(model_name)
+    from tigerdecode.judge import find_shipped_judge
+
+    has_judge = find_shipped_judge(model, tok) is not None
+    cells = grid(quick, [m.strip() for m in methods.split(",")] if methods else None,
+                 judge=has_judge)
     cfg = EvalConfig(qa=items, creative=creative, samples=samples or size["samples"],
                      fact_tokens=size["fact_tokens"], creative_tokens=size["creative_tokens"],
                      batch_size=batch_size, seed=seed,
@@ -81,7 +85,8 @@ def eval_cmd(model_name, qa_path, creative_path, quick, out, limit, n_creative, 
     meta = {"model": model_name, "qa": qa_name, "n_qa": len(items), "n_creative": len(creative),
             "samples": cfg.samples, "fact_tokens": cfg.fact_tokens,
             "creative_tokens": cfg.creative_tokens, "seed": seed, "quick": quick,
-            "heads": None if gens[False].heads is None else "shipped"}
+            "heads": None if gens[False].heads is None else "shipped",
+            "judge": "shipped" if has_judge else None}
     doc = write_report(rows, out, meta)
     if as_json:
         from tigerdecode.eval.report import _finite

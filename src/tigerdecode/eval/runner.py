@@ -38,14 +38,16 @@ class Cell:
         return "".join(c if c.isalnum() or c in "._+-" else "_" for c in s)
 
 
-def _c(c: float, ensemble: bool = False) -> Cell:
-    name = "tigerdecode+ensemble" if ensemble else "tigerdecode"
-    return Cell(name, f"c={c:g}", "tigerdecode", creativity=c, ensemble=ensemble)
+def _c(c: float, ensemble: bool = False, judge: bool = False) -> Cell:
+    name = "tigerdecode+judge" if judge else "tigerdecode+ensemble" if ensemble else "tigerdecode"
+    return Cell(name, f"c={c:g}", "tigerdecode", creativity=c, ensemble=ensemble,
+                overrides=(("judge", True),) if judge else ())
 
 
-def grid(quick: bool = False, methods: list[str] | None = None) -> list[Cell]:
+def grid(quick: bool = False, methods: list[str] | None = None, judge: bool = False) -> list[Cell]:
     """The cells of a run. Full: baselines over their usual ranges and the creativity sweep
-    with and without the self-ensemble. Quick: a handful, for CI."""
+    with and without the self-ensemble (and with the judge when ``judge``, i.e. a judge exists
+    for the model). Quick: a handful, for CI."""
     if quick:
         cells = [Cell("greedy", "-", "greedy"),
                  Cell("temperature", "T=1", "temperature", overrides=(("temperature", 1.0),)),
@@ -63,6 +65,8 @@ def grid(quick: bool = False, methods: list[str] | None = None) -> list[Cell]:
         cells += [Cell("dola", "high", "dola")]
         cells += [_c(c) for c in (0.0, 0.25, 0.5, 0.75, 1.0)]
         cells += [_c(c, ensemble=True) for c in (0.0, 0.5, 1.0)]
+    if judge:
+        cells += [_c(c, judge=True) for c in ((0.0, 0.5) if quick else (0.0, 0.5, 1.0))]
     if methods:
         unknown = set(methods) - {c.method for c in cells}
         if unknown:
