@@ -2,7 +2,8 @@
 ``_weight_int8pack_mm``), fed bf16 activations (with fp32 ones they are several times slower).
 
 The int4 kernel computes ``(q - 8) * scale + zero`` with a float zero per group; our integer zero
-point ``z`` maps onto it exactly as ``zero = (8 - z) * scale``. The kernels' own layout is built
+point ``z`` maps onto it exactly as ``zero = (8 - z) * scale``, a group minimum ``m`` as
+``zero = m + 8 * scale``. The kernels' own layout is built
 from the canonical one once per layer (:func:`prepare_cpu`) and cached beside it.
 
 Shape limits of those kernels (found by testing torch 2.13; outside them they crash or return
@@ -57,7 +58,8 @@ def prepare_cpu(w: PackedWeight) -> CpuPacked:
     q = unpack_int4(w.qweight.cpu()).t().contiguous()  # (N, K) int32 codes
     packed = torch._convert_weight_to_int4pack_for_cpu(q, 1)  # (N, K/2) uint8
     s = w.scales.cpu().to(torch.float32)  # (K/G, N)
-    zero = (8.0 - w.zeros.cpu().to(torch.float32)) * s
+    z = w.zeros.cpu().to(torch.float32)
+    zero = z + 8.0 * s if w.float_zero else (8.0 - z) * s
     sz = torch.stack([s, zero], dim=-1).to(ACT_DTYPE).contiguous()  # (K/G, N, 2)
     return CpuPacked(4, w.group_size, w.out_features, packed, sz)
 

@@ -12,8 +12,10 @@ import triton.language as tl
 
 
 @triton.jit
-def load_w4_tile(qw_ptr, s_ptr, z_ptr, k0, offs_k, offs_n, mask_n, N, G: tl.constexpr):
-    """int4 tile for rows ``k0 + offs_k``; the block lies inside one group (G % BLOCK_K == 0)."""
+def load_w4_tile(qw_ptr, s_ptr, z_ptr, k0, offs_k, offs_n, mask_n, N, G: tl.constexpr,
+                 FLOAT_ZERO: tl.constexpr):
+    """int4 tile for rows ``k0 + offs_k``; the block lies inside one group (G % BLOCK_K == 0).
+    ``FLOAT_ZERO``: zeros hold the group minimum m (w = q*s + m), else a zero point (w = (q-z)*s)."""
     k = k0 + offs_k  # (BK,)
     packed = tl.load(qw_ptr + (k // 8)[:, None] * N + offs_n[None, :],
                      mask=mask_n[None, :], other=0)  # (BK, BN) int32, each word read 8 times
@@ -21,6 +23,8 @@ def load_w4_tile(qw_ptr, s_ptr, z_ptr, k0, offs_k, offs_n, mask_n, N, G: tl.cons
     g = k0 // G
     s = tl.load(s_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)  # (BN,)
     z = tl.load(z_ptr + g * N + offs_n, mask=mask_n, other=0).to(tl.float32)  # (BN,)
+    if FLOAT_ZERO:
+        return q.to(tl.float32) * s[None, :] + z[None, :]
     return (q.to(tl.float32) - z[None, :]) * s[None, :]
 
 

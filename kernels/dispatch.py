@@ -93,7 +93,8 @@ def _launch(path: str, x: torch.Tensor, w: PackedWeight, config: KernelConfig | 
         acc_dtype = torch.float32 if cfg.split_k > 1 or interpreting() else x.dtype
         out = torch.empty((cfg.split_k, M, N), device=x.device, dtype=acc_dtype)
         zeros = w.zeros if w.zeros is not None else w.scales  # unused for int8
-        common = dict(BITS=w.bits, G=w.group_size or 0, num_warps=cfg.num_warps,
+        common = dict(BITS=w.bits, G=w.group_size or 0, FLOAT_ZERO=w.float_zero,
+                      num_warps=cfg.num_warps,
                       num_stages=cfg.num_stages)
         if path == "gemv":
             grid = (triton_cdiv(N, cfg.block_n), cfg.split_k, M)

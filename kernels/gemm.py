@@ -19,7 +19,7 @@ from .dequant import load_w4_tile, load_w8_tile
 def quant_gemm_kernel(
     x_ptr, qw_ptr, s_ptr, z_ptr, out_ptr,
     M, N, K, stride_xm,
-    BITS: tl.constexpr, G: tl.constexpr,
+    BITS: tl.constexpr, G: tl.constexpr, FLOAT_ZERO: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     SPLIT_K: tl.constexpr, GROUP_M: tl.constexpr, DOT_FP32: tl.constexpr,
 ):
@@ -45,7 +45,8 @@ def quant_gemm_kernel(
         x = tl.load(x_ptr + offs_m[:, None] * stride_xm + (k0 + offs_k)[None, :],
                     mask=mask_m[:, None], other=0.0)  # (BM, BK)
         if BITS == 4:
-            w = load_w4_tile(qw_ptr, s_ptr, z_ptr, k0, offs_k, offs_n, mask_n, N, G)
+            w = load_w4_tile(qw_ptr, s_ptr, z_ptr, k0, offs_k, offs_n, mask_n, N, G,
+                                 FLOAT_ZERO)
         else:
             w = load_w8_tile(qw_ptr, k0, offs_k, offs_n, mask_n, K)
         if DOT_FP32:

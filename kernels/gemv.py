@@ -17,7 +17,7 @@ from .dequant import load_w4_tile, load_w8_tile
 def quant_gemv_kernel(
     x_ptr, qw_ptr, s_ptr, z_ptr, out_ptr,
     M, N, K, stride_xm,
-    BITS: tl.constexpr, G: tl.constexpr,
+    BITS: tl.constexpr, G: tl.constexpr, FLOAT_ZERO: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
@@ -31,7 +31,8 @@ def quant_gemv_kernel(
         k0 = kb * BLOCK_K
         x = tl.load(x_ptr + m * stride_xm + k0 + offs_k).to(tl.float32)  # (BK,)
         if BITS == 4:
-            w = load_w4_tile(qw_ptr, s_ptr, z_ptr, k0, offs_k, offs_n, mask_n, N, G)
+            w = load_w4_tile(qw_ptr, s_ptr, z_ptr, k0, offs_k, offs_n, mask_n, N, G,
+                                 FLOAT_ZERO)
         else:
             w = load_w8_tile(qw_ptr, k0, offs_k, offs_n, mask_n, K)
         acc += tl.sum(x[:, None] * w, axis=0)  # (BN,)

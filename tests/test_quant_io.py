@@ -63,6 +63,20 @@ def test_greedy_tokens_survive_save_and_load_on_triton(saved_int4, tokenizer):
     assert torch.equal(_greedy(loaded, ids, n=3), _greedy(model, ids, n=3))
 
 
+def test_float_zero_int4_round_trip(tokenizer, tmp_path):
+    model = quantize_model(build_tiny_model("qwen2", tokenizer, layers=1), 4, 64,
+                           zero_mode="float")
+    _set_backend(model, "cpu")
+    ids = tokenizer("A map of the coast", return_tensors="pt").input_ids
+    before = _greedy(model, ids)
+    out = save_quantized(model, tokenizer, tmp_path / "qwen-f")
+    assert read_metadata(out)["zero_mode"] == "asymmetric-fp16-min-per-group"
+    loaded, _ = load_quantized(out)
+    _set_backend(loaded, "cpu")
+    assert loaded.model.layers[0].mlp.up_proj.zeros.dtype == torch.float16
+    assert torch.equal(_greedy(loaded, ids), before)
+
+
 def test_tied_int8_lm_head_is_stored_once(tokenizer, tmp_path):
     model = quantize_model(build_tiny_model("gpt2", tokenizer, layers=2), 8, None,
                            include_lm_head=True)

@@ -79,19 +79,23 @@ def collect_hessians(model: nn.Module, names: list[str], batches, progress: bool
     return col
 
 
-def _group_params(w: torch.Tensor):
+def _group_params(w: torch.Tensor, zero_mode: str):
     """Asymmetric int4 (scale, zero) per row for a (N, G) slice of columns."""
-    wmin = w.amin(dim=1).clamp(max=0.0)
-    wmax = w.amax(dim=1).clamp(min=0.0)
+    wmin, wmax = w.amin(dim=1), w.amax(dim=1)
+    if zero_mode == "int":
+        wmin, wmax = wmin.clamp(max=0.0), wmax.clamp(min=0.0)
     scale = ((wmax - wmin) / 15.0).to(SCALE_DTYPE).to(torch.float32)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    zero = torch.round(-wmin / scale).clamp(0, 15)
+    if zero_mode == "int":
+        zero = torch.round(-wmin / scale).clamp(0, 15)
+    else:
+        zero = wmin.to(SCALE_DTYPE).to(torch.float32)
     return scale, zero  # (N,), (N,)
 
 
 @torch.no_grad()
 def gptq_int4(weight: torch.Tensor, H: torch.Tensor, group_size: int = 128,
-              block: int = 128, damp: float = 0.01) -> PackedWeight:
+              block: int = 128, damp: float = 0.01, zero_mode: str = "int") -> PackedWeight:
     """Quantize ``weight`` (N, K) to int4 groups of ``group_size`` along K with GPTQ."""
     N, K = weight.shape
     check_shape(4, group_size, K)
@@ -114,18 +118,24 @@ def gptq_int4(weight: torch.Tensor, H: torch.Tensor, group_size: int = 128,
         for i in range(i2 - i1):
             col = i1 + i
             if col % group_size == 0:  # new group: its range from the error-updated weights
-                s, z = _group_params(W1[:, i:i + group_size])
+                s, z = _group_params(W1[:, i:i + group_size], zero_mode)
                 scales[col // group_size], zeros[col // group_size] = s, z
             w = W1[:, i]
-            q = torch.round(w / s + z).clamp(0, 15)
+            if zero_mode == "int":
+                q = torch.round(w / s + z).clamp(0, 15)
+                deq = (q - z) * s
+            else:
+                q = torch.round((w - z) / s).clamp(0, 15)
+                deq = q * s + z
             Q[col] = q.to(torch.int32)
-            err = (w - (q - z) * s) / Hb[i, i]
+            err = (w - deq) / Hb[i, i]
             W1[:, i:] -= err[:, None] * Hb[i, i:][None, :]
             Err[:, i] = err
         W[:, i2:] -= Err @ Hinv[i1:i2, i2:]
     return PackedWeight(bits=4, group_size=group_size, in_features=K, out_features=N,
                         qweight=pack_int4(Q), scales=scales.to(SCALE_DTYPE).contiguous(),
-                        zeros=zeros.to(torch.uint8).contiguous())
+                        zeros=zeros.to(torch.uint8 if zero_mode == "int" else SCALE_DTYPE)
+                        .contiguous(), zero_mode=zero_mode)
 
 
 def calibration_batches(tokenizer, text: str, n_seqs: int = 32, seq_len: int = 512):

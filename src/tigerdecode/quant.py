@@ -33,6 +33,7 @@ class QuantPlan:
     kept_float: dict[str, str] = field(default_factory=dict)  # name -> reason
     tied_embedding: str | None = None  # name of an embedding that reads the quantized lm_head
     method: str = "rtn"
+    zero_mode: str = "int"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,7 +72,8 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
 def quantize_model(model: nn.Module, bits: int = 4, group_size: int | None = 128, *,
                    include_lm_head: bool = False, skip: tuple[str, ...] = (),
                    on_bad_shape: str = "fallback", clip_search: bool = False,
-                   method: str = "rtn", calibration=None, progress: bool = False) -> nn.Module:
+                   zero_mode: str = "int", method: str = "rtn", calibration=None,
+                   progress: bool = False) -> nn.Module:
     """Quantize ``model``'s linear layers in place (RTN) and return it.
 
     ``include_lm_head`` also quantizes the output projection; when the input embedding is tied
@@ -79,11 +81,12 @@ def quantize_model(model: nn.Module, bits: int = 4, group_size: int | None = 128
     ``skip``: name substrings to keep in float. ``on_bad_shape``: what to do with a layer whose K
     is not divisible by ``group_size`` ("fallback" to a smaller group, "skip" it, or "error").
     ``clip_search`` picks each int4 group's range by least squared error (slower, more accurate).
+    ``zero_mode``: int4 zeros as a uint4 zero point ("int") or the fp16 group minimum ("float").
     ``method="gptq"`` (int4 only) uses ``calibration``, a list of (1, T) token-id tensors (see
     :func:`tigerdecode.gptq.calibration_batches`), to quantize with GPTQ error compensation.
     The plan is stored on ``model.tigerdecode_quant``.
     """
-    check_format(bits, group_size)
+    check_format(bits, group_size, zero_mode)
     if on_bad_shape not in BAD_SHAPE_POLICIES:
         raise ValueError(f"on_bad_shape={on_bad_shape!r}; expected one of {BAD_SHAPE_POLICIES}")
     if method not in ("rtn", "gptq"):
@@ -113,6 +116,7 @@ def quantize_model(model: nn.Module, bits: int = 4, group_size: int | None = 128
 
         hessians = collect_hessians(model, [n for n, _ in targets], calibration, progress)
     plan.method = method
+    plan.zero_mode = zero_mode if bits == 4 else "int"
     it = targets
     if progress:
         from tqdm import tqdm
@@ -132,12 +136,13 @@ def quantize_model(model: nn.Module, bits: int = 4, group_size: int | None = 128
         if H is not None:
             from tigerdecode.gptq import gptq_int4
 
-            packed = gptq_int4(W, H, g)
+            packed = gptq_int4(W, H, g, zero_mode=zero_mode)
         else:
-            packed = quantize_weight(W, bits, g, clip_search=clip_search)
+            packed = quantize_weight(W, bits, g, clip_search=clip_search, zero_mode=zero_mode)
         q = QuantLinear.from_packed(packed, m.bias)
         _set_module(model, name, q)
-        plan.layers[name] = {"bits": bits, "group_size": g, "bias": m.bias is not None}
+        plan.layers[name] = {"bits": bits, "group_size": g, "bias": m.bias is not None,
+                             "zero_mode": packed.zero_mode}
         if m is head and tied:
             _tie_embedding(model, emb, q, plan)
     for (K, g), names in fallbacks.items():

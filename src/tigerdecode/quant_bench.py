@@ -51,7 +51,7 @@ def _decode_seconds(model, enc, new_tokens: int) -> float:
 
 
 def build_variants(model, group_size: int = 128, include_lm_head: bool = True,
-                   method: str = "rtn", calibration=None) -> dict:
+                   method: str = "rtn", calibration=None, zero_mode: str = "int") -> dict:
     """fp32 (the loaded model), bf16, int8 and int4 copies of ``model``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the K=576 → smaller-group note is reported in the table
@@ -61,13 +61,14 @@ def build_variants(model, group_size: int = 128, include_lm_head: bool = True,
             "int8": quantize_model(copy.deepcopy(model), 8, None, include_lm_head=include_lm_head),
             "int4": quantize_model(copy.deepcopy(model), 4, group_size,
                                    include_lm_head=include_lm_head, method=method,
-                                   calibration=calibration),
+                                   calibration=calibration, zero_mode=zero_mode),
         }
 
 
 def run(model_name: str = "default", *, new_tokens: int = 128, repeats: int = 3,
         group_size: int = 128, include_lm_head: bool = True, ppl_tokens: int = 4096,
-        method: str = "rtn", calibration_seqs: int = 16, progress: bool = True) -> dict:
+        method: str = "rtn", calibration_seqs: int = 16, zero_mode: str = "int",
+        progress: bool = True) -> dict:
     """Measure every variant; returns per-variant numbers and the summary ratios."""
     from tigerdecode.models import load_model
     from tigerdecode.prompting import encode_prompts
@@ -78,7 +79,7 @@ def run(model_name: str = "default", *, new_tokens: int = 128, repeats: int = 3,
         from tigerdecode.gptq import calibration_batches, default_calibration_text
 
         cal = calibration_batches(tok, default_calibration_text(), n_seqs=calibration_seqs)
-    variants = build_variants(model, group_size, include_lm_head, method, cal)
+    variants = build_variants(model, group_size, include_lm_head, method, cal, zero_mode)
     enc = encode_prompts(tok, [PROMPT])
     text = heldout_text()
     res = {k: {"bytes": quantized_bytes(m)} for k, m in variants.items()}
@@ -117,7 +118,7 @@ def run(model_name: str = "default", *, new_tokens: int = 128, repeats: int = 3,
     setup = {"model": model_name, "new_tokens": new_tokens, "batch": 1, "repeats": repeats,
              "int4_group_size": group_size, "int4_group_sizes_used": groups,
              "include_lm_head": include_lm_head, "ppl_tokens": ppl_tokens,
-             "int4_method": method, "calibration_seqs": calibration_seqs if cal else 0,
+             "int4_method": method, "int4_zero_mode": zero_mode, "calibration_seqs": calibration_seqs if cal else 0,
              "threads": torch.get_num_threads(), "device": "cpu"}
     return {"summary": summary, "variants": res, "setup": setup}
 
@@ -127,7 +128,7 @@ def format_report(r: dict) -> str:
     lines = [f"model {st['model']}, batch 1, {st['new_tokens']} new tokens (greedy), median of "
              f"{st['repeats']} round-robin runs, {st['threads']} CPU threads; int4 groups "
              f"{st['int4_group_sizes_used']} (asked {st['int4_group_size']}), int4 method "
-             f"{st['int4_method']}; lm_head + tied "
+             f"{st['int4_method']}, zeros {st['int4_zero_mode']}; lm_head + tied "
              f"embedding quantized: {st['include_lm_head']}", "",
              "| variant | tokens/s | vs fp32 | weight MB | vs bf16 | perplexity | ppl change |",
              "|---|---:|---:|---:|---:|---:|---:|"]

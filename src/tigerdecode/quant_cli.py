@@ -24,12 +24,14 @@ import click
               help="int4: choose each group's range by least squared error (slower, better).")
 @click.option("--method", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True,
               help="int4: round-to-nearest, or GPTQ error compensation on calibration text.")
+@click.option("--zero-mode", type=click.Choice(["int", "float"]), default="int", show_default=True,
+              help="int4 zeros: a uint4 zero point, or the fp16 group minimum (Q4_1 style).")
 @click.option("--calibration", type=click.Path(exists=True, dir_okay=False), default=None,
               help="GPTQ calibration text file (default: CPython's pydoc topics).")
 @click.option("--calibration-seqs", type=click.IntRange(1, 1024), default=16, show_default=True,
               help="GPTQ: number of 512-token calibration windows.")
 def quantize_cmd(model_name, bits, group_size, out_dir, include_lm_head, on_bad_shape,
-                 clip_search, method, calibration, calibration_seqs):
+                 clip_search, method, zero_mode, calibration, calibration_seqs):
     """Quantize MODEL ('default', a local HF directory or a cached hub id) and save it to --out.
 
     The result loads with `tigerdecode generate --model DIR` and `load_model(DIR)`.
@@ -63,7 +65,7 @@ def quantize_cmd(model_name, bits, group_size, out_dir, include_lm_head, on_bad_
             quantize_model(model, bits, group if bits == 4 else None,
                            include_lm_head=include_lm_head, on_bad_shape=on_bad_shape,
                            clip_search=clip_search, method=method, calibration=cal,
-                           progress=True)
+                           zero_mode=zero_mode if bits == 4 else "int", progress=True)
         for w in caught:
             click.echo(f"note: {w.message}", err=True)
         out = save_quantized(model, tok, out_dir, source=model_name)
@@ -100,13 +102,15 @@ def kernels_bench(quick, reps, threads):
 @click.option("--ppl-tokens", type=click.IntRange(64, 65536), default=4096, show_default=True)
 @click.option("--method", type=click.Choice(["rtn", "gptq"]), default="gptq", show_default=True,
               help="How the int4 variant is quantized (GPTQ calibrates on CPython's docs).")
+@click.option("--zero-mode", type=click.Choice(["int", "float"]), default="int", show_default=True,
+              help="int4 zeros: uint4 zero point or fp16 group minimum.")
 @click.option("--threads", type=click.IntRange(0, 256), default=0, show_default=True,
               help="CPU threads for torch (0: torch's default).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary ratios as JSON.")
 @click.option("--save", "save_path", type=click.Path(dir_okay=False), default=None,
               help="Also write every measured number to this JSON file.")
 def quant_bench_cmd(model_name, new_tokens, repeats, group_size, lm_head, ppl_tokens, method,
-                    threads, as_json, save_path):
+                    zero_mode, threads, as_json, save_path):
     """Float vs int8 vs int4 side by side: tokens/s, weight bytes, held-out perplexity."""
     import torch
 
@@ -119,7 +123,7 @@ def quant_bench_cmd(model_name, new_tokens, repeats, group_size, lm_head, ppl_to
     try:
         r = run(model_name, new_tokens=new_tokens, repeats=repeats, group_size=int(group_size),
                 include_lm_head=lm_head, ppl_tokens=ppl_tokens, method=method,
-                progress=not as_json)
+                zero_mode=zero_mode, progress=not as_json)
     except ModelLoadError as e:
         raise click.ClickException(str(e)) from e
     if save_path:

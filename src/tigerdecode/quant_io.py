@@ -26,7 +26,8 @@ FORMAT_NAME = "tigerdecode-quant"
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 PACKING = {4: "int4-uint32x8-along-k", 8: "int8-row-major-nk"}
-ZERO_MODE = {4: "asymmetric-uint4-per-group", 8: "symmetric-per-channel"}
+ZERO_MODE = {(4, "int"): "asymmetric-uint4-per-group", (4, "float"): "asymmetric-fp16-min-per-group",
+             (8, "int"): "symmetric-per-channel"}
 
 
 class QuantFormatError(ModelLoadError):
@@ -40,7 +41,7 @@ def is_quantized_dir(path) -> bool:
 def _header(plan) -> dict:
     return {"format": FORMAT_NAME, "version": FORMAT_VERSION, "bits": plan.bits,
             "group_size": plan.group_size, "packing": PACKING[plan.bits],
-            "zero_mode": ZERO_MODE[plan.bits]}
+            "zero_mode": ZERO_MODE[(plan.bits, plan.zero_mode)]}
 
 
 def save_quantized(model, tokenizer, out_dir, *, source: str | None = None) -> Path:
@@ -131,12 +132,15 @@ def check_metadata(meta: dict, where: str = "metadata") -> None:
     try:
         check_format(meta["bits"], meta["group_size"])
         bits = meta["bits"]
-        if meta["packing"] != PACKING[bits] or meta["zero_mode"] != ZERO_MODE[bits]:
+        modes = {v: k[1] for k, v in ZERO_MODE.items() if k[0] == bits}
+        if meta["packing"] != PACKING[bits] or meta["zero_mode"] not in modes:
             raise QuantFormatError(
                 f"{where}: packing {meta['packing']!r} / zero mode {meta['zero_mode']!r} do not "
-                f"match int{bits} in this version ({PACKING[bits]!r}, {ZERO_MODE[bits]!r}).")
+                f"match int{bits} in this version ({PACKING[bits]!r}, one of {sorted(modes)}).")
+        if meta["plan"].get("zero_mode", "int") != modes[meta["zero_mode"]]:
+            raise QuantFormatError(f"{where}: plan zero mode disagrees with {meta['zero_mode']!r}")
         for spec in meta["plan"]["layers"].values():
-            check_format(spec["bits"], spec["group_size"])
+            check_format(spec["bits"], spec["group_size"], spec.get("zero_mode", "int"))
     except (KeyError, TypeError) as e:
         raise QuantFormatError(f"{where}: missing or malformed field {e}") from e
     except QuantizationError as e:
@@ -162,7 +166,7 @@ def load_quantized(path, *, dtype: torch.dtype | None = None, device=None):
         old = model.get_submodule(name)
         W = old.weight.t() if type(old).__name__ == "Conv1D" else old.weight  # (N, K)
         new = QuantLinear(W.shape[1], W.shape[0], spec["bits"], spec["group_size"], spec["bias"],
-                          dtype=dtype)
+                          dtype=dtype, zero_mode=spec.get("zero_mode", "int"))
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, new)
     if plan.tied_embedding:

@@ -24,7 +24,7 @@ from tigerdecode.kernels import (
     quant_matmul,
 )
 from tigerdecode.kernels.configs import interpreting
-from tigerdecode.kernels.packing import PACK_FACTOR, SCALE_DTYPE, unpack_int4
+from tigerdecode.kernels.packing import PACK_FACTOR, SCALE_DTYPE, dequant_int4, unpack_int4
 
 BACKENDS = ("auto", "triton", "cpu", "torch")
 _warned: set = set()
@@ -48,10 +48,12 @@ class QuantLinear(nn.Module):
     """``y = x @ W.T + b`` with W stored as int4 (grouped, asymmetric) or int8 (per channel)."""
 
     def __init__(self, in_features: int, out_features: int, bits: int, group_size: int | None,
-                 bias: bool, dtype: torch.dtype = torch.float32, device=None):
+                 bias: bool, dtype: torch.dtype = torch.float32, device=None,
+                 zero_mode: str = "int"):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.bits, self.group_size = bits, (group_size if bits == 4 else None)
+        self.zero_mode = zero_mode if bits == 4 else "int"
         self.backend = "auto"
         K, N = in_features, out_features
         if bits == 4:
@@ -59,7 +61,8 @@ class QuantLinear(nn.Module):
             self.register_buffer("qweight", torch.empty(K // PACK_FACTOR, N, dtype=torch.int32,
                                                         device=device))
             self.register_buffer("scales", torch.empty(K // G, N, dtype=SCALE_DTYPE, device=device))
-            self.register_buffer("zeros", torch.empty(K // G, N, dtype=torch.uint8, device=device))
+            zdtype = torch.uint8 if zero_mode == "int" else SCALE_DTYPE
+            self.register_buffer("zeros", torch.empty(K // G, N, dtype=zdtype, device=device))
         else:
             self.register_buffer("qweight", torch.empty(N, K, dtype=torch.int8, device=device))
             self.register_buffer("scales", torch.empty(N, dtype=SCALE_DTYPE, device=device))
@@ -71,7 +74,7 @@ class QuantLinear(nn.Module):
     def from_packed(cls, w: PackedWeight, bias: torch.Tensor | None) -> QuantLinear:
         dtype = bias.dtype if bias is not None else torch.float32
         m = cls(w.in_features, w.out_features, w.bits, w.group_size, bias is not None, dtype,
-                device=w.qweight.device)
+                device=w.qweight.device, zero_mode=w.zero_mode)
         m.qweight.copy_(w.qweight)
         m.scales.copy_(w.scales)
         if w.bits == 4:
@@ -82,14 +85,15 @@ class QuantLinear(nn.Module):
 
     def packed(self) -> PackedWeight:
         return PackedWeight(self.bits, self.group_size, self.in_features, self.out_features,
-                            self.qweight, self.scales, self.zeros)
+                            self.qweight, self.scales, self.zeros, self.zero_mode)
 
     def _apply(self, fn, recurse=True):
-        # Module.to(dtype) would cast the fp16 scales too (to bf16: a lossy rounding); keep them.
-        scales = self.scales
+        # Module.to(dtype) would cast the fp16 scales (and float zeros) too: a lossy rounding.
+        kept = {k: getattr(self, k) for k in ("scales", "zeros") if getattr(self, k) is not None}
         out = super()._apply(fn, recurse)
-        if self.scales.dtype != scales.dtype:
-            self.scales = scales.to(device=self.scales.device)
+        for k, t in kept.items():
+            if getattr(self, k).dtype != t.dtype:
+                setattr(self, k, t.to(device=getattr(self, k).device))
         self._cpu = None
         return out
 
@@ -132,7 +136,8 @@ class QuantLinear(nn.Module):
         return y  # (..., N)
 
     def extra_repr(self) -> str:
-        g = f", group_size={self.group_size}" if self.bits == 4 else ", per-channel"
+        g = (f", group_size={self.group_size}, zero={self.zero_mode}" if self.bits == 4
+             else ", per-channel")
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"int{self.bits}{g}, bias={self.bias is not None}")
 
@@ -157,11 +162,8 @@ class QuantEmbedding(nn.Module):
         if src.bits == 8:
             rows = src.qweight[flat].to(torch.float32) * src.scales[flat].to(torch.float32)[:, None]
         else:
-            G = src.group_size
-            q = unpack_int4(src.qweight[:, flat]).to(torch.float32)  # (K, n)
-            s = src.scales[:, flat].to(torch.float32).repeat_interleave(G, dim=0)  # (K, n)
-            z = src.zeros[:, flat].to(torch.float32).repeat_interleave(G, dim=0)
-            rows = ((q - z) * s).t()  # (n, K)
+            rows = dequant_int4(unpack_int4(src.qweight[:, flat]), src.scales[:, flat],
+                                src.zeros[:, flat], src.group_size, src.zero_mode).t()  # (n, K)
         return rows.to(self.dtype).reshape(*ids.shape, self.embedding_dim)  # (..., K)
 
     @property

@@ -15,14 +15,15 @@ from tigerdecode.kernels.cpu import cpu_available
 pytestmark = pytest.mark.skipif(not cpu_available(), reason="torch has no packed CPU kernels")
 
 
-def _weight(bits, group, n=96, k=256):
+def _weight(bits, group, n=96, k=256, zero_mode="int"):
     g = torch.Generator().manual_seed(0)
-    return quantize_weight(torch.randn(n, k, generator=g) * 0.05, bits, group)
+    return quantize_weight(torch.randn(n, k, generator=g) * 0.05, bits, group, zero_mode=zero_mode)
 
 
-@pytest.mark.parametrize("bits,group", [(4, 32), (4, 64), (4, 128), (8, None)])
-def test_cpu_kernels_match_reference(bits, group):
-    w = _weight(bits, group)
+@pytest.mark.parametrize("bits,group,zero_mode", [(4, 32, "int"), (4, 64, "int"), (4, 128, "int"),
+                                                  (4, 32, "float"), (8, None, "int")])
+def test_cpu_kernels_match_reference(bits, group, zero_mode):
+    w = _weight(bits, group, zero_mode=zero_mode)
     p = prepare_cpu(w)
     for m in (1, 3, 17):
         x = torch.randn(m, 256, generator=torch.Generator().manual_seed(m))

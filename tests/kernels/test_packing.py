@@ -81,3 +81,20 @@ def test_clip_search_never_increases_the_weight_error():
     e_plain = (plain.dequantize() - W).pow(2).sum()
     e_search = (searched.dequantize() - W).pow(2).sum()
     assert e_search < e_plain
+
+
+def test_float_zero_mode_reencodes_a_q4_1_style_grid_exactly():
+    """Weights on a (q * s + m) grid with an arbitrary minimum m, as GGUF Q4_1 stores them."""
+    g = torch.Generator().manual_seed(3)
+    K, N, G = 64, 16, 32
+    q = torch.randint(0, 16, (K, N), generator=g).float()
+    q[0::G], q[G - 1::G] = 0, 15
+    s = torch.full((K // G, N), 0.03125)
+    m = torch.full((K // G, N), -0.1796875)  # -5.75 s: an integer zero point cannot hit it
+    W = (q * s.repeat_interleave(G, 0) + m.repeat_interleave(G, 0)).t()  # (N, K)
+    w = quantize_weight(W, 4, G, zero_mode="float")
+    assert w.zeros.dtype == torch.float16 and w.zero_mode == "float"
+    assert torch.equal(w.dequantize(), W)
+    assert not torch.equal(quantize_weight(W, 4, G).dequantize(), W)
+    with pytest.raises(QuantizationError, match="zero_mode='half'"):
+        quantize_weight(W, 4, G, zero_mode="half")

@@ -18,9 +18,9 @@ M_ALL = (1, 2, 3, 7, 16, 17, 33, 64)
 FORMATS = [(4, 32), (4, 128), (8, None)]
 
 
-def _weight(bits, group, seed=0, n=N, k=K):
+def _weight(bits, group, seed=0, n=N, k=K, zero_mode="int"):
     g = torch.Generator().manual_seed(seed)
-    return quantize_weight(torch.randn(n, k, generator=g) * 0.05, bits, group)
+    return quantize_weight(torch.randn(n, k, generator=g) * 0.05, bits, group, zero_mode=zero_mode)
 
 
 def _x(m, seed=1, k=K, dtype=torch.float32):
@@ -58,6 +58,13 @@ def test_split_k_equals_no_split_k(bits, group):
         for s in splits:
             y = quant_matmul(x, w, path=path, config=KernelConfig(block_k=32, split_k=s))
             torch.testing.assert_close(y, one, rtol=1e-5, atol=1e-6)
+
+
+def test_float_zero_mode_matches_reference():
+    w = _weight(4, 64, zero_mode="float")
+    for path, m in (("gemv", 3), ("gemm", 17)):
+        x = _x(m)
+        assert _rel(quant_matmul(x, w, path=path), quant_matmul_reference(x, w)) <= 1e-3
 
 
 def test_larger_tiles_and_uneven_n():
