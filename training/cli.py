@@ -99,8 +99,9 @@ def _layer_sets(spec: str) -> list[list[int]]:
 
 
 @heads_group.command("train")
-@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, exists=True),
-              help="Data directory written by `tigerdecode data build`.")
+@click.option("--data", "data_dir", required=True, multiple=True,
+              type=click.Path(file_okay=False, exists=True),
+              help="Data directory written by `tigerdecode data build` (repeat to combine).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Checkpoint directory to write (replaced atomically).")
 @click.option("--layers", default="16,20,24,16+20+24", show_default=True,

@@ -11,8 +11,10 @@ the checkpoint as tensors.
 from __future__ import annotations
 
 import copy
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -89,6 +91,22 @@ def _fit_one(x_tr, y_tr, x_va, y_va, cfg: HeadConfig, tc: TrainConfig) -> tuple[
     return net.eval(), {"epochs": epochs, "val_loss": best, "pos_weight": float(pos_weight)}
 
 
+def load_many(dirs: list, layers: list[int]) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """Load and concatenate several data directories built for the same model."""
+    fps = {json.dumps(FeatureStore(d).manifest()["config"]["fingerprint"], sort_keys=True)
+           for d in dirs}
+    if len(fps) > 1:
+        raise ValueError(f"data directories {[str(d) for d in dirs]} were built on different "
+                         "models; train on data from one model")
+    parts, answers = [], []
+    for d in dirs:
+        t, a = FeatureStore(d).load(layers)
+        t["answer"] = t["answer"] + len(answers)
+        parts.append(t)
+        answers += a
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, answers
+
+
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
@@ -108,14 +126,14 @@ def train_heads(data_dir, out=None, tc: TrainConfig | None = None, log=print) ->
     """Train, select, calibrate; save to ``out`` when given. Returns the heads and metrics."""
     tc = tc or TrainConfig()
     t0 = time.perf_counter()
-    store = FeatureStore(data_dir)
-    manifest = store.manifest()
+    dirs = [data_dir] if isinstance(data_dir, str | Path) else list(data_dir)
+    manifest = FeatureStore(dirs[0]).manifest()
     stored = manifest["config"]["layers"]
     cands = [c for c in tc.candidates if all(x in stored for x in c)]
     if not cands:
         raise ValueError(f"none of the candidate layer sets {tc.candidates} is stored in "
-                         f"{data_dir} (it stores {stored}); pass --layers from those")
-    t, answers = store.load(sorted({x for c in cands for x in c}))
+                         f"{dirs[0]} (it stores {stored}); pass --layers from those")
+    t, answers = load_many(dirs, sorted({x for c in cands for x in c}))
     val_ans = topic_split(answers, tc.val_fraction, tc.seed)
     is_val = val_ans[t["answer"]]
     tr, va = np.flatnonzero(~is_val), np.flatnonzero(is_val)
@@ -170,7 +188,7 @@ def train_heads(data_dir, out=None, tc: TrainConfig | None = None, log=print) ->
     n_val_topics = len({a["topic"] for a, v in zip(answers, val_ans, strict=True) if v})
     metrics = {
         "selected": {"kind": trial["kind"], "layers": trial["layers"]},
-        "data": {"dir": str(data_dir), "n_answers": len(answers), "n_tokens": int(len(t["dev"])),
+        "data": {"dirs": [str(d) for d in dirs], "n_answers": len(answers), "n_tokens": int(len(t["dev"])),
                  "answer_accuracy": float(np.mean([a["correct"] for a in answers])),
                  "n_topics": len({a["topic"] for a in answers}), "n_val_topics": n_val_topics,
                  "settings": [s["name"] for s in manifest["config"]["settings"]],
