@@ -76,6 +76,8 @@ def save_quantized(model, tokenizer, out_dir, *, source: str | None = None) -> P
         header = {k: str(v) for k, v in _header(plan).items()}
         save_model(model, str(tmp / WEIGHTS_FILE), metadata=header)
         (tmp / QUANT_FILE).write_text(json.dumps(meta, indent=2))
+        for f in tmp.iterdir():  # safetensors writes its file private; make it like the rest
+            os.chmod(f, 0o666 & ~umask)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
