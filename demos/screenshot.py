@@ -17,7 +17,7 @@ import click
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--virtual-time-budget=30000"]  # time after the answer arrives for the page to settle
+         "--virtual-time-budget=60000"]  # time after the answer arrives for the page to settle
 
 
 def capture(url: str, out: Path, width: int = 1200, height: int = 1100) -> Path:
@@ -41,8 +41,9 @@ def capture(url: str, out: Path, width: int = 1200, height: int = 1100) -> Path:
 @click.option("--prompt", default="What is the capital of Japan?", show_default=True)
 @click.option("--creativity", type=click.FloatRange(0, 1), default=0.3, show_default=True)
 @click.option("--max-new-tokens", type=int, default=32, show_default=True)
+@click.option("--raw", is_flag=True, help="Plain completion (no chat template).")
 @click.option("--height", type=int, default=1100, show_default=True)
-def main(out, model_name, prompt, creativity, max_new_tokens, height):
+def main(out, model_name, prompt, creativity, max_new_tokens, raw, height):
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from tigerdecode.demos.app import build_app, launch
     from tigerdecode.demos.backend import DemoBackend
@@ -53,7 +54,7 @@ def main(out, model_name, prompt, creativity, max_new_tokens, height):
     launch(app, block=False)
     try:
         query = urlencode({"prompt": prompt, "creativity": creativity,
-                           "max_new_tokens": max_new_tokens, "seed": 0})
+                           "max_new_tokens": max_new_tokens, "seed": 0, "raw": int(raw)})
         click.echo(capture(f"{app.local_url}?{query}", out, height=height))
     finally:
         app.close()
