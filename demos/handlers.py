@@ -20,9 +20,9 @@ log = logging.getLogger("tigerdecode.demo")
 def message(e: Exception) -> str:
     """A user-facing message for an exception: the text of errors we raise for bad input or
     missing features, a short generic line (the details go to the server log) for the rest."""
-    if isinstance(e, InputError | Unavailable | ConfigError | tradeoff.ResultsError):
-        return f"**Cannot run:** {e}"
-    if isinstance(e, ValueError):  # the library's own input errors say what was wrong
+    # Ours, and the library's own ValueErrors (bad creativity, heads for another model, ...),
+    # say what was wrong and what is allowed.
+    if isinstance(e, InputError | Unavailable | ConfigError | ValueError):
         return f"**Cannot run:** {e}"
     log.error("generation failed", exc_info=e)
     return f"**Generation failed** ({type(e).__name__}: {str(e)[:300]}). The app is still running; " \
