@@ -29,6 +29,16 @@ def _read_creative(path: Path, limit: int) -> list[str]:
     return prompts[:limit]
 
 
+def _digest_dir(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(Path(path).iterdir()):
+        if f.is_file():
+            h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 @click.command("eval")
 @click.option("--model", "model_name", default="default", show_default=True)
 @click.option("--qa", "qa_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -74,11 +84,17 @@ def eval_cmd(model_name, qa_path, creative_path, quick, out, limit, n_creative, 
     has_judge = find_shipped_judge(model, tok) is not None
     cells = grid(quick, [m.strip() for m in methods.split(",")] if methods else None,
                  judge=has_judge)
+    gens = {False: ControlledGenerator(model, tok)}
+    from tigerdecode.judge import heads_digest
+
+    # Cached cells are reused only while the model, heads and judge are the same.
+    judge_path = find_shipped_judge(model, tok)
     cfg = EvalConfig(qa=items, creative=creative, samples=samples or size["samples"],
                      fact_tokens=size["fact_tokens"], creative_tokens=size["creative_tokens"],
                      batch_size=batch_size, seed=seed,
-                     extra={"model": fingerprint(model, tok).to_dict()})
-    gens = {False: ControlledGenerator(model, tok)}
+                     extra={"model": fingerprint(model, tok).to_dict(),
+                            "heads": heads_digest(gens[False].heads),
+                            "judge": None if judge_path is None else _digest_dir(judge_path)})
     if any(c.ensemble for c in cells):
         gens[True] = ControlledGenerator(model, tok, ensemble="self")
     rows = run_eval(gens, cells, cfg, out, progress=not as_json)
