@@ -1,0 +1,50 @@
+"""The heads shipped for the default model: found, loadable, small, documented, and sane on the
+real model's states."""
+
+import json
+from pathlib import Path
+
+import torch
+
+from tigerdecode.heads import ControlHeads, find_shipped
+from tigerdecode.prompting import encode_prompts
+from tigerdecode.taps import HiddenStateTap
+from tigerdecode.training.sampling import format_prompt
+
+SHIPPED = Path(__file__).resolve().parents[2] / "heads" / "smollm2-135m-instruct"
+
+
+def test_shipped_checkpoint_is_found_and_documented(default_model):
+    model, tok = default_model
+    path = find_shipped(model, tok)
+    assert path is not None and path.name == "smollm2-135m-instruct"
+    for name in ("config.json", "heads.safetensors", "metrics.json", "MODEL_CARD.md"):
+        assert (SHIPPED / name).is_file()
+    assert (SHIPPED / "heads.safetensors").stat().st_size < 200_000
+    metrics = json.loads((SHIPPED / "metrics.json").read_text())
+    assert metrics["validation"]["p_dev"]["token_auroc"] is not None
+    assert {"test_topics", "questions"} <= set(metrics["evaluations"])
+    heads = ControlHeads.load(path, model=model, tokenizer=tok)
+    assert all(1 <= x <= 30 for x in heads.layers)
+    assert {c.method for c in heads.calibrators.values()} == {"platt"}
+
+
+@torch.no_grad()
+def test_shipped_heads_flag_a_wrong_fact(default_model):
+    model, tok = default_model
+    heads = ControlHeads.load(find_shipped(model, tok), model=model, tokenizer=tok)
+    user = format_prompt("The capital of France is")
+    p_dev = {}
+    for answer in ("Paris", "Berlin"):
+        enc = encode_prompts(tok, [user])
+        ans = tok(f"The capital of France is {answer}.", add_special_tokens=False,
+                  return_tensors="pt")["input_ids"]
+        ids = torch.cat([enc["input_ids"], ans], dim=1)  # (1, P + A)
+        with HiddenStateTap(model, heads.layers) as tap:
+            model(ids)
+            states = {x: tap.states[x][0, -ans.shape[1]:] for x in heads.layers}  # (A, H)
+        p_stop, dev = heads(states)
+        assert p_stop.shape == dev.shape == (ans.shape[1],)
+        assert ((dev >= 0) & (dev <= 1)).all()
+        p_dev[answer] = dev[-2:].mean().item()  # the answer word's last token and the "."
+    assert p_dev["Berlin"] > p_dev["Paris"]
