@@ -53,18 +53,18 @@ def grid(quick: bool = False, methods: list[str] | None = None, judge: bool = Fa
                  Cell("temperature", "T=1", "temperature", overrides=(("temperature", 1.0),)),
                  _c(0.0), _c(0.5), _c(1.0), _c(0.5, ensemble=True)]
     else:
-        cells = [Cell("greedy", "-", "greedy")]
+        # The creativity sweep first: an interrupted run has the curve the others are read against.
+        cells = [Cell("greedy", "-", "greedy")] + [_c(c) for c in (0.0, 0.25, 0.5, 0.75, 1.0)]
         cells += [Cell("temperature", f"T={t:g}", "temperature", overrides=(("temperature", t),))
                   for t in (0.3, 0.6, 0.9, 1.2)]
         cells += [Cell("top_p", f"p={p:g}", "top_p", overrides=(("top_p", p),))
                   for p in (0.5, 0.8, 0.95)]
         cells += [Cell("min_p", f"min_p={m:g}", "min_p", overrides=(("min_p", m),))
                   for m in (0.3, 0.1, 0.05)]
+        cells += [_c(c, ensemble=True) for c in (0.0, 0.5, 1.0)]
         cells += [Cell("factual_nucleus", f"p={p:g}", "factual_nucleus",
                        overrides=(("top_p", p),)) for p in (0.9, 0.95)]
         cells += [Cell("dola", "high", "dola")]
-        cells += [_c(c) for c in (0.0, 0.25, 0.5, 0.75, 1.0)]
-        cells += [_c(c, ensemble=True) for c in (0.0, 0.5, 1.0)]
     if judge:
         cells += [_c(c, judge=True) for c in ((0.0, 0.5) if quick else (0.0, 0.5, 1.0))]
     if methods:
