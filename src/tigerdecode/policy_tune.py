@@ -32,7 +32,7 @@ VARIANTS = {
 }
 
 
-def test_items(limit: int, seed: int = 0):
+def heldout_items(limit: int, seed: int = 0):
     from tigerdecode.data import load_qa, qa_wikidata_path, select_split
 
     items = select_split(load_qa(qa_wikidata_path()), "test")
@@ -40,13 +40,16 @@ def test_items(limit: int, seed: int = 0):
     return items[:limit]
 
 
-def run(limit=96, creativities=(0.25, 0.5), variants=None, max_new_tokens=24, batch=16,
+def run(limit=96, creativities=(0.25, 0.5), variants=None, max_new_tokens=16, batch=16,
         seed=0, progress=True) -> dict:
+    import torch
     from tqdm import tqdm
 
+    torch.set_num_threads(1)  # the shared 2-core machine is oversubscribed; see the README
     from tigerdecode.api import ControlledGenerator
     from tigerdecode.models import load_model
     from tigerdecode.training.labels import label_answer
+    from tigerdecode.training.sampling import format_prompt  # the heads' training prompt
 
     model, tok = load_model()
     with warnings.catch_warnings():
@@ -54,7 +57,7 @@ def run(limit=96, creativities=(0.25, 0.5), variants=None, max_new_tokens=24, ba
         gen = ControlledGenerator(model, tok, heads="auto")
     if gen.heads is None:
         raise click.ClickException("no shipped heads for the default model; nothing to compare")
-    items = test_items(limit, seed)
+    items = heldout_items(limit, seed)
     names = list(variants or VARIANTS)
     rows = []
     bar = tqdm(total=len(names) * len(creativities) * len(items), disable=not progress)
@@ -64,7 +67,7 @@ def run(limit=96, creativities=(0.25, 0.5), variants=None, max_new_tokens=24, ba
             t0 = time.perf_counter()
             for s in range(0, len(items), batch):
                 chunk = items[s:s + batch]
-                res = gen.generate_text([it.prompt for it in chunk], creativity=c,
+                res = gen.generate_text([format_prompt(it.prompt) for it in chunk], creativity=c,
                                         max_new_tokens=max_new_tokens, seed=seed + s,
                                         **VARIANTS[name])
                 for it, r in zip(chunk, res, strict=True):
@@ -85,7 +88,8 @@ def run(limit=96, creativities=(0.25, 0.5), variants=None, max_new_tokens=24, ba
                          "seconds": round(time.perf_counter() - t0, 1)})
     bar.close()
     return {"rows": rows, "settings": {"limit": limit, "max_new_tokens": max_new_tokens,
-                                       "seed": seed, "split": "test", "prompts": "chat"}}
+                                       "seed": seed, "split": "test",
+                                       "prompts": "chat, training.sampling.format_prompt"}}
 
 
 def table(res: dict) -> str:
@@ -101,7 +105,7 @@ def table(res: dict) -> str:
 @click.option("--limit", type=int, default=96, show_default=True)
 @click.option("--creativity", "creativities", default="0.25,0.5", show_default=True)
 @click.option("--variants", default=None, help=f"Comma-separated subset of {list(VARIANTS)}.")
-@click.option("--max-new-tokens", type=int, default=24, show_default=True)
+@click.option("--max-new-tokens", type=int, default=16, show_default=True)
 @click.option("--json", "json_path", default=None, help="Also write the results here.")
 def main(limit, creativities, variants, max_new_tokens, json_path):
     """Ablate the head uses on held-out qa_wikidata topics."""
