@@ -23,7 +23,8 @@ from tigerdecode.training.metrics import auroc, ece
 SIGNAL_SIGN = {"mean_logprob": -1, "min_logprob": -1, "first_logprob": -1, "mean_entropy": 1,
                "max_entropy": 1, "min_maxprob": -1, "max_pdev": 1, "mean_pdev": 1,
                "first_pdev": 1, "last_pdev": 1}
-C_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
+C_GRID = (0.001, 0.01, 0.1, 1.0)
+STATE_SCALES = (0.0, 0.03, 0.1, 0.3, 1.0)
 
 
 @dataclass
@@ -122,20 +123,28 @@ def train_judge(model, tokenizer, data_dirs, out, cfg: JudgeTrainConfig, heads=N
             raise ValueError(f"the {nm} topics need both right and wrong answers; build more data")
     mean, std = x[tr].mean(0), x[tr].std(0) + 1e-4
     z = (x - mean) / std
+    # thousands of pooled-state dims against a handful of answer-level signals: the states get
+    # their own scale (alpha) so one L2 strength does not drown the signals; alpha = 0 drops them
+    n_states = z.shape[1] - len(names)
     best = None
-    for c in C_GRID:
-        lr = LogisticRegression(C=c, max_iter=2000).fit(z[tr], y[tr])
-        a = auroc(y[va], lr.decision_function(z[va]))
-        log(f"  C={c:g}: validation AUROC {a:.3f}")
-        if best is None or a > best[0]:
-            best = (a, c, lr)
-    _, c, lr = best
+    for alpha in STATE_SCALES:
+        za = z.copy()
+        za[:, :n_states] *= alpha
+        for c in C_GRID:
+            lr = LogisticRegression(C=c, max_iter=2000).fit(za[tr], y[tr])
+            a = auroc(y[va], lr.decision_function(za[va]))
+            log(f"  states x{alpha:g}, C={c:g}: validation AUROC {a:.3f}")
+            if best is None or a > best[0]:
+                best = (a, c, lr, alpha, za)
+    _, c, lr, alpha, z = best
+    coef = lr.coef_.copy()
+    coef[:, :n_states] *= alpha  # fold the scale into the weights: the judge reads plain z
     jc = JudgeConfig(layers=list(cfg.layers), hidden_size=text_config(model).hidden_size,
                      scalar_names=names, heads_digest=heads_digest(heads))
     judge = Judge(jc, fingerprint(model, tokenizer))
     judge.feat_mean.copy_(torch.tensor(mean, dtype=torch.float32))
     judge.feat_std.copy_(torch.tensor(std, dtype=torch.float32))
-    judge.net.weight.data.copy_(torch.tensor(lr.coef_, dtype=torch.float32))
+    judge.net.weight.data.copy_(torch.tensor(coef, dtype=torch.float32))
     judge.net.bias.data.copy_(torch.tensor(lr.intercept_, dtype=torch.float32))
     logit_va = lr.decision_function(z[va])
     judge.calibrator.fit(logit_va, y[va], "platt")
@@ -146,7 +155,7 @@ def train_judge(model, tokenizer, data_dirs, out, cfg: JudgeTrainConfig, heads=N
     best_sig = max(signals, key=lambda k: signals[k] or 0)
     metrics = {"n_train": int(tr.sum()), "n_validation": int(va.sum()),
                "wrong_rate_train": float(y[tr].mean()), "wrong_rate_validation": float(y[va].mean()),
-               "C": c, "validation_auroc": float(auroc(y[va], logit_va)),
+               "C": c, "state_scale": alpha, "validation_auroc": float(auroc(y[va], logit_va)),
                "validation_ece": float(ece(y[va], p_va)),
                "validation_signal_auroc": signals, "best_signal": best_sig,
                "layers": list(cfg.layers), "scalars": names,
