@@ -29,11 +29,18 @@ def score_store(heads: ControlHeads, store: FeatureStore) -> dict:
     rep = score_split(t, answers, rows, z["dev"].cpu().numpy(), z["stop"].cpu().numpy(),
                       p_dev=p_dev.cpu().numpy(), p_stop=p_stop.cpu().numpy())
     by_setting = {}
-    for name in sorted({a["setting"] for a in answers}):
-        sel = np.array([a["setting"] == name for a in answers])
-        by_setting[name] = {"n_answers": int(sel.sum()),
-                            "accuracy": float(np.mean([a["correct"] for a in answers if
-                                                       a["setting"] == name]))}
+    setting_of = np.array([a["setting"] for a in answers])
+    for name in sorted(set(setting_of)):
+        sel = setting_of[t["answer"]] == name
+        sub = score_split(t, answers, rows[sel], z["dev"].cpu().numpy()[sel],
+                          z["stop"].cpu().numpy()[sel], p_dev=p_dev.cpu().numpy()[sel],
+                          p_stop=p_stop.cpu().numpy()[sel])
+        by_setting[name] = {
+            "n_answers": int((setting_of == name).sum()),
+            "accuracy": float(np.mean([a["correct"] for a in answers if a["setting"] == name])),
+            "p_dev": {k: sub["p_dev"][k] for k in ("token_auroc", "answer_auroc", "ece")},
+            "p_stop": {"auroc": sub["p_stop"]["auroc"]},
+            "baselines": sub["baselines"]}
     rep["settings"] = by_setting
     return rep
 
@@ -98,5 +105,10 @@ def format_table(rep: dict) -> str:
               f"Brier {f(d.get('brier'))}",
               f"p_stop: AUPRC {f(s['auprc'])}  ECE {f(s.get('ece'))}  Brier {f(s.get('brier'))}"]
     for name, v in rep.get("settings", {}).items():
-        lines.append(f"setting {name}: {v['n_answers']} answers, accuracy {v['accuracy']:.3f}")
+        best_tok = max((b.get("token_auroc") or 0 for b in v["baselines"].values()), default=0)
+        best_ans = max((b.get("answer_auroc") or 0 for b in v["baselines"].values()), default=0)
+        lines.append(f"setting {name}: {v['n_answers']} answers, accuracy {v['accuracy']:.3f}; "
+                     f"p_dev token AUROC {f(v['p_dev']['token_auroc'])} (best baseline "
+                     f"{f(best_tok)}), answer {f(v['p_dev']['answer_auroc'])} ({f(best_ans)}), "
+                     f"p_stop {f(v['p_stop']['auroc'])}")
     return "\n".join(lines)
