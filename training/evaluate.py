@@ -81,8 +81,7 @@ def summary(rep: dict) -> dict:
                   "ece": d.get("ece"), "brier": d.get("brier"),
                   "token_auprc": d["token_auprc"], "answer_auprc": d["answer_auprc"]},
         "p_stop": {"auroc": s["auroc"], "auprc": s["auprc"], "ece": s.get("ece")},
-        "baselines": {name: ({k: v for k, v in b.items()})
-                      for name, b in rep["baselines"].items()},
+        "baselines": {name: dict(b) for name, b in rep["baselines"].items()},
         "answer_error_rate": rep["answer_error_rate"],
     }
 
