@@ -79,7 +79,7 @@ def test_eval_refuses_heads_of_another_model(tiny_model_dir, qa_file, tmp_path, 
     res = CliRunner().invoke(main, ["heads", "eval", "--heads", str(path), "--qa", str(qa_file),
                                     "--model", str(tiny_model_dir), "--limit", "1"])
     assert res.exit_code != 0 and "was trained for" in res.output
-    with pytest.raises(HeadsError, match="no heads.safetensors"):
+    with pytest.raises(HeadsError, match="has no config.json"):
         ControlHeads.load(tmp_path / "missing")
 
 
