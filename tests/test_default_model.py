@@ -32,7 +32,7 @@ def test_batched_greedy_equals_single_rows(default_model):
 
 def test_cli_generate_json_on_default_model():
     res = subprocess.run([sys.executable, "-m", "tigerdecode", "generate",
-                          "What is the capital of France?", "--json"],
+                          "What is the capital of France?", "--json", "--creativity", "0"],
                          capture_output=True, text=True, check=True)
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert "Paris" in out["text"]
