@@ -1,6 +1,7 @@
 """The evaluation runner: rows computed from the saved outputs, resume, report files, CLI."""
 
 import json
+import shutil
 
 import pytest
 from click.testing import CliRunner
@@ -73,11 +74,12 @@ def test_resume_skips_finished_cells(run, monkeypatch):
     assert run_eval(gens, CELLS, cfg, out, progress=False) == rows
 
 
-def test_changed_config_recomputes(run, monkeypatch):
+def test_changed_config_recomputes(run, tmp_path):
     gens, cfg, out, rows = run
+    shutil.copytree(out, tmp_path / "copy")  # leave the shared run's cells untouched
     cfg2 = EvalConfig(qa=QA[:2], creative=cfg.creative, samples=2, fact_tokens=6,
                       creative_tokens=8, batch_size=4, seed=1)
-    new = run_eval(gens, CELLS[:1], cfg2, out, progress=False)
+    new = run_eval(gens, CELLS[:1], cfg2, tmp_path / "copy", progress=False)
     assert new[0]["n_qa"] == 2
 
 
@@ -136,3 +138,11 @@ def test_cli_quick_on_the_default_model(tmp_path):
             assert k in r
         assert 0 <= r["error_rate"] <= 1 and 0 <= r["distinct_2"] <= 1
     assert (tmp_path / "tradeoff.png").is_file()
+
+
+def test_cached_only_reports_finished_cells_without_generating(run, monkeypatch):
+    gens, cfg, out, rows = run
+    monkeypatch.setattr(gens[False], "generate_text", lambda *a, **k: 1 / 0)
+    extra = Cell("top_p", "p=0.5", "top_p", overrides=(("top_p", 0.5),))  # never computed
+    got = run_eval(gens, CELLS + [extra], cfg, out, progress=False, cached_only=True)
+    assert got == rows

@@ -55,9 +55,11 @@ def _digest_dir(path: Path) -> str:
 @click.option("--methods", default=None, help="Comma-separated subset, e.g. greedy,tigerdecode.")
 @click.option("--batch-size", type=click.IntRange(1, 256), default=16, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--report-only", is_flag=True,
+              help="Write the report from the cells already computed (no generation).")
 @click.option("--json", "as_json", is_flag=True, help="Print {'rows': [...], ...} as JSON.")
 def eval_cmd(model_name, qa_path, creative_path, quick, out, limit, n_creative, samples,
-             methods, batch_size, seed, as_json):
+             methods, batch_size, seed, report_only, as_json):
     """Evaluate every method on factual QA (errors) and open prompts (diversity)."""
     from tigerdecode.api import ControlledGenerator
     from tigerdecode.data import dataset_path, load_qa, qa_wikidata_path, select_split
@@ -97,12 +99,15 @@ def eval_cmd(model_name, qa_path, creative_path, quick, out, limit, n_creative, 
                             "judge": None if judge_path is None else _digest_dir(judge_path)})
     if any(c.ensemble for c in cells):
         gens[True] = ControlledGenerator(model, tok, ensemble="self")
-    rows = run_eval(gens, cells, cfg, out, progress=not as_json)
+    rows = run_eval(gens, cells, cfg, out, progress=not as_json, cached_only=report_only)
+    if not rows:
+        raise click.ClickException(f"no computed cells in {out} match this configuration")
     meta = {"model": model_name, "qa": qa_name, "n_qa": len(items), "n_creative": len(creative),
             "samples": cfg.samples, "fact_tokens": cfg.fact_tokens,
             "creative_tokens": cfg.creative_tokens, "seed": seed, "quick": quick,
             "heads": None if gens[False].heads is None else "shipped",
-            "judge": "shipped" if has_judge else None}
+            "judge": "shipped" if has_judge else None,
+            "complete": len(rows) == len(cells)}
     doc = write_report(rows, out, meta)
     if as_json:
         from tigerdecode.eval.report import _finite

@@ -158,9 +158,10 @@ def _write_json(path: Path, obj) -> None:
 
 
 def run_eval(generators: dict[bool, object], cells: list[Cell], cfg: EvalConfig,
-             out: str | Path, progress: bool = True) -> list[dict]:
+             out: str | Path, progress: bool = True, cached_only: bool = False) -> list[dict]:
     """Run (or resume) every cell; ``generators[ensemble]`` is a ControlledGenerator without
-    (False) and with (True) the self-ensemble. Returns the rows in grid order."""
+    (False) and with (True) the self-ensemble. Returns the rows in grid order. With
+    ``cached_only``, cells not yet computed are left out instead of generated."""
     cell_dir = Path(out) / "cells"
     cell_dir.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -178,6 +179,9 @@ def run_eval(generators: dict[bool, object], cells: list[Cell], cfg: EvalConfig,
                     continue
             except (json.JSONDecodeError, KeyError):
                 pass  # a damaged cell file is recomputed
+        if cached_only:
+            bar.update(per_cell)
+            continue
         bar.set_postfix_str(f"{cell.method} {cell.setting}")
         res = run_cell(generators[cell.ensemble], cell, cfg, bar)
         _write_json(path, {"digest": digest, "cell": asdict(cell), **res})
