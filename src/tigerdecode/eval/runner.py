@@ -88,9 +88,14 @@ class EvalConfig:
     extra: dict = field(default_factory=dict)  # recorded in the hash (model fingerprint, ...)
 
     def digest(self, cell: Cell) -> str:
+        extra = dict(self.extra)
+        if cell.gen_method != "tigerdecode":
+            extra.pop("heads", None)  # baselines read neither the heads nor the judge
+        if "judge" not in dict(cell.overrides):
+            extra.pop("judge", None)
         payload = {"format": EVAL_FORMAT, "cell": asdict(cell), "samples": self.samples,
                    "fact_tokens": self.fact_tokens, "creative_tokens": self.creative_tokens,
-                   "seed": self.seed, "extra": self.extra, "creative": self.creative,
+                   "seed": self.seed, "extra": extra, "creative": self.creative,
                    "qa": [it.to_dict() for it in self.qa]}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
