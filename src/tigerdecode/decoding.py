@@ -56,6 +56,8 @@ class DecodeOutput:
     stop_reasons: list[str]
     trace: dict[str, list]  # per key: B lists of per-token values
     timings: dict[str, float] = field(default_factory=dict)
+    kept: tuple | None = None  # keep_cache=True: (cache, input_ids, prompt mask) of member 0
+    kept_rows: slice | None = None  # member 0's rows in that cache
 
 
 def _content_mask(tokenizer, vocab: int, device) -> torch.Tensor:
@@ -73,12 +75,16 @@ def _content_mask(tokenizer, vocab: int, device) -> torch.Tensor:
 def decode(members: list[tuple], control, *, max_new_tokens: int, eos_ids: list[int],
            pad_id: int, heads=None, tokenizer=None, min_new_tokens: int = 0,
            seed: int | None = None, streamer=None, on_token=None,
-           stopping_criteria=None) -> DecodeOutput:
+           stopping_criteria=None, keep_cache: bool = False,
+           prefix_cache=None) -> DecodeOutput:
     """Generate up to ``max_new_tokens`` for B rows.
 
     ``members``: one ``(model, input_ids (B, T_m), attention_mask (B, T_m))`` per ensemble
     member, factual member first (the heads read its rows). ``on_token(row, token_id, info)``
     is called for every accepted token; ``streamer`` gets HF's ``put``/``end`` calls (batch 1).
+    ``keep_cache``: return member 0's KV cache (the judge reads the answer on top of it);
+    ``prefix_cache``: a cache already holding the first positions of member 0's rows (the
+    judge's rewind), so the prefix is not recomputed.
     """
     t0 = time.perf_counter()
     B = members[0][1].shape[0]
@@ -92,7 +98,8 @@ def decode(members: list[tuple], control, *, max_new_tokens: int, eos_ids: list[
     for gi, idxs in enumerate(groups.values()):
         ids, mask = left_pad([(members[m][1], members[m][2]) for m in idxs], pad_id)
         tap = layers if 0 in idxs else None
-        runners.append(ModelRunner(members[idxs[0]][0], ids, mask, tap))
+        runners.append(ModelRunner(members[idxs[0]][0], ids, mask, tap,
+                                   cache=prefix_cache if 0 in idxs else None))
         for k, m in enumerate(idxs):
             where[m] = (gi, slice(k * B, (k + 1) * B))
     r0, rows0 = runners[where[0][0]], where[0][1]
@@ -193,7 +200,10 @@ def decode(members: list[tuple], control, *, max_new_tokens: int, eos_ids: list[
             r.close()
         if streamer is not None:
             streamer.end()
-    return _collect(toks, rec, lengths, hit_eos, abstained, stopped, B, t0, t_prefill)
+    out = _collect(toks, rec, lengths, hit_eos, abstained, stopped, B, t0, t_prefill)
+    if keep_cache:
+        out.kept, out.kept_rows = (r0.cache, r0.input_ids, r0.prompt_mask), rows0
+    return out
 
 
 def _collect(toks, rec, lengths, hit_eos, abstained, stopped, B, t0, t_prefill) -> DecodeOutput:

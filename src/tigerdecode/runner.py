@@ -47,12 +47,15 @@ class ModelRunner:
     """Prefill once, then one token per row per step; ``undo()`` drops the last step."""
 
     def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 tap_layers: list[int] | None = None):
+                 tap_layers: list[int] | None = None, cache: DynamicCache | None = None):
         self.model = model
         dev = input_device(model)
         self.input_ids = input_ids.to(dev)  # (R, T)
         self.mask = attention_mask.to(dev).long()  # (R, T)
-        self.cache = DynamicCache(config=model.config)
+        self.prompt_mask = self.mask
+        # a given cache already holds the first positions of input_ids (a judge rewrite's
+        # rewound prefix): prefill then feeds only the rest
+        self.cache = cache if cache is not None else DynamicCache(config=model.config)
         self.tap = HiddenStateTap(model, tap_layers).attach() if tap_layers else None
         self.pos = None  # (R,) position of each row's last token
 
@@ -65,7 +68,8 @@ class ModelRunner:
     def prefill(self) -> torch.Tensor:
         pos = (self.mask.cumsum(-1) - 1).clamp(min=0)  # (R, T) left padding → real positions
         self.pos = pos[:, -1]
-        return self._forward(self.input_ids, pos)
+        n = self.cache.get_seq_length()
+        return self._forward(self.input_ids[:, n:], pos[:, n:])
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
