@@ -8,18 +8,16 @@ a small MLP per output, followed by a calibrator. Checkpoints are safetensors + 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from importlib.resources import files
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tigerdecode.heads.calibration import Calibrator
+from tigerdecode.heads.checkpoint import check_fingerprint as _check
+from tigerdecode.heads.checkpoint import read_checkpoint, save_checkpoint
 from tigerdecode.models import Fingerprint
 
 OUTPUTS = ("stop", "dev")
@@ -103,52 +101,26 @@ class ControlHeads(nn.Module):
 
     def save(self, path: str | Path, metrics: dict | None = None) -> Path:
         """Write ``config.json``, ``heads.safetensors`` and ``metrics.json`` atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-        try:
-            cfg = {"format": CHECKPOINT_FORMAT, "head": asdict(self.config),
-                   "calibration": {o: self.calibrators[o].method for o in OUTPUTS},
-                   "fingerprint": self.fingerprint.to_dict() if self.fingerprint else None}
-            (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
-            state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-            save_file(state, str(tmp / "heads.safetensors"), metadata={"format": "tigerdecode-heads"})
-            (tmp / "metrics.json").write_text(json.dumps(metrics or {}, indent=2))
-            if path.exists():
-                shutil.rmtree(path)
-            tmp.rename(path)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        return path
+        cfg = {"format": CHECKPOINT_FORMAT, "head": asdict(self.config),
+               "calibration": {o: self.calibrators[o].method for o in OUTPUTS},
+               "fingerprint": self.fingerprint.to_dict() if self.fingerprint else None}
+        return save_checkpoint(path, cfg, self.state_dict(), "heads.safetensors", metrics)
 
     @classmethod
     def load(cls, path: str | Path, *, model=None, tokenizer=None,
              device: torch.device | str | None = None) -> ControlHeads:
         """Load a checkpoint; with ``model`` and ``tokenizer`` given, check the fingerprint."""
-        path = Path(path)
-        for name in ("config.json", "heads.safetensors"):
-            if not (path / name).is_file():
-                raise HeadsError(f"heads checkpoint {path} has no {name}; expected a directory "
-                                 "written by ControlHeads.save (config.json, heads.safetensors)")
+        cfg, fp, state = read_checkpoint(path, "heads.safetensors", CHECKPOINT_FORMAT,
+                                         HeadsError, "heads")
         try:
-            cfg = json.loads((path / "config.json").read_text())
             config = HeadConfig(**cfg["head"])
-            fp = Fingerprint.from_dict(cfg["fingerprint"]) if cfg.get("fingerprint") else None
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError) as e:
             raise HeadsError(f"heads checkpoint {path}/config.json is corrupt: {e}") from e
-        if cfg.get("format") != CHECKPOINT_FORMAT:
-            raise HeadsError(f"heads checkpoint {path} has format {cfg.get('format')!r}; this "
-                             f"tigerdecode reads format {CHECKPOINT_FORMAT}")
         if model is not None and tokenizer is not None:
             check_fingerprint(fp, model, tokenizer, path)
         heads = cls(config, fp)
         for o, method in cfg.get("calibration", {}).items():
             heads.calibrators[o].method = method
-        try:
-            state = load_file(str(path / "heads.safetensors"))
-        except (SafetensorError, OSError) as e:
-            raise HeadsError(f"heads checkpoint {path}/heads.safetensors is corrupt: {e}") from e
         for o in OUTPUTS:
             heads.calibrators[o].resize_for_state(state, f"calibrators.{o}.")
         try:
@@ -161,16 +133,9 @@ class ControlHeads(nn.Module):
 
 
 def check_fingerprint(expected: Fingerprint | None, model, tokenizer, where) -> None:
-    from tigerdecode.models import fingerprint
-
-    actual = fingerprint(model, tokenizer)
-    if expected is None:
-        raise HeadsError(f"{where} records no model fingerprint; cannot check it fits {actual}")
-    if expected != actual:
-        raise HeadsError(
-            f"{where} was trained for {expected} but the model is {actual}. Use heads trained "
-            "on this model (`tigerdecode heads train`) or load the model they were made for."
-        )
+    _check(expected, model, tokenizer, where, HeadsError,
+           "Use heads trained on this model (`tigerdecode heads train`) or load the model they "
+           "were made for.")
 
 
 def find_shipped(model, tokenizer) -> Path | None:

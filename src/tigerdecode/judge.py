@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tigerdecode.heads.calibration import Calibrator
+from tigerdecode.heads.checkpoint import check_fingerprint, read_checkpoint, save_checkpoint
 from tigerdecode.judge_features import PromptCache, Reencoded, reencode
 from tigerdecode.models import Fingerprint
 
@@ -120,50 +117,24 @@ class Judge(nn.Module):
 
     def save(self, path: str | Path, metrics: dict | None = None) -> Path:
         """Write ``config.json``, ``judge.safetensors`` and ``metrics.json`` atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-        try:
-            cfg = {"format": JUDGE_FORMAT, "kind": "judge", "judge": asdict(self.config),
-                   "calibration": self.calibrator.method,
-                   "fingerprint": self.fingerprint.to_dict() if self.fingerprint else None}
-            (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
-            state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-            save_file(state, str(tmp / "judge.safetensors"), metadata={"format": "tigerdecode-judge"})
-            (tmp / "metrics.json").write_text(json.dumps(metrics or {}, indent=2))
-            if path.exists():
-                shutil.rmtree(path)
-            tmp.rename(path)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        return path
+        cfg = {"format": JUDGE_FORMAT, "kind": "judge", "judge": asdict(self.config),
+               "calibration": self.calibrator.method,
+               "fingerprint": self.fingerprint.to_dict() if self.fingerprint else None}
+        return save_checkpoint(path, cfg, self.state_dict(), "judge.safetensors", metrics)
 
     @classmethod
     def load(cls, path: str | Path, *, model=None, tokenizer=None, device=None) -> Judge:
         """Load a checkpoint; with ``model`` and ``tokenizer`` given, check the fingerprint."""
-        path = Path(path)
-        for name in ("config.json", "judge.safetensors"):
-            if not (path / name).is_file():
-                raise JudgeError(f"judge checkpoint {path} has no {name}; expected a directory "
-                                 "written by Judge.save (config.json, judge.safetensors)")
+        cfg, fp, state = read_checkpoint(path, "judge.safetensors", JUDGE_FORMAT, JudgeError,
+                                         "judge")
         try:
-            cfg = json.loads((path / "config.json").read_text())
             config = JudgeConfig(**cfg["judge"])
-            fp = Fingerprint.from_dict(cfg["fingerprint"]) if cfg.get("fingerprint") else None
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError) as e:
             raise JudgeError(f"judge checkpoint {path}/config.json is corrupt: {e}") from e
-        if cfg.get("format") != JUDGE_FORMAT:
-            raise JudgeError(f"judge checkpoint {path} has format {cfg.get('format')!r}; this "
-                             f"tigerdecode reads format {JUDGE_FORMAT}")
         if model is not None and tokenizer is not None:
             check_judge_fingerprint(fp, model, tokenizer, path)
         judge = cls(config, fp)
         judge.calibrator.method = cfg.get("calibration", "none")
-        try:
-            state = load_file(str(path / "judge.safetensors"))
-        except (SafetensorError, OSError) as e:
-            raise JudgeError(f"judge checkpoint {path}/judge.safetensors is corrupt: {e}") from e
         judge.calibrator.resize_for_state(state, "calibrator.")
         try:
             judge.load_state_dict(state)
@@ -175,14 +146,8 @@ class Judge(nn.Module):
 
 
 def check_judge_fingerprint(expected: Fingerprint | None, model, tokenizer, where) -> None:
-    from tigerdecode.models import fingerprint
-
-    actual = fingerprint(model, tokenizer)
-    if expected is None:
-        raise JudgeError(f"{where} records no model fingerprint; cannot check it fits {actual}")
-    if expected != actual:
-        raise JudgeError(f"judge {where} was trained for {expected} but the model is {actual}. "
-                         "Use a judge trained on this model (`tigerdecode judge train`).")
+    check_fingerprint(expected, model, tokenizer, f"judge {where}", JudgeError,
+                      "Use a judge trained on this model (`tigerdecode judge train`).")
 
 
 def find_shipped_judge(model, tokenizer) -> Path | None:

@@ -1,0 +1,74 @@
+"""Checkpoint directories shared by the control heads and the judge: ``config.json`` (with the
+model fingerprint), one safetensors weights file and ``metrics.json``; written atomically (temp
+dir, then rename), read with a clear error for every missing, corrupt or foreign part."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from tigerdecode.models import Fingerprint
+
+
+def save_checkpoint(path: str | Path, config: dict, state_dict: dict, weights: str,
+                    metrics: dict | None = None) -> Path:
+    """Write the three files into a temp dir beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        state = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+        save_file(state, str(tmp / weights), metadata={"format": f"tigerdecode-{weights}"})
+        (tmp / "metrics.json").write_text(json.dumps(metrics or {}, indent=2))
+        for f in tmp.iterdir():
+            os.chmod(f, 0o644)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a checkpoint is shared data
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def read_checkpoint(path: str | Path, weights: str, fmt: int, error: type[Exception],
+                    what: str) -> tuple[dict, Fingerprint | None, dict]:
+    """``(config, fingerprint, state)`` of a checkpoint directory; ``error`` for any problem."""
+    path = Path(path)
+    for name in ("config.json", weights):
+        if not (path / name).is_file():
+            raise error(f"{what} checkpoint {path} has no {name}; expected a directory with "
+                        f"config.json and {weights} written by tigerdecode")
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+        fp = Fingerprint.from_dict(cfg["fingerprint"]) if cfg.get("fingerprint") else None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise error(f"{what} checkpoint {path}/config.json is corrupt: {e}") from e
+    if cfg.get("format") != fmt:
+        raise error(f"{what} checkpoint {path} has format {cfg.get('format')!r}; this "
+                    f"tigerdecode reads format {fmt}")
+    try:
+        state = load_file(str(path / weights))
+    except (SafetensorError, OSError) as e:
+        raise error(f"{what} checkpoint {path}/{weights} is corrupt: {e}") from e
+    return cfg, fp, state
+
+
+def check_fingerprint(expected: Fingerprint | None, model, tokenizer, where,
+                      error: type[Exception], hint: str) -> None:
+    """Raise ``error`` naming both fingerprints unless the checkpoint fits this model."""
+    from tigerdecode.models import fingerprint
+
+    actual = fingerprint(model, tokenizer)
+    if expected is None:
+        raise error(f"{where} records no model fingerprint; cannot check it fits {actual}")
+    if expected != actual:
+        raise error(f"{where} was trained for {expected} but the model is {actual}. {hint}")
