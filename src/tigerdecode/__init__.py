@@ -16,7 +16,8 @@ from tigerdecode.quant import quantize_model  # noqa: E402,F401
 # The decoding API imports transformers; load it on first use so `tigerdecode --help` stays fast.
 _LAZY = {"generate": "tigerdecode.api", "wrap": "tigerdecode.api",
          "ControlledGenerator": "tigerdecode.api", "Ensemble": "tigerdecode.ensemble",
-         "Policy": "tigerdecode.policy", "Judge": "tigerdecode.judge"}
+         "Policy": "tigerdecode.policy", "Judge": "tigerdecode.judge",
+         "ControlHeads": "tigerdecode.heads"}
 
 
 def __getattr__(name: str):
@@ -27,5 +28,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'tigerdecode' has no attribute {name!r}")
 
 
-__all__ = ["ControlledGenerator", "Ensemble", "Judge", "Policy", "__version__", "generate", "load_model",
-           "load_qa", "wrap"]
+__all__ = ["ControlHeads", "ControlledGenerator", "Ensemble", "Judge", "Policy", "__version__",
+           "generate", "load_model", "load_qa", "quantize_model", "wrap"]
