@@ -11,11 +11,14 @@ import click
 
 METHOD_CHOICES = ("tigerdecode", "greedy", "temperature", "top_p", "min_p", "factual_nucleus",
                   "dola")
-EXAMPLE_PROMPTS = [
+FACTUAL_EXAMPLES = [
     "What is the capital of Japan?",
     "Who wrote the play Romeo and Juliet?",
+]
+CREATIVE_EXAMPLES = [
     "Write one sentence about a lighthouse keeper who finds a strange map.",
 ]
+EXAMPLE_PROMPTS = FACTUAL_EXAMPLES + CREATIVE_EXAMPLES
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -196,8 +199,11 @@ def examples(model_name, max_new_tokens, seed, ensemble, width, use_judge):
         gen = _generator(model_name, False, ensemble)
         judge = {"judge": True} if use_judge and find_shipped_judge(gen.model, gen.tokenizer) \
             else {}
-        rows = {c: gen.generate_text(EXAMPLE_PROMPTS, creativity=c,
+        # The judge is trained to spot wrong facts, so only the factual prompts go to it.
+        rows = {c: gen.generate_text(FACTUAL_EXAMPLES, creativity=c,
                                      max_new_tokens=max_new_tokens, seed=seed, **judge)
+                + gen.generate_text(CREATIVE_EXAMPLES, creativity=c,
+                                    max_new_tokens=max_new_tokens, seed=seed)
                 for c in levels}
     except _errors() as e:
         raise click.ClickException(str(e)) from e
