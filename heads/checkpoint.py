@@ -5,38 +5,24 @@ dir, then rename), read with a clear error for every missing, corrupt or foreign
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from tigerdecode.fsutil import atomic_dir
 from tigerdecode.models import Fingerprint
 
 
 def save_checkpoint(path: str | Path, config: dict, state_dict: dict, weights: str,
                     metrics: dict | None = None) -> Path:
     """Write the three files into a temp dir beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         state = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
         save_file(state, str(tmp / weights), metadata={"format": f"tigerdecode-{weights}"})
         (tmp / "metrics.json").write_text(json.dumps(metrics or {}, indent=2))
-        for f in tmp.iterdir():
-            os.chmod(f, 0o644)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a checkpoint is shared data
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return path
+    return Path(path)
 
 
 def read_checkpoint(path: str | Path, weights: str, fmt: int, error: type[Exception],

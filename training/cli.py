@@ -4,6 +4,7 @@ evaluate control heads). Heavy imports happen inside the commands so ``--help`` 
 from __future__ import annotations
 
 import json
+import random
 
 import click
 
@@ -16,6 +17,21 @@ def _select(items, split: str):
     if split == "all":
         return items
     return [it for s in split.split("+") for it in select_split(items, s)]
+
+
+def _items_and_settings(qa_path, split: str, limit, seed: int, settings: str):
+    """The QA items of ``split`` (a seeded sample of ``limit``) and the parsed decoding settings."""
+    from tigerdecode.data import load_qa
+    from tigerdecode.training.sampling import parse_settings
+
+    try:
+        setting_list = parse_settings(settings)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--settings") from None
+    items = _select(load_qa(qa_path), split)
+    if limit is not None and limit < len(items):
+        items = random.Random(seed).sample(items, limit)
+    return items, setting_list
 
 
 def _threads(n: int | None) -> None:
@@ -52,13 +68,10 @@ def data_group() -> None:
 def build_cmd(qa_path, out, model_name, split, limit, layers, settings, max_new_tokens,
               batch_size, seed, max_minutes, threads) -> None:
     """Sample the model's own answers, label them, store hidden states (resumable)."""
-    import random
     import time
 
-    from tigerdecode.data import load_qa
     from tigerdecode.models import load_model
     from tigerdecode.training.build import build_data
-    from tigerdecode.training.sampling import parse_settings
 
     _threads(threads)
     try:
@@ -66,13 +79,7 @@ def build_cmd(qa_path, out, model_name, split, limit, layers, settings, max_new_
     except ValueError:
         raise click.BadParameter(f"layers must be comma-separated integers, got {layers!r}",
                                  param_hint="--layers") from None
-    try:
-        setting_list = parse_settings(settings)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--settings") from None
-    items = _select(load_qa(qa_path), split)
-    if limit is not None and limit < len(items):
-        items = random.Random(seed).sample(items, limit)
+    items, setting_list = _items_and_settings(qa_path, split, limit, seed, settings)
     model, tok = load_model(model_name)
     t0 = time.perf_counter()
     store = build_data(model, tok, items, out, layers=layer_list, settings=setting_list,
@@ -164,22 +171,13 @@ def train_cmd(data_dir, out, layers, kinds, calibration, val_fraction, max_epoch
 def eval_cmd(heads_dir, qa_path, model_name, split, limit, settings, max_new_tokens, batch_size,
              seed, work_dir, record, as_json, threads) -> None:
     """Sample, label and score answers to a QA file: heads beside the training-free baselines."""
-    import random
 
-    from tigerdecode.data import load_qa
     from tigerdecode.heads import ControlHeads, HeadsError, find_shipped
     from tigerdecode.models import load_model
     from tigerdecode.training.evaluate import evaluate_heads, format_table, summary
-    from tigerdecode.training.sampling import parse_settings
 
     _threads(threads)
-    try:
-        setting_list = parse_settings(settings)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--settings") from None
-    items = _select(load_qa(qa_path), split)
-    if limit is not None and limit < len(items):
-        items = random.Random(seed).sample(items, limit)
+    items, setting_list = _items_and_settings(qa_path, split, limit, seed, settings)
     model, tok = load_model(model_name)
     if heads_dir is None:
         heads_dir = find_shipped(model, tok)

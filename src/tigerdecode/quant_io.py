@@ -10,13 +10,11 @@ refuses a format it does not know with an error that says what it found and what
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from tigerdecode.fsutil import atomic_dir
 from tigerdecode.kernels import QuantizationError, check_format
 from tigerdecode.models import ModelLoadError
 
@@ -60,12 +58,7 @@ def save_quantized(model, tokenizer, out_dir, *, source: str | None = None) -> P
     if out.exists() and any(out.iterdir()) and not is_quantized_dir(out):
         raise FileExistsError(f"{out} exists and is not a tigerdecode quantized checkpoint; "
                               "choose an empty or new directory.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the checkpoint should not be
-    try:
+    with atomic_dir(out) as tmp:
         meta = {**_header(plan), "source": source, "dtype": str(_float_dtype(model)).split(".")[-1],
                 "plan": plan.to_dict()}
         model.config.save_pretrained(str(tmp))
@@ -76,14 +69,6 @@ def save_quantized(model, tokenizer, out_dir, *, source: str | None = None) -> P
         header = {k: str(v) for k, v in _header(plan).items()}
         save_model(model, str(tmp / WEIGHTS_FILE), metadata=header)
         (tmp / QUANT_FILE).write_text(json.dumps(meta, indent=2))
-        for f in tmp.iterdir():  # safetensors writes its file private; make it like the rest
-            os.chmod(f, 0o666 & ~umask)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
