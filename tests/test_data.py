@@ -96,3 +96,27 @@ def test_split_validates_arguments(wikidata):
         select_split(wikidata, "dev")
     with pytest.raises(ValueError, match="must be < 1"):
         split_topics(wikidata, test_fraction=0.6, validation_fraction=0.5)
+
+
+def test_load_prompts_open_items_and_errors(tmp_path):
+    from tigerdecode.data import dataset_path, load_prompts
+
+    items = load_prompts(dataset_path("open_prompts_train.jsonl"))
+    assert len(items) >= 90 and all(it.answers == [] for it in items)
+    assert {it.topic for it in items} >= {"open:story", "open:poem", "open:slogan"}
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"prompt": "Write a poem."}\n\n{"kind": "poem"}\n')
+    with pytest.raises(QAFormatError, match=r"p.jsonl:3: expected an object with a non-empty"):
+        load_prompts(f)
+    assert load_prompts(f, limit=1)[0].topic == "open:open"
+    f.write_text("\n")
+    with pytest.raises(QAFormatError, match="holds no prompts"):
+        load_prompts(f)
+
+
+def test_open_training_prompts_are_not_the_evaluation_prompts():
+    from tigerdecode.data import dataset_path, load_prompts
+
+    train = {it.prompt for it in load_prompts(dataset_path("open_prompts_train.jsonl"))}
+    held = {it.prompt for it in load_prompts(dataset_path("creative_prompts.jsonl"))}
+    assert not train & held

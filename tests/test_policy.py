@@ -87,3 +87,17 @@ def test_bad_fields():
         Policy(0.5, max_retries=-1)
     with pytest.raises(ValueError, match="t_max"):
         Policy(0.5, t_max=float("nan"))
+
+
+def test_abstain_bar_rises_with_creativity_and_ends_at_abstain_below():
+    p = dict(use_abstain=True, abstain_at=0.8, abstain_below=0.5)
+    assert Policy(0, **p).abstain_threshold == pytest.approx(0.8)
+    assert Policy(0.25, **p).abstain_threshold == pytest.approx(0.9)
+    assert Policy(0.49, **p).abstains and not Policy(0.5, **p).abstains
+    dev = torch.tensor([0.85, 0.95])
+    assert Policy(0, **p).step(None, dev).abstain.tolist() == [True, True]
+    assert Policy(0.25, **p).step(None, dev).abstain.tolist() == [False, True]
+    assert Policy(0.5, **p).step(None, dev).abstain.tolist() == [False, False]
+    # abstain_below = 0: only creativity 0 abstains, at abstain_at
+    assert Policy(0, use_abstain=True, abstain_below=0.0).abstains
+    assert not Policy(0.01, use_abstain=True, abstain_below=0.0).abstains

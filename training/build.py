@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from tqdm import tqdm
 
 from tigerdecode.data import QAItem
-from tigerdecode.training.labels import label_answer, token_pieces
+from tigerdecode.training.labels import OPEN_TEXT, label_answer, token_pieces
 from tigerdecode.training.sampling import (
     COMPLETION_TEMPLATE,
     DEFAULT_SETTINGS,
@@ -34,12 +35,17 @@ def label_and_pack(tokenizer, items: list[QAItem], results: list[dict], setting:
     for item, res in zip(items, results, strict=True):
         ids = res["token_ids"]
         pieces = token_pieces(tokenizer, ids)
-        lab = label_answer(item.prompt, item.answers, pieces, res["ended_by_eos"])
         n = res["n_keep"]
+        if is_open(item):  # free text: no fact to depart from, no answer to complete
+            lab = SimpleNamespace(dev=[OPEN_TEXT] * len(ids), stop=[-1] * len(ids), correct=None,
+                                  span_start=0)
+        else:
+            lab = label_answer(item.prompt, item.answers, pieces, res["ended_by_eos"])
         a = len(answers)
         answers.append({"id": item.id, "topic": item.topic or "unknown", "setting": setting.name,
                         "prompt": item.prompt, "text": "".join(pieces), "correct": lab.correct,
-                        "n_tokens": len(ids), "n_kept": n, "span_start": lab.span_start})
+                        "open": is_open(item), "n_tokens": len(ids), "n_kept": n,
+                        "span_start": lab.span_start})
         cols["answer"] += [a] * n
         cols["pos"] += list(range(n))
         cols["token_id"] += ids[:n]
@@ -57,6 +63,16 @@ def label_and_pack(tokenizer, items: list[QAItem], results: list[dict], setting:
     out.update({k: torch.cat(v) for k, v in feats.items()})
     out.update({f"layer_{x}": torch.cat(v).to(torch.float16) for x, v in states.items()})
     return out, answers
+
+
+def is_open(item: QAItem) -> bool:
+    """An open prompt (creative writing, no gold answers; ``tigerdecode.data.load_prompts``)."""
+    return not item.answers
+
+
+def user_message(item: QAItem) -> str:
+    """What the model is asked: the QA template for a fact, the prompt itself when open."""
+    return item.prompt if is_open(item) else format_prompt(item.prompt)
 
 
 def qa_hash(items: list[QAItem]) -> str:
@@ -101,7 +117,7 @@ def build_data(model, tokenizer, items: list[QAItem], out: str | Path, *,
                unit="unit", disable=not progress)
     for b, setting in todo:
         batch = batches[b]
-        results = sample_answers(model, tokenizer, [format_prompt(it.prompt) for it in batch],
+        results = sample_answers(model, tokenizer, [user_message(it) for it in batch],
                                  layers, setting, max_new_tokens, seed=seed * 100_003 + b)
         tokens, answers = label_and_pack(tokenizer, batch, results, setting, layers)
         store.add_unit(f"b{b:05d}-{setting.name}", tokens, answers)

@@ -19,16 +19,21 @@ def _select(items, split: str):
     return [it for s in split.split("+") for it in select_split(items, s)]
 
 
-def _items_and_settings(qa_path, split: str, limit, seed: int, settings: str):
-    """The QA items of ``split`` (a seeded sample of ``limit``) and the parsed decoding settings."""
-    from tigerdecode.data import load_qa
+def _items_and_settings(qa_path, split: str, limit, seed: int, settings: str,
+                        open_prompts: bool = False):
+    """The QA items of ``split`` (a seeded sample of ``limit``) and the parsed decoding settings.
+    ``open_prompts``: the file holds open prompts (``tigerdecode.data.load_prompts``)."""
+    from tigerdecode.data import QAFormatError, load_prompts, load_qa
     from tigerdecode.training.sampling import parse_settings
 
     try:
         setting_list = parse_settings(settings)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--settings") from None
-    items = _select(load_qa(qa_path), split)
+    try:
+        items = _select((load_prompts if open_prompts else load_qa)(qa_path), split)
+    except QAFormatError as e:
+        raise click.ClickException(str(e)) from None
     if limit is not None and limit < len(items):
         items = random.Random(seed).sample(items, limit)
     return items, setting_list
@@ -47,8 +52,11 @@ def data_group() -> None:
 
 
 @data_group.command("build")
-@click.option("--qa", "qa_path", required=True, type=click.Path(dir_okay=False),
+@click.option("--qa", "qa_path", default=None, type=click.Path(dir_okay=False),
               help="QA JSONL file ({'prompt', 'answers', 'topic'?} a line).")
+@click.option("--open", "open_path", default=None, type=click.Path(dir_okay=False),
+              help="Instead of --qa: open (creative) prompts ({'prompt', 'kind'?} a line); their "
+                   "answers teach p_dev that free text claims no fact.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Data directory (created; rerun with the same options to resume).")
 @click.option("--model", "model_name", default="default", show_default=True)
@@ -65,7 +73,7 @@ def data_group() -> None:
 @click.option("--max-minutes", type=click.FloatRange(0, min_open=True), default=None,
               help="Stop cleanly after this long (finished units stay usable; rerun resumes).")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
-def build_cmd(qa_path, out, model_name, split, limit, layers, settings, max_new_tokens,
+def build_cmd(qa_path, open_path, out, model_name, split, limit, layers, settings, max_new_tokens,
               batch_size, seed, max_minutes, threads) -> None:
     """Sample the model's own answers, label them, store hidden states (resumable)."""
     import time
@@ -79,7 +87,13 @@ def build_cmd(qa_path, out, model_name, split, limit, layers, settings, max_new_
     except ValueError:
         raise click.BadParameter(f"layers must be comma-separated integers, got {layers!r}",
                                  param_hint="--layers") from None
-    items, setting_list = _items_and_settings(qa_path, split, limit, seed, settings)
+    if (qa_path is None) == (open_path is None):
+        raise click.UsageError("give exactly one of --qa (facts) or --open (creative prompts)")
+    if open_path is not None and split != "all":
+        raise click.BadParameter("open prompts have no topic split; leave --split out",
+                                 param_hint="--split")
+    items, setting_list = _items_and_settings(qa_path or open_path, split, limit, seed, settings,
+                                              open_prompts=open_path is not None)
     model, tok = load_model(model_name)
     t0 = time.perf_counter()
     store = build_data(model, tok, items, out, layers=layer_list, settings=setting_list,
@@ -122,9 +136,12 @@ def _layer_sets(spec: str) -> list[list[int]]:
               help="Share of answers whose topics form the validation split.")
 @click.option("--max-epochs", type=click.IntRange(1, 1000), default=40, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--restatement", type=click.Choice(["faithful", "skip"]), default="faithful",
+              show_default=True, help="p_dev target on the prompt's restatement: 0 (faithful) "
+                                      "or left out of the loss (skip).")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 def train_cmd(data_dir, out, layers, kinds, calibration, val_fraction, max_epochs, seed,
-              threads) -> None:
+              restatement, threads) -> None:
     """Train p_stop / p_dev heads on stored features, early-stopped on validation topics."""
     from tigerdecode.training.train import TrainConfig, train_heads
 
@@ -135,7 +152,8 @@ def train_cmd(data_dir, out, layers, kinds, calibration, val_fraction, max_epoch
         raise click.BadParameter(f"kinds must be 'linear' and/or 'mlp', got {kinds!r}",
                                  param_hint="--kind")
     tc = TrainConfig(candidates=_layer_sets(layers), kinds=kind_list, calibration=calibration,
-                     val_fraction=val_fraction, max_epochs=max_epochs, seed=seed)
+                     val_fraction=val_fraction, max_epochs=max_epochs, seed=seed,
+                     faithful_restatement=restatement == "faithful")
     try:
         _, metrics = train_heads(data_dir, out, tc, log=click.echo)
     except ValueError as e:

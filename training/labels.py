@@ -19,6 +19,10 @@ The rules (tested on hand-made cases in tests/training/test_labels.py):
   filled correctly and the rest of the span stays 0 (later text is not checked against gold).
   **Outside the span** (the restatement before it) ``dev`` is ``-1``: undefined, excluded from the
   dev loss and from every dev metric, because repeating the question makes no claim.
+- **Open text** (the answer to a creative prompt, from ``data build --open``): ``dev`` is
+  ``OPEN_TEXT`` (-2) on every token: there is no fact to depart from. It is excluded from every
+  dev metric; ``heads train`` uses those tokens (and the restatement's) as negatives, so that
+  ``p_dev`` stays low where nothing factual is being claimed. ``stop`` is -1 there (undefined).
 - **Stop** (``stop``): 0 before the answer is complete, 1 from the first token where it is: a gold
   answer has been fully given, or the answer sentence has finished (``.``/``!``/``?`` followed by
   whitespace or the end, or a newline, inside the span), or the token is the last one before the
@@ -42,6 +46,7 @@ _UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight"
 _TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 NUMBER_WORDS = {w: str(i) for i, w in enumerate(_UNITS)} | {
     w: str(20 + 10 * i) for i, w in enumerate(_TENS)}
+OPEN_TEXT = -2  # dev label of every token of an answer to an open (creative) prompt
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
 
 

@@ -24,6 +24,7 @@ from torch import nn
 from tigerdecode.data import split_topics
 from tigerdecode.heads import ControlHeads, HeadConfig
 from tigerdecode.models import Fingerprint
+from tigerdecode.training.labels import OPEN_TEXT
 from tigerdecode.training.report import score_split
 from tigerdecode.training.store import FeatureStore
 
@@ -43,6 +44,9 @@ class TrainConfig:
     max_epochs: int = 40
     patience: int = 4
     seed: int = 0
+    # train p_dev to 0 on the restatement of the prompt (labelled -1: it claims nothing new), so
+    # the heads stay quiet until the fact slot; metrics still score the answer span only
+    faithful_restatement: bool = True
 
 
 def topic_split(answers: list[dict], val_fraction: float, seed: int) -> np.ndarray:
@@ -107,6 +111,16 @@ def load_many(dirs: list, layers: list[int]) -> tuple[dict[str, np.ndarray], lis
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, answers
 
 
+def dev_targets(dev: np.ndarray, faithful_restatement: bool) -> np.ndarray:
+    """Training targets for ``p_dev``: open text is 0 (no fact to depart from); the restatement
+    (-1) is 0 when ``faithful_restatement``, else left out (-1)."""
+    y = dev.copy()
+    y[y == OPEN_TEXT] = 0
+    if faithful_restatement:
+        y[y == -1] = 0
+    return y
+
+
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
@@ -137,6 +151,9 @@ def train_heads(data_dir, out=None, tc: TrainConfig | None = None, log=print) ->
     val_ans = topic_split(answers, tc.val_fraction, tc.seed)
     is_val = val_ans[t["answer"]]
     tr, va = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    is_open = np.array([bool(a.get("open")) for a in answers])[t["answer"]]
+    va_qa = ~is_open[va]  # metrics: factual answers only; open text is reported on its own
+    targets = {"stop": t["stop"], "dev": dev_targets(t["dev"], tc.faithful_restatement)}
     hidden = t[f"layer_{cands[0][0]}"].shape[1]
     fp = Fingerprint.from_dict(manifest["config"]["fingerprint"])
     trials = []
@@ -154,14 +171,14 @@ def train_heads(data_dir, out=None, tc: TrainConfig | None = None, log=print) ->
             x_va = (_features(t, layers, va) - mean) / std
             info = {}
             for out_name in ("stop", "dev"):
-                y = torch.from_numpy(t[out_name].astype(np.float32))
+                y = torch.from_numpy(targets[out_name].astype(np.float32))
                 m_tr, m_va = y[tr] >= 0, y[va] >= 0
                 net, info[out_name] = _fit_one(x_tr[m_tr], y[tr][m_tr], x_va[m_va], y[va][m_va],
                                                cfg, tc)
                 heads.nets[out_name] = net
             with torch.no_grad():
                 z_va = {o: heads.nets[o](x_va).squeeze(-1).numpy() for o in ("stop", "dev")}
-            rep = score_split(t, answers, va, z_va["dev"], z_va["stop"])
+            rep = score_split(t, answers, va[va_qa], z_va["dev"][va_qa], z_va["stop"][va_qa])
             trial = {"kind": kind, "layers": layers, "train": info,
                      "val_dev_token_auroc": rep["p_dev"]["token_auroc"],
                      "val_dev_answer_auroc": rep["p_dev"]["answer_auroc"],
@@ -183,13 +200,22 @@ def train_heads(data_dir, out=None, tc: TrainConfig | None = None, log=print) ->
     with torch.no_grad():
         states = {x: torch.from_numpy(t[f"layer_{x}"][va]) for x in heads.layers}
         p_stop, p_dev = heads(states)
-    val_report = score_split(t, answers, va, z_va["dev"], z_va["stop"],
-                             p_dev=p_dev.numpy(), p_stop=p_stop.numpy())
+    val_report = score_split(t, answers, va[va_qa], z_va["dev"][va_qa], z_va["stop"][va_qa],
+                             p_dev=p_dev.numpy()[va_qa], p_stop=p_stop.numpy()[va_qa])
+    if (~va_qa).any():
+        open_dev = p_dev.numpy()[~va_qa]
+        val_report["open_text"] = {"n_tokens": int(len(open_dev)),
+                                   "mean_p_dev": float(open_dev.mean()),
+                                   "share_p_dev_ge_0.5": float((open_dev >= 0.5).mean())}
+        log(f"  open text (validation kinds): mean p_dev {open_dev.mean():.3f}, "
+            f"{(open_dev >= 0.5).mean():.1%} of tokens >= 0.5")
     n_val_topics = len({a["topic"] for a, v in zip(answers, val_ans, strict=True) if v})
     metrics = {
         "selected": {"kind": trial["kind"], "layers": trial["layers"]},
         "data": {"dirs": [str(d) for d in dirs], "n_answers": len(answers), "n_tokens": int(len(t["dev"])),
-                 "answer_accuracy": float(np.mean([a["correct"] for a in answers])),
+                 "n_open_answers": sum(bool(a.get("open")) for a in answers),
+                 "answer_accuracy": float(np.mean([bool(a["correct"]) for a in answers
+                                                   if not a.get("open")])),
                  "n_topics": len({a["topic"] for a in answers}), "n_val_topics": n_val_topics,
                  "settings": [s["name"] for s in manifest["config"]["settings"]],
                  "max_new_tokens": manifest["config"]["max_new_tokens"]},

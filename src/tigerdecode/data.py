@@ -110,6 +110,44 @@ def load_qa(path: str | Path, limit: int | None = None) -> list[QAItem]:
     return items
 
 
+def load_prompts(path: str | Path, limit: int | None = None) -> list[QAItem]:
+    """Read an open-prompt JSONL file (``{"prompt": str, "id"?: str, "kind"?: str}`` a line:
+    creative prompts with no factual answer). Items come back with ``answers=[]`` and topic
+    ``"open:<kind>"``; a bad line raises ``QAFormatError`` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise QAFormatError(f"prompt file {path} does not exist; expected a JSONL file with one "
+                            '{"prompt": ...} object a line')
+    items: list[QAItem] = []
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{n}"
+            if len(line) > MAX_LINE_CHARS:
+                raise QAFormatError(f"{where}: line is {len(line)} characters; at most "
+                                    f"{MAX_LINE_CHARS}")
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise QAFormatError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from e
+            prompt = obj.get("prompt") if isinstance(obj, dict) else None
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise QAFormatError(f"{where}: expected an object with a non-empty 'prompt' "
+                                    "string")
+            if len(prompt) > MAX_PROMPT_CHARS:
+                raise QAFormatError(f"{where}: prompt is {len(prompt)} characters; at most "
+                                    f"{MAX_PROMPT_CHARS}")
+            items.append(QAItem(prompt=prompt, answers=[],
+                                id=None if obj.get("id") is None else str(obj["id"]),
+                                topic=f"open:{obj.get('kind') or 'open'}"))
+            if limit is not None and len(items) >= limit:
+                break
+    if not items:
+        raise QAFormatError(f"prompt file {path} holds no prompts; expected at least one line")
+    return items
+
+
 def save_qa(items: list[QAItem], path: str | Path) -> None:
     """Write items as JSONL atomically (temp file, then rename)."""
     path = Path(path)

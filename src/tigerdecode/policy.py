@@ -21,8 +21,9 @@ The numbers, and why:
   once ``p_stop > 0.5`` (``g_stop = 1 - c``), capped at ``eos_bias_max``.
 - undo-and-resample when ``p_dev >= resample_at + (1 - resample_at) * c`` (never at c = 1), at
   most ``max_retries`` times a step, each retry cooler by ``retry_temperature`` and from the
-  factual member; abstain when ``c <= abstain_below`` and ``p_dev >= abstain_at`` on a content
-  token after the retries.
+  factual member; abstain when ``p_dev`` on a content token after the retries reaches
+  ``abstain_at + (1 - abstain_at) * c / abstain_below`` (the bar rises with creativity and is
+  out of reach from ``c = abstain_below`` on).
 
 Which head uses are on by default was decided by measurement (``python -m
 tigerdecode.policy_tune``: 96 chat-formatted prompts from the held-out qa_wikidata test topics,
@@ -145,7 +146,16 @@ class Policy:
 
     @property
     def abstains(self) -> bool:
-        return self.use_abstain and self.creativity <= self.abstain_below
+        return self.use_abstain and (self.creativity < self.abstain_below
+                                     or self.creativity == 0.0)
+
+    @property
+    def abstain_threshold(self) -> float:
+        """The ``p_dev`` at which a content token makes the answer abstain at this creativity."""
+        if self.abstain_below == 0.0:
+            return self.abstain_at
+        return self.abstain_at + (1.0 - self.abstain_at) * min(1.0, self.creativity
+                                                               / self.abstain_below)
 
     def member_weights(self, n: int) -> list[float]:
         """Base weights of ``n`` members ordered factual → creative (sum 1)."""
@@ -193,7 +203,7 @@ class Policy:
         else:
             resample = torch.zeros(batch, dtype=torch.bool, device=device)
         if p_dev is not None and self.abstains:
-            abstain = p_dev >= self.abstain_at
+            abstain = p_dev >= self.abstain_threshold
         else:
             abstain = torch.zeros(batch, dtype=torch.bool, device=device)
         return StepDecision(temperature, top_p, min_p, weights, eos_bias, resample, abstain)
@@ -224,6 +234,7 @@ class Policy:
             "eos_bias@p_stop=.95": round(float(d.eos_bias[0]), 4),
             "resample_at": round(self.resample_threshold, 4) if self.use_resample else None,
             "abstains": self.abstains,
+            "abstain_at": round(self.abstain_threshold, 4) if self.abstains else None,
         }
 
     def to_dict(self) -> dict:

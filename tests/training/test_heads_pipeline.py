@@ -88,3 +88,51 @@ def test_train_needs_data(tmp_path):
     res = CliRunner().invoke(main, ["heads", "train", "--data", str(tmp_path / "empty"),
                                     "--out", str(tmp_path / "h")])
     assert res.exit_code != 0 and "no manifest.json" in res.output
+
+
+def test_open_prompts_teach_p_dev_without_touching_the_fact_metrics(tiny_model_dir, qa_file,
+                                                                     tmp_path):
+    """`data build --open` labels every token of a creative answer OPEN_TEXT (-2), stop -1;
+    `heads train` learns them as p_dev = 0 but scores only factual answers, and reports the
+    open text's p_dev on its own."""
+    import numpy as np
+
+    from tigerdecode.training.labels import OPEN_TEXT
+    from tigerdecode.training.store import FeatureStore
+    from tigerdecode.training.train import dev_targets
+
+    run = CliRunner()
+    model = ["--model", str(tiny_model_dir)]
+    opts = ["--settings", "greedy,1.0", "--max-new-tokens", "6", "--batch-size", "6",
+            "--layers", "2,4", *model]
+    opens = tmp_path / "open.jsonl"
+    opens.write_text("".join(json.dumps({"prompt": f"Write a poem about thing {i}.",
+                                         "kind": f"k{i % 3}"}) + "\n" for i in range(6)))
+    res = run.invoke(main, ["data", "build", "--open", str(opens), "--out", str(tmp_path / "o"),
+                            *opts])
+    assert res.exit_code == 0, res.output
+    t, answers = FeatureStore(tmp_path / "o").load([2])
+    assert len(answers) == 12 and all(a["open"] and a["correct"] is None for a in answers)
+    assert set(t["dev"].tolist()) == {OPEN_TEXT} and set(t["stop"].tolist()) == {-1}
+    assert {a["topic"] for a in answers} == {"open:k0", "open:k1", "open:k2"}
+
+    res = run.invoke(main, ["data", "build", "--qa", str(qa_file), "--out", str(tmp_path / "d"),
+                            *opts])
+    assert res.exit_code == 0, res.output
+    res = run.invoke(main, ["heads", "train", "--data", str(tmp_path / "d"), "--data",
+                            str(tmp_path / "o"), "--out", str(tmp_path / "h"), "--layers", "2",
+                            "--max-epochs", "3", "--val-fraction", "0.5"])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "h" / "metrics.json").read_text())
+    assert metrics["data"]["n_open_answers"] == 12 and metrics["data"]["n_answers"] == 36
+    assert metrics["validation"]["n_answers"] <= 24  # factual answers only
+    open_val = metrics["validation"]["open_text"]  # this seed puts an open kind in validation
+    assert open_val["n_tokens"] > 0 and 0 <= open_val["mean_p_dev"] <= 1
+
+    dev = np.array([OPEN_TEXT, -1, 0, 1], dtype=np.int8)
+    assert dev_targets(dev, True).tolist() == [0, 0, 0, 1]
+    assert dev_targets(dev, False).tolist() == [0, -1, 0, 1]
+
+    both = run.invoke(main, ["data", "build", "--qa", str(qa_file), "--open", str(opens),
+                             "--out", str(tmp_path / "x"), *opts])
+    assert both.exit_code != 0 and "exactly one of --qa" in both.output

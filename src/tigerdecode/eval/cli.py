@@ -13,20 +13,12 @@ FULL = dict(n_qa=150, n_creative=20, samples=3, fact_tokens=24, creative_tokens=
 
 
 def _read_creative(path: Path, limit: int) -> list[str]:
-    prompts = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            p = json.loads(line)["prompt"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise click.ClickException(f"{path}:{n}: expected {{\"prompt\": str}} ({e})") from e
-        if not isinstance(p, str) or not p.strip():
-            raise click.ClickException(f"{path}:{n}: 'prompt' must be a non-empty string")
-        prompts.append(p)
-    if len(prompts) < 1:
-        raise click.ClickException(f"{path} holds no creative prompts")
-    return prompts[:limit]
+    from tigerdecode.data import QAFormatError, load_prompts
+
+    try:
+        return [it.prompt for it in load_prompts(path, limit)]
+    except QAFormatError as e:
+        raise click.ClickException(str(e)) from None
 
 
 def _digest_dir(path: Path) -> str:
