@@ -72,9 +72,10 @@ def test_undo_and_resample_truncates_the_cache_correctly(tiny_llama):
     ref = model.generate(**inp, max_new_tokens=8, do_sample=False, pad_token_id=2)
     res = generate(model, **inp, max_new_tokens=8, creativity=0.0, tokenizer=tok,
                    heads=heads_for(model, tok, dev_bias=30.0), use_resample=True,
-                   return_result=True)
+                   use_abstain=False, return_result=True)
     ours = generate(model, **inp, max_new_tokens=8, creativity=0.0, tokenizer=tok,
-                    heads=heads_for(model, tok, dev_bias=30.0), use_resample=True)
+                    heads=heads_for(model, tok, dev_bias=30.0), use_resample=True,
+                    use_abstain=False)
     assert torch.equal(ours, ref)
     assert all(t.retries == 2 and t.rewritten for r in res for t in r.trace)
 

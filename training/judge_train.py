@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from tigerdecode.training.metrics import auroc, ece
+from tigerdecode.training.sampling import format_prompt
 
 # How each token-level aggregate points: +1 when larger means "more likely wrong".
 SIGNAL_SIGN = {"mean_logprob": -1, "min_logprob": -1, "first_logprob": -1, "mean_entropy": 1,
@@ -25,6 +26,17 @@ SIGNAL_SIGN = {"mean_logprob": -1, "min_logprob": -1, "first_logprob": -1, "mean
                "first_pdev": 1, "last_pdev": 1}
 C_GRID = (0.001, 0.01, 0.1, 1.0)
 STATE_SCALES = (0.0, 0.03, 0.1, 0.3, 1.0)
+
+
+def open_side(topic: str) -> str:
+    """Split for topics outside the QA file: open-prompt kinds (``open:story``, ...) go one in
+    three to validation (by a stable hash of the kind), so validation scores accepting free text
+    too; anything else trains."""
+    import zlib
+
+    if topic.startswith("open:"):
+        return "validation" if zlib.crc32(topic.encode()) % 3 == 0 else "train"
+    return "train"
 
 
 @dataclass
@@ -51,17 +63,17 @@ def stored_answers(data_dir: str | Path) -> tuple[list[dict], list[list[int]], i
 
 def judge_features(model, tokenizer, prompts, answer_ids, ended, layers, heads=None,
                    batch_size=32, desc="judge features"):
-    """(N, F) features and the scalar names, in batches, through ``reencode``."""
+    """(N, F) features and the scalar names, in batches, through ``reencode``. ``prompts`` are
+    the user messages as asked (``training.build.user_message``)."""
     from tigerdecode.judge_features import prompt_pass, reencode, strip_padding
     from tigerdecode.prompting import encode_prompts
-    from tigerdecode.training.sampling import format_prompt
 
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     feats, names = [], None
     for s in tqdm(range(0, len(prompts), batch_size), desc=desc, unit="batch"):
         chunk = slice(s, s + batch_size)
-        enc = encode_prompts(tokenizer, [format_prompt(p) for p in prompts[chunk]])
+        enc = encode_prompts(tokenizer, list(prompts[chunk]))
         pc = prompt_pass(model, strip_padding(enc["input_ids"], enc["attention_mask"]), pad)
         r = reencode(model, pc, answer_ids[chunk], ended[chunk], eos_id=eos, pad_id=pad, layers=layers,
                      heads=heads)
@@ -88,10 +100,12 @@ def load_training_set(model, tokenizer, data_dir, cfg: JudgeTrainConfig, heads=N
     answers, ids, max_new = stored_answers(data_dir)
     if cfg.max_answers is not None:
         answers, ids = answers[:cfg.max_answers], ids[:cfg.max_answers]
-    y = np.array([0 if a["correct"] else 1 for a in answers])
+    # an answer to an open prompt claims no fact: the judge should accept it (label 0)
+    y = np.array([0 if a["correct"] or a.get("open") else 1 for a in answers])
     ended = [a["n_tokens"] < max_new for a in answers]
-    x, names = judge_features(model, tokenizer, [a["prompt"] for a in answers], ids, ended,
-                              list(cfg.layers), heads, cfg.batch_size)
+    messages = [a["prompt"] if a.get("open") else format_prompt(a["prompt"]) for a in answers]
+    x, names = judge_features(model, tokenizer, messages, ids, ended, list(cfg.layers), heads,
+                              cfg.batch_size)
     return x, y, [a.get("topic") or "unknown" for a in answers], names
 
 
@@ -113,7 +127,7 @@ def train_judge(model, tokenizer, data_dirs, out, cfg: JudgeTrainConfig, heads=N
     topics = [t for p in parts for t in p[2]]
     split = split_topics(load_qa(qa_path or qa_wikidata_path()))
     part = {t: k for k, ts in split.items() for t in ts}
-    side = np.array([part.get(t, "train") for t in topics])
+    side = np.array([part.get(t, open_side(t)) for t in topics])
     if (side == "test").any():
         raise ValueError(f"the data holds {(side == 'test').sum()} answers on test topics; "
                          "build the judge's data from train+validation topics only")

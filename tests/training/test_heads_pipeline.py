@@ -129,6 +129,17 @@ def test_open_prompts_teach_p_dev_without_touching_the_fact_metrics(tiny_model_d
     open_val = metrics["validation"]["open_text"]  # this seed puts an open kind in validation
     assert open_val["n_tokens"] > 0 and 0 <= open_val["mean_p_dev"] <= 1
 
+    # the judge learns to accept free text: label 0, read after the prompt as it was asked
+    from tigerdecode.models import load_model
+    from tigerdecode.training.judge_train import JudgeTrainConfig, load_training_set, open_side
+
+    m, tok = load_model(str(tiny_model_dir))
+    x, y, topics, _ = load_training_set(m, tok, tmp_path / "o", JudgeTrainConfig(layers=(2,)))
+    assert x.shape[0] == 12 and y.tolist() == [0] * 12 and topics[0].startswith("open:")
+    assert {open_side(f"open:{k}") for k in ("poem", "story", "slogan")} == {"train",
+                                                                               "validation"}
+    assert open_side("capital") == "train"
+
     dev = np.array([OPEN_TEXT, -1, 0, 1], dtype=np.int8)
     assert dev_targets(dev, True).tolist() == [0, 0, 0, 1]
     assert dev_targets(dev, False).tolist() == [0, -1, 0, 1]

@@ -50,9 +50,14 @@ def _digest_dir(path: Path) -> str:
 @click.option("--report-only", is_flag=True,
               help="Write the report from the cells already computed (no generation).")
 @click.option("--json", "as_json", is_flag=True, help="Print {'rows': [...], ...} as JSON.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 def eval_cmd(model_name, qa_path, creative_path, quick, out, limit, n_creative, samples,
-             methods, batch_size, seed, report_only, as_json):
+             methods, batch_size, seed, report_only, as_json, threads):
     """Evaluate every method on factual QA (errors) and open prompts (diversity)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     from tigerdecode.api import ControlledGenerator
     from tigerdecode.data import dataset_path, load_qa, qa_wikidata_path, select_split
     from tigerdecode.eval.report import markdown_table, targets_table, write_report
