@@ -57,7 +57,8 @@ def _str_list(obj, key: str, where: str, required: bool) -> list[str]:
     return v
 
 
-def parse_qa_line(line: str, where: str) -> QAItem:
+def _json_object(line: str, where: str) -> dict:
+    """One JSONL line as a dict, bounded in size; anything else is a QAFormatError."""
     if len(line) > MAX_LINE_CHARS:
         raise QAFormatError(f"{where}: line is {len(line)} characters; at most {MAX_LINE_CHARS}")
     try:
@@ -66,6 +67,11 @@ def parse_qa_line(line: str, where: str) -> QAItem:
         raise QAFormatError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from e
     if not isinstance(obj, dict):
         raise QAFormatError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def parse_qa_line(line: str, where: str) -> QAItem:
+    obj = _json_object(line, where)
     unknown = set(obj) - _ALLOWED
     if unknown:
         raise QAFormatError(
@@ -124,14 +130,8 @@ def load_prompts(path: str | Path, limit: int | None = None) -> list[QAItem]:
             if not line.strip():
                 continue
             where = f"{path}:{n}"
-            if len(line) > MAX_LINE_CHARS:
-                raise QAFormatError(f"{where}: line is {len(line)} characters; at most "
-                                    f"{MAX_LINE_CHARS}")
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise QAFormatError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from e
-            prompt = obj.get("prompt") if isinstance(obj, dict) else None
+            obj = _json_object(line, where)
+            prompt = obj.get("prompt")
             if not isinstance(prompt, str) or not prompt.strip():
                 raise QAFormatError(f"{where}: expected an object with a non-empty 'prompt' "
                                     "string")
