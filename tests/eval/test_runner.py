@@ -92,6 +92,12 @@ def test_report_files_and_targets(run, tmp_path):
     assert len(data["rows"]) == len(rows) and "targets" in data
     assert (tmp_path / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(doc["targets"]["dominance"]) == 2  # greedy and temperature
+    # Every tigerdecode variant with a curve gets its own checks, in the JSON and the markdown.
+    swept = {r["method"] for r in rows if r["method"].startswith("tigerdecode")
+             and sum(x["method"] == r["method"] for x in rows) >= 2}
+    assert set(data["targets_by_method"]) == swept and "tigerdecode" in swept
+    md = (tmp_path / "results.md").read_text()
+    assert all(f"Targets for `{m}`" in md for m in swept)
 
 
 def test_targets_on_hand_made_rows():
@@ -117,7 +123,7 @@ def test_grid_and_bad_methods():
         "tigerdecode+ensemble"}
     assert "tigerdecode+judge" not in {c.method for c in grid(quick=False)}
     judged = [c for c in grid(quick=False, judge=True) if c.method == "tigerdecode+judge"]
-    assert [c.creativity for c in judged] == [0.0, 0.5, 1.0]
+    assert [c.creativity for c in judged] == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert all(dict(c.overrides) == {"judge": True} for c in judged)
     with pytest.raises(ValueError, match="unknown method"):
         grid(quick=True, methods=["beam"])

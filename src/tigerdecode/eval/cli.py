@@ -109,8 +109,10 @@ def eval_cmd(model_name, qa_path, creative_path, quick, out, limit, n_creative, 
     if as_json:
         from tigerdecode.eval.report import _finite
 
-        click.echo(json.dumps(_finite({"rows": doc["rows"], "targets": doc["targets"]})))
+        click.echo(json.dumps(_finite({"rows": doc["rows"], "targets": doc["targets"],
+                                       "targets_by_method": doc["targets_by_method"]})))
         return
     click.echo(markdown_table(rows))
-    click.echo("\n" + targets_table(doc["targets"]))
+    for t in doc["targets_by_method"].values() or [doc["targets"]]:
+        click.echo("\n" + targets_table(t))
     click.echo(f"\nwrote {out}/results.json, results.csv, results.md, tradeoff.png")

@@ -111,10 +111,14 @@ def write_report(rows: list[dict], out: str | Path, meta: dict) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t = targets(rows)
-    doc = {"rows": rows, "targets": t, "meta": meta}
+    # The same checks for every tigerdecode variant that has a curve (two or more settings).
+    by_method = {m: targets(rows, method=m) for m in TIGER
+                 if sum(r["method"] == m for r in rows) >= 2}
+    doc = {"rows": rows, "targets": t, "targets_by_method": by_method, "meta": meta}
+    tables = "\n\n".join(targets_table(x) for x in (by_method.values() or [t]))
     for name, text in (("results.json", json.dumps(_finite(doc), indent=1)),
                        ("results.csv", csv_text(rows)),
-                       ("results.md", markdown_table(rows) + "\n\n" + targets_table(t) + "\n")):
+                       ("results.md", markdown_table(rows) + "\n\n" + tables + "\n")):
         tmp = out / (name + ".tmp")
         tmp.write_text(text)
         tmp.replace(out / name)

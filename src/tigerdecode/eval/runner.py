@@ -66,7 +66,7 @@ def grid(quick: bool = False, methods: list[str] | None = None, judge: bool = Fa
                        overrides=(("top_p", p),)) for p in (0.9, 0.95)]
         cells += [Cell("dola", "high", "dola")]
     if judge:
-        cells += [_c(c, judge=True) for c in ((0.0, 0.5) if quick else (0.0, 0.5, 1.0))]
+        cells += [_c(c, judge=True) for c in ((0.0, 0.5) if quick else (0.0, 0.25, 0.5, 0.75, 1.0))]
     if methods:
         unknown = set(methods) - {c.method for c in cells}
         if unknown:
