@@ -86,7 +86,8 @@ def test_changed_config_recomputes(run, tmp_path):
 def test_report_files_and_targets(run, tmp_path):
     _, _, _, rows = run
     doc = write_report(rows, tmp_path, {"quick": True})
-    for name in ("results.json", "results.csv", "results.md", "tradeoff.png"):
+    for name in ("results.json", "results.csv", "results.md", "tradeoff.png",
+                 "tradeoff-right.png"):
         assert (tmp_path / name).stat().st_size > 0
     data = json.loads((tmp_path / "results.json").read_text())
     assert len(data["rows"]) == len(rows) and "targets" in data
@@ -109,11 +110,18 @@ def test_targets_on_hand_made_rows():
             row("tigerdecode", "c=1", 1.0, 0.4, 0.4, 0.7),
             row("temperature", "T=0.7", None, 0.5, 0.45, 0.5),  # ours at 0.5: err .3, acc .45
             row("temperature", "T=1.2", None, 0.45, 0.5, 0.6),  # ours: err .35, acc .425
-            row("top_p", "p=0.99", None, 0.9, 0.1, 0.9)]  # outside our diversity range
+            row("top_p", "p=0.99", None, 0.9, 0.1, 0.9),  # more diverse than our whole curve
+            row("greedy", "-", None, 0.4, 0.5, 0.2),  # less diverse: vs our c=0 (err .2, acc .5)
+            row("dola", "high", None, 0.25, 0.6, 0.25)]  # less diverse, more right than our c=0
     t = targets(rows)
     verdict = [c["dominated"] for c in t["dominance"]]
-    assert verdict == [True, False, None]
+    assert verdict == [True, False, None, True, False]
     assert t["dominance"][0]["ours_error"] == pytest.approx(0.3)
+    assert [c["compared_at"] for c in t["dominance"]] == [
+        "interpolated", "interpolated", None, "least diverse point (c=0)",
+        "least diverse point (c=0)"]
+    assert t["dominance"][3]["ours_error"] == pytest.approx(0.2)
+    assert t["dominance"][3]["error_reduction"] == pytest.approx(0.5)
     assert t["spearman_error"] == pytest.approx(1.0) and not t["dominated_all"]
 
 
@@ -152,3 +160,16 @@ def test_cached_only_reports_finished_cells_without_generating(run, monkeypatch)
     extra = Cell("top_p", "p=0.5", "top_p", overrides=(("top_p", 0.5),))  # never computed
     got = run_eval(gens, CELLS + [extra], cfg, out, progress=False, cached_only=True)
     assert got == rows
+
+
+def test_cached_cells_follow_the_policy_defaults():
+    from tigerdecode.eval.runner import policy_defaults
+
+    pol = policy_defaults()
+    assert pol["use_abstain"] is not None and "creativity" not in pol
+    cfg = EvalConfig(qa=QA[:2], creative=["Write a poem."], extra={"policy": pol})
+    changed = EvalConfig(qa=QA[:2], creative=["Write a poem."],
+                         extra={"policy": {**pol, "use_abstain": not pol["use_abstain"]}})
+    ours, base = Cell("tigerdecode", "c=0", "tigerdecode"), Cell("greedy", "-", "greedy")
+    assert cfg.digest(ours) != changed.digest(ours)  # a new default recomputes our cells
+    assert cfg.digest(base) == changed.digest(base)  # and leaves the baselines cached

@@ -61,7 +61,7 @@ def eval_cmd(model_name, qa_path, creative_path, quick, out, limit, n_creative, 
     from tigerdecode.api import ControlledGenerator
     from tigerdecode.data import dataset_path, load_qa, qa_wikidata_path, select_split
     from tigerdecode.eval.report import markdown_table, targets_table, write_report
-    from tigerdecode.eval.runner import EvalConfig, grid, run_eval
+    from tigerdecode.eval.runner import EvalConfig, grid, policy_defaults, run_eval
     from tigerdecode.models import fingerprint, load_model
 
     size = dict(QUICK if quick else FULL)
@@ -93,7 +93,8 @@ def eval_cmd(model_name, qa_path, creative_path, quick, out, limit, n_creative, 
                      batch_size=batch_size, seed=seed,
                      extra={"model": fingerprint(model, tok).to_dict(),
                             "heads": heads_digest(gens[False].heads),
-                            "judge": None if judge_path is None else _digest_dir(judge_path)})
+                            "judge": None if judge_path is None else _digest_dir(judge_path),
+                            "policy": policy_defaults()})
     if any(c.ensemble for c in cells):
         gens[True] = ControlledGenerator(model, tok, ensemble="self")
     rows = run_eval(gens, cells, cfg, out, progress=not as_json, cached_only=report_only)
@@ -115,4 +116,4 @@ def eval_cmd(model_name, qa_path, creative_path, quick, out, limit, n_creative, 
     click.echo(markdown_table(rows))
     for t in doc["targets_by_method"].values() or [doc["targets"]]:
         click.echo("\n" + targets_table(t))
-    click.echo(f"\nwrote {out}/results.json, results.csv, results.md, tradeoff.png")
+    click.echo(f"\nwrote {out}/results.json, results.csv, results.md, tradeoff.png, tradeoff-right.png")

@@ -90,7 +90,9 @@ class EvalConfig:
     def digest(self, cell: Cell) -> str:
         extra = dict(self.extra)
         if cell.gen_method != "tigerdecode":
-            extra.pop("heads", None)  # baselines read neither the heads nor the judge
+            # baselines read neither the heads, the judge nor the policy's head uses
+            extra.pop("heads", None)
+            extra.pop("policy", None)
         if "judge" not in dict(cell.overrides):
             extra.pop("judge", None)
         payload = {"format": EVAL_FORMAT, "cell": asdict(cell), "samples": self.samples,
@@ -98,6 +100,18 @@ class EvalConfig:
                    "seed": self.seed, "extra": extra, "creative": self.creative,
                    "qa": [it.to_dict() for it in self.qa]}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def policy_defaults() -> dict:
+    """The Policy's default fields (creativity aside): part of a tigerdecode cell's digest, so a
+    change of a default (say, abstention switched on) recomputes the cells instead of reusing
+    them."""
+    from tigerdecode.policy import Policy
+
+    d = asdict(Policy(0.0))
+    d.pop("creativity", None)
+    d.pop("extra", None)
+    return d
 
 
 def judge_outcome(item: QAItem, text: str, abstained: bool) -> str:
