@@ -89,8 +89,17 @@ def test_bad_fields():
         Policy(0.5, t_max=float("nan"))
 
 
+def test_abstain_bar_default_and_flat_option():
+    assert Policy(0).abstain_threshold == pytest.approx(0.95)
+    assert Policy(0.5).abstain_threshold == pytest.approx(0.975)
+    assert Policy(0.99).abstains and not Policy(1.0).abstains
+    flat = dict(abstain_rise=0.0)
+    assert Policy(0, **flat).abstain_threshold == Policy(0.75, **flat).abstain_threshold == 0.95
+    assert Policy(1.0, abstain_rise=0.5).abstain_threshold == 1.0  # capped
+
+
 def test_abstain_bar_rises_with_creativity_and_ends_at_abstain_below():
-    p = dict(use_abstain=True, abstain_at=0.8, abstain_below=0.5)
+    p = dict(use_abstain=True, abstain_at=0.8, abstain_below=0.5, abstain_rise=0.4)
     assert Policy(0, **p).abstain_threshold == pytest.approx(0.8)
     assert Policy(0.25, **p).abstain_threshold == pytest.approx(0.9)
     assert Policy(0.49, **p).abstains and not Policy(0.5, **p).abstains
