@@ -78,16 +78,14 @@ def eval_cmd(model_name, qa_path, creative_path, quick, out, limit, n_creative, 
                               n_creative or size["n_creative"])
     out = out or Path("runs") / ("eval-quick" if quick else "eval-full")
     model, tok = load_model(model_name)
-    from tigerdecode.judge import find_shipped_judge
+    from tigerdecode.judge import find_shipped_judge, heads_digest
 
-    has_judge = find_shipped_judge(model, tok) is not None
+    judge_path = find_shipped_judge(model, tok)
+    has_judge = judge_path is not None
     cells = grid(quick, [m.strip() for m in methods.split(",")] if methods else None,
                  judge=has_judge)
     gens = {False: ControlledGenerator(model, tok)}
-    from tigerdecode.judge import heads_digest
-
-    # Cached cells are reused only while the model, heads and judge are the same.
-    judge_path = find_shipped_judge(model, tok)
+    # Cached cells are reused only while the model, heads, judge and policy are the same.
     cfg = EvalConfig(qa=items, creative=creative, samples=samples or size["samples"],
                      fact_tokens=size["fact_tokens"], creative_tokens=size["creative_tokens"],
                      batch_size=batch_size, seed=seed,

@@ -123,10 +123,10 @@ def write_report(rows: list[dict], out: str | Path, meta: dict) -> dict:
     the trade-off that abstaining would hide)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    t = targets(rows)
-    # The same checks for every tigerdecode variant that has a curve (two or more settings).
+    # The checks for every tigerdecode variant that has a curve (two or more settings).
     by_method = {m: targets(rows, method=m) for m in TIGER
                  if sum(r["method"] == m for r in rows) >= 2}
+    t = by_method.get("tigerdecode") or targets(rows)
     doc = {"rows": rows, "targets": t, "targets_by_method": by_method, "meta": meta}
     tables = "\n\n".join(targets_table(x) for x in (by_method.values() or [t]))
     for name, text in (("results.json", json.dumps(_finite(doc), indent=1)),
