@@ -184,5 +184,20 @@ def test_judge_eval_cli_prints_the_issue_keys(setup, tiny_model_dir, tmp_path):
     assert tuple(got) == EVAL_KEYS and got["n"] == 2
     assert got["wrong_rate_without"] == 1.0  # random weights never say "Tokyo"
     assert 0 <= got["abstain_rate"] <= 1 and got["latency_ratio"] > 0
+    # --set reaches both arms, --open counts the judge's abstentions on free text
+    details = tmp_path / "details.json"
+    opens = tmp_path / "open.jsonl"
+    opens.write_text('{"prompt": "Write a poem about rain."}\n{"prompt": "Write a slogan."}\n')
+    r = CliRunner().invoke(main, ["judge", "eval", "--qa", str(qa), "--limit", "2", "--json",
+                                  "--model", str(tiny_model_dir), "--judge",
+                                  str(tmp_path / "judge"), "--max-new-tokens", "4", "--set",
+                                  "use_abstain=false", "--open", str(opens), "--details",
+                                  str(details)])
+    assert r.exit_code == 0, r.output
+    d = json.loads(details.read_text())["details"]
+    assert d["policy"] == {"use_abstain": False}
+    assert d["open"]["n"] == 2 and 0 <= d["open"]["abstained"] <= 2
+    r = CliRunner().invoke(main, ["judge", "eval", "--qa", str(qa), "--set", "nope=1"])
+    assert r.exit_code != 0 and "Policy field" in r.output
     bad = CliRunner().invoke(main, ["generate", "hi", "--max-rewrites", "1"])
     assert bad.exit_code != 0 and "--judge" in bad.output

@@ -62,8 +62,10 @@ def run_bench(model_name: str = "default", max_new_tokens: int = 128, repeats: i
                               pad_token_id=tok.pad_token_id)
 
     def ours(inp, ensemble=None):
+        # every row decodes exactly n tokens: an abstention would end rows early and inflate
+        # tokens/s
         return generate(model, **inp, max_new_tokens=n, min_new_tokens=n, creativity=creativity,
-                        tokenizer=tok, heads=heads, ensemble=ensemble, seed=0)
+                        tokenizer=tok, heads=heads, ensemble=ensemble, seed=0, use_abstain=False)
 
     configs = {
         "plain model.generate, batch 1": (lambda: plain(one), 1),

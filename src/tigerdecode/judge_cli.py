@@ -62,8 +62,11 @@ def train_cmd(data_dirs, out, model_name, layers, heads_spec, qa_path, threads):
 
 
 def evaluate(model, tok, items, *, creativity=0.5, max_new_tokens=16, batch_size=32,
-             max_rewrites=2, judge="auto", seed=0, bar=None) -> dict:
-    """Answer ``items`` without and with the judge; the issue's metrics plus details."""
+             max_rewrites=2, judge="auto", seed=0, bar=None, policy=None,
+             open_prompts=()) -> dict:
+    """Answer ``items`` without and with the judge; the issue's metrics plus details.
+    ``policy``: Policy overrides for both arms. ``open_prompts``: creative prompts (asked as
+    they are) also decoded with the judge, to count how often it abstains on free text."""
     import numpy as np
 
     from tigerdecode.api import ControlledGenerator
@@ -71,17 +74,18 @@ def evaluate(model, tok, items, *, creativity=0.5, max_new_tokens=16, batch_size
     from tigerdecode.training.judge_train import SIGNAL_SIGN
     from tigerdecode.training.metrics import auroc, ece
 
+    policy = dict(policy or {})
     gen = ControlledGenerator(model, tok)
     base, with_j, t_base, t_judge = [], [], 0.0, 0.0
     for s in range(0, len(items), batch_size):
         prompts = _prompts(items[s:s + batch_size])
         t0 = time.perf_counter()
         base += gen.generate_text(prompts, creativity=creativity, max_new_tokens=max_new_tokens,
-                                  seed=seed + s)
+                                  seed=seed + s, **policy)
         t1 = time.perf_counter()
         with_j += gen.generate_text(prompts, creativity=creativity,
                                     max_new_tokens=max_new_tokens, seed=seed + s, judge=judge,
-                                    max_rewrites=max_rewrites)
+                                    max_rewrites=max_rewrites, **policy)
         t_base, t_judge = t_base + t1 - t0, t_judge + time.perf_counter() - t1
         if bar is not None:
             bar.update(len(prompts))
@@ -108,7 +112,17 @@ def evaluate(model, tok, items, *, creativity=0.5, max_new_tokens=16, batch_size
         "verdicts": {v: verdicts.count(v) for v in sorted(set(verdicts))},
         "signal_auroc": signals, "seconds_without": t_base, "seconds_with": t_judge,
         "threshold": with_j[0].judge.threshold, "creativity": creativity,
-        "max_new_tokens": max_new_tokens, "max_rewrites": max_rewrites}
+        "max_new_tokens": max_new_tokens, "max_rewrites": max_rewrites, "policy": policy}
+    if open_prompts:
+        opened = []
+        for s in range(0, len(open_prompts), batch_size):
+            opened += gen.generate_text(list(open_prompts[s:s + batch_size]),
+                                        creativity=creativity, max_new_tokens=2 * max_new_tokens,
+                                        seed=seed + s, judge=judge, max_rewrites=max_rewrites,
+                                        **policy)
+        res["details"]["open"] = {"n": len(opened),
+                                  "abstained": sum(r.abstained for r in opened),
+                                  "rewritten": sum(r.judge.verdict == "rewritten" for r in opened)}
     return res
 
 
@@ -135,15 +149,28 @@ def _prompts(items):
 @click.option("--details", "details_path", default=None, type=click.Path(dir_okay=False),
               help="Also write the full report (extra rates, signal AUROCs) here as JSON.")
 @click.option("--threads", type=click.IntRange(1), default=None)
+@click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE",
+              help="Policy field for both arms, e.g. --set use_abstain=false (repeatable).")
+@click.option("--open", "open_path", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="Open prompts JSONL (e.g. data/creative_prompts.jsonl): also count how often "
+                   "the judge abstains on free text.")
+@click.option("--n-open", type=click.IntRange(1, 1000), default=20, show_default=True)
 def eval_cmd(qa_path, split, limit, as_json, model_name, judge_spec, creativity, max_new_tokens,
-             max_rewrites, batch_size, seed, details_path, threads):
+             max_rewrites, batch_size, seed, details_path, threads, sets, open_path, n_open):
     """Run the model end to end on a QA file without and with the judge; print judge AUROC /
     ECE, wrong-answer rates, correct→wrong flips, abstentions and the latency ratio."""
     import torch
     from tqdm import tqdm
 
-    from tigerdecode.data import load_qa, select_split
+    from tigerdecode.data import QAFormatError, load_prompts, load_qa, select_split
     from tigerdecode.models import load_model
+    from tigerdecode.policy_tune import parse_sets
+
+    policy = parse_sets(sets)
+    try:
+        opens = [it.prompt for it in load_prompts(open_path, n_open)] if open_path else []
+    except QAFormatError as e:
+        raise click.ClickException(str(e)) from None
 
     if threads:
         torch.set_num_threads(threads)
@@ -158,7 +185,7 @@ def eval_cmd(qa_path, split, limit, as_json, model_name, judge_spec, creativity,
     with tqdm(total=len(items), desc="judge eval", unit="item", disable=as_json) as bar:
         res = evaluate(model, tok, items, creativity=creativity, max_new_tokens=max_new_tokens,
                        batch_size=batch_size, max_rewrites=max_rewrites, judge=judge, seed=seed,
-                       bar=bar)
+                       bar=bar, policy=policy, open_prompts=opens)
     if details_path:
         with open(details_path, "w") as f:
             json.dump(res, f, indent=1)
@@ -172,3 +199,6 @@ def eval_cmd(qa_path, split, limit, as_json, model_name, judge_spec, creativity,
     best = max(d["signal_auroc"], key=lambda k: d["signal_auroc"][k] or 0)
     click.echo(f"best token-level signal: {best} AUROC {d['signal_auroc'][best]:.4f}; "
                f"verdicts {d['verdicts']}; right→abstain {d['right_to_abstain_rate']:.4f}")
+    if "open" in d:
+        click.echo(f"open prompts: {d['open']['abstained']} of {d['open']['n']} abstained with "
+                   f"the judge ({d['open']['rewritten']} rewritten)")

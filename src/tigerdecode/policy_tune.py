@@ -36,6 +36,28 @@ VARIANTS = {
 }
 
 
+def parse_sets(sets) -> dict:
+    """``--set FIELD=VALUE`` options as Policy overrides (values read as JSON where they parse:
+    ``0.9``, ``false``; otherwise kept as strings). A name that is not a Policy field is a
+    ``click.BadParameter``."""
+    from dataclasses import fields
+
+    from tigerdecode.policy import Policy
+
+    known = {f.name for f in fields(Policy)} - {"creativity", "extra"}
+    overrides = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or key not in known:
+            raise click.BadParameter(f"expected FIELD=VALUE with a Policy field, got {item!r}",
+                                     param_hint="--set")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
+
+
 def qa_items(limit: int, split: str = "validation", seed: int = 0):
     from tigerdecode.data import load_qa, qa_wikidata_path, select_split
 
@@ -54,12 +76,13 @@ def open_prompts(limit: int) -> list[str]:
 
 def run(limit=96, creativities=(0.25, 0.5), variants=None, max_new_tokens=16, batch=16,
         seed=0, progress=True, split="validation", n_open=24, open_tokens=32,
-        overrides=None) -> dict:
+        overrides=None, bars=()) -> dict:
     import torch
     from tqdm import tqdm
 
     torch.set_num_threads(1)  # the shared 2-core machine is oversubscribed; see the README
     from tigerdecode.api import ControlledGenerator
+    from tigerdecode.decoding import _content_mask
     from tigerdecode.eval.metrics import distinct_n
     from tigerdecode.models import load_model
     from tigerdecode.training.labels import label_answer
@@ -71,6 +94,7 @@ def run(limit=96, creativities=(0.25, 0.5), variants=None, max_new_tokens=16, ba
         gen = ControlledGenerator(model, tok, heads="auto")
     if gen.heads is None:
         raise click.ClickException("no shipped heads for the default model; nothing to compare")
+    content = _content_mask(tok, model.config.vocab_size, "cpu") if bars else None
     items = qa_items(limit, split, seed)
     opens = open_prompts(n_open)
     names = list(variants or VARIANTS)
@@ -81,6 +105,7 @@ def run(limit=96, creativities=(0.25, 0.5), variants=None, max_new_tokens=16, ba
         for name in names:
             kw = {**VARIANTS[name], **(overrides or {})}
             right = wrong = abstain = tokens = 0
+            peaks = {"right": [], "wrong": []}  # each answer's highest content-token p_dev
             t0 = time.perf_counter()
             for s in range(0, len(items), batch):
                 chunk = items[s:s + batch]
@@ -90,10 +115,13 @@ def run(limit=96, creativities=(0.25, 0.5), variants=None, max_new_tokens=16, ba
                     tokens += len(r.token_ids)
                     if r.abstained:
                         abstain += 1
-                    elif label_answer(it.prompt, it.answers, [r.text], True).correct:
-                        right += 1
-                    else:
-                        wrong += 1
+                        continue
+                    ok = label_answer(it.prompt, it.answers, [r.text], True).correct
+                    right, wrong = right + ok, wrong + (not ok)
+                    if content is not None:
+                        peaks["right" if ok else "wrong"].append(max(
+                            (t.p_dev for t in r.trace if content[t.token_id] and t.p_dev is not None),
+                            default=0.0))
                 bar.update(len(chunk))
             seconds = time.perf_counter() - t0
             texts, o_abstain, o_retried, o_tokens = [], 0, 0, 0
@@ -115,11 +143,19 @@ def run(limit=96, creativities=(0.25, 0.5), variants=None, max_new_tokens=16, ba
                          "open_n": len(opens), "open_abstain": o_abstain,
                          "open_resampled_tokens": o_retried / max(1, o_tokens),
                          "open_distinct_2": distinct_n(texts, 2)})
+            if bars and not abstain:
+                # What an abstention bar would do to these answers: a right answer is kept when
+                # its peak stays below the bar, a wrong one caught when its peak reaches it.
+                rows[-1]["bars"] = [
+                    {"bar": b, "right_kept": sum(x < b for x in peaks["right"]),
+                     "right": len(peaks["right"]),
+                     "wrong_caught": sum(x >= b for x in peaks["wrong"]),
+                     "wrong": len(peaks["wrong"])} for b in bars]
     bar.close()
     return {"rows": rows, "settings": {"limit": limit, "max_new_tokens": max_new_tokens,
                                        "seed": seed, "split": split, "n_open": len(opens),
                                        "open_tokens": open_tokens,
-                                       "overrides": overrides or {},
+                                       "overrides": overrides or {}, "bars": list(bars),
                                        "prompts": "chat, training.sampling.format_prompt"}}
 
 
@@ -135,6 +171,18 @@ def table(res: dict) -> str:
     return "\n".join(lines)
 
 
+def bars_table(res: dict) -> str:
+    """Per creativity and bar: right answers kept and wrong answers caught by the answer's peak
+    content-token ``p_dev`` (variants decoded without abstention only)."""
+    lines = ["| creativity | variant | bar | right kept | wrong caught |", "|---:|---|---:|---:|---:|"]
+    for r in res["rows"]:
+        for b in r.get("bars", []):
+            lines.append(f"| {r['creativity']:g} | {r['variant']} | {b['bar']:g} | "
+                         f"{b['right_kept']}/{b['right']} ({b['right_kept'] / max(1, b['right']):.0%}) | "
+                         f"{b['wrong_caught']}/{b['wrong']} ({b['wrong_caught'] / max(1, b['wrong']):.0%}) |")
+    return "\n".join(lines)
+
+
 @click.command()
 @click.option("--limit", type=int, default=96, show_default=True)
 @click.option("--creativity", "creativities", default="0.25,0.5", show_default=True)
@@ -146,31 +194,29 @@ def table(res: dict) -> str:
               help="Open prompts (data/open_prompts_train.jsonl) to check the guard on.")
 @click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE",
               help="Policy field for every variant, e.g. --set abstain_at=0.8 (repeatable).")
+@click.option("--bars", default=None,
+              help="Comma-separated abstention bars, e.g. 0.9,0.95: for variants decoded without "
+                   "abstention, how many right answers each would keep and wrong ones catch.")
 @click.option("--json", "json_path", default=None, help="Also write the results here.")
-def main(limit, creativities, variants, max_new_tokens, split, n_open, sets, json_path):
+def main(limit, creativities, variants, max_new_tokens, split, n_open, sets, bars, json_path):
     """Ablate the head uses on qa_wikidata topics (validation by default) and open prompts."""
-    from dataclasses import fields
-
-    from tigerdecode.policy import Policy
-
     cs = tuple(float(x) for x in creativities.split(","))
     names = variants.split(",") if variants else None
     if names and set(names) - set(VARIANTS):
         raise click.BadParameter(f"unknown variants {sorted(set(names) - set(VARIANTS))}")
-    known = {f.name: f.type for f in fields(Policy)}
-    overrides = {}
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep or key not in known or key in ("creativity", "extra"):
-            raise click.BadParameter(f"expected FIELD=VALUE with a Policy field, got {item!r}",
-                                     param_hint="--set")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
+    overrides = parse_sets(sets)
+    try:
+        bar_list = tuple(float(x) for x in bars.split(",")) if bars else ()
+    except ValueError:
+        raise click.BadParameter(f"expected numbers like 0.9,0.95, got {bars!r}",
+                                 param_hint="--bars") from None
+    if any(not 0 <= b <= 1 for b in bar_list):
+        raise click.BadParameter(f"bars must lie in [0, 1], got {bars!r}", param_hint="--bars")
     res = run(limit, cs, names, max_new_tokens, split=split, n_open=n_open,
-              overrides=overrides)
+              overrides=overrides, bars=bar_list)
     click.echo(table(res))
+    if bar_list:
+        click.echo("\n" + bars_table(res))
     if json_path:
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(json_path)))
         with os.fdopen(fd, "w") as f:

@@ -173,3 +173,21 @@ def test_cached_cells_follow_the_policy_defaults():
     ours, base = Cell("tigerdecode", "c=0", "tigerdecode"), Cell("greedy", "-", "greedy")
     assert cfg.digest(ours) != changed.digest(ours)  # a new default recomputes our cells
     assert cfg.digest(base) == changed.digest(base)  # and leaves the baselines cached
+
+
+def test_policy_overrides_reach_only_the_tigerdecode_cells(tiny_llama, tmp_path):
+    model, tok = tiny_llama
+    inner = ControlledGenerator(model, tok, heads=None)
+    calls = []
+
+    class Recording:
+        def generate_text(self, prompts, **kw):
+            calls.append((kw["method"], kw.get("eos_gain"), kw.get("use_abstain")))
+            return inner.generate_text(prompts, **kw)
+
+    cfg = EvalConfig(qa=QA[:2], creative=["Write a poem."], samples=2, fact_tokens=3,
+                     creative_tokens=3, batch_size=4,
+                     policy_overrides={"eos_gain": 1.5, "use_abstain": False})
+    run_eval({False: Recording()}, [CELLS[0], CELLS[2]], cfg, tmp_path, progress=False)
+    assert {c for c in calls if c[0] == "greedy"} == {("greedy", None, None)}
+    assert {c for c in calls if c[0] == "tigerdecode"} == {("tigerdecode", 1.5, False)}

@@ -51,8 +51,11 @@ def _digest_dir(path: Path) -> str:
               help="Write the report from the cells already computed (no generation).")
 @click.option("--json", "as_json", is_flag=True, help="Print {'rows': [...], ...} as JSON.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
+@click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE",
+              help="Policy field for the tigerdecode cells, e.g. --set abstain_rise=0 "
+                   "(repeatable; part of the cache key).")
 def eval_cmd(model_name, qa_path, creative_path, quick, out, limit, n_creative, samples,
-             methods, batch_size, seed, report_only, as_json, threads):
+             methods, batch_size, seed, report_only, as_json, threads, sets):
     """Evaluate every method on factual QA (errors) and open prompts (diversity)."""
     if threads:
         import torch
@@ -63,7 +66,9 @@ def eval_cmd(model_name, qa_path, creative_path, quick, out, limit, n_creative, 
     from tigerdecode.eval.report import markdown_table, targets_table, write_report
     from tigerdecode.eval.runner import EvalConfig, grid, policy_defaults, run_eval
     from tigerdecode.models import fingerprint, load_model
+    from tigerdecode.policy_tune import parse_sets
 
+    policy_overrides = parse_sets(sets)
     size = dict(QUICK if quick else FULL)
     if qa_path is None:
         items = select_split(load_qa(qa_wikidata_path()), "test")
@@ -88,11 +93,11 @@ def eval_cmd(model_name, qa_path, creative_path, quick, out, limit, n_creative, 
     # Cached cells are reused only while the model, heads, judge and policy are the same.
     cfg = EvalConfig(qa=items, creative=creative, samples=samples or size["samples"],
                      fact_tokens=size["fact_tokens"], creative_tokens=size["creative_tokens"],
-                     batch_size=batch_size, seed=seed,
+                     batch_size=batch_size, seed=seed, policy_overrides=policy_overrides,
                      extra={"model": fingerprint(model, tok).to_dict(),
                             "heads": heads_digest(gens[False].heads),
                             "judge": None if judge_path is None else _digest_dir(judge_path),
-                            "policy": policy_defaults()})
+                            "policy": {**policy_defaults(), **policy_overrides}})
     if any(c.ensemble for c in cells):
         gens[True] = ControlledGenerator(model, tok, ensemble="self")
     rows = run_eval(gens, cells, cfg, out, progress=not as_json, cached_only=report_only)
@@ -103,7 +108,7 @@ def eval_cmd(model_name, qa_path, creative_path, quick, out, limit, n_creative, 
             "creative_tokens": cfg.creative_tokens, "seed": seed, "quick": quick,
             "heads": None if gens[False].heads is None else "shipped",
             "judge": "shipped" if has_judge else None,
-            "complete": len(rows) == len(cells)}
+            "complete": len(rows) == len(cells), "policy_overrides": policy_overrides}
     doc = write_report(rows, out, meta)
     if as_json:
         from tigerdecode.eval.report import _finite

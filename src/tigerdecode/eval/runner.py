@@ -86,6 +86,9 @@ class EvalConfig:
     batch_size: int = 16
     seed: int = 0
     extra: dict = field(default_factory=dict)  # recorded in the hash (model fingerprint, ...)
+    # Policy fields for the tigerdecode cells (``tigerdecode eval --set``); the CLI records
+    # them, merged with the defaults, in ``extra["policy"]`` so that they key the cache.
+    policy_overrides: dict = field(default_factory=dict)
 
     def digest(self, cell: Cell) -> str:
         extra = dict(self.extra)
@@ -127,12 +130,13 @@ def judge_outcome(item: QAItem, text: str, abstained: bool) -> str:
 def _batched(gen, prompts: list[str], cell: Cell, max_new_tokens: int, cfg: EvalConfig,
              seed_offset: int, bar) -> tuple[list, int, float]:
     results, tokens, seconds = [], 0, 0.0
+    policy = cfg.policy_overrides if cell.gen_method == "tigerdecode" else {}
     for start in range(0, len(prompts), cfg.batch_size):
         chunk = prompts[start:start + cfg.batch_size]
         t0 = time.perf_counter()
         out = gen.generate_text(chunk, creativity=cell.creativity, max_new_tokens=max_new_tokens,
                                 seed=cfg.seed + seed_offset + start, method=cell.gen_method,
-                                **dict(cell.overrides))
+                                **policy, **dict(cell.overrides))
         seconds += time.perf_counter() - t0
         tokens += sum(len(r.token_ids) for r in out)
         results.extend(out)
