@@ -17,7 +17,7 @@ from tigerdecode.result import GenerationResult, TokenTrace
 
 FACTUAL_PERSONA = ""  # empty: the model's own default system turn (what the heads learned on)
 try:
-    from tigerdecode.ensemble import CREATIVE_PERSONA
+    from tigerdecode.methods.ensemble import CREATIVE_PERSONA
 except ImportError:  # a build without the ensemble: the checkbox is disabled anyway
     CREATIVE_PERSONA = ""
 
@@ -77,7 +77,7 @@ def policy_defaults() -> dict:
     """The policy thresholds the Advanced panel exposes, with this build's defaults (empty when
     the build has no ``Policy`` with these fields)."""
     try:
-        from tigerdecode.policy import Policy
+        from tigerdecode.policy.knob import Policy
     except ImportError:
         return {}
     fields = Policy.__dataclass_fields__
@@ -129,8 +129,8 @@ class DemoBackend:
         if judge is None or judge is False:
             return None, "judge switched off for this app"
         try:
-            from tigerdecode.judge import find_shipped_judge
-            from tigerdecode.rewrite import pop_judge_options  # noqa: F401 - the rewrite step
+            from tigerdecode.judge.model import find_shipped_judge
+            from tigerdecode.judge.rewrite import pop_judge_options  # noqa: F401 - the rewrite step
         except ImportError:
             return None, "judge not available in this build"
         if isinstance(judge, str) and judge == "auto":
@@ -175,7 +175,7 @@ class DemoBackend:
     def _ensemble_spec(self, factual: str, creative: str):
         """A self-ensemble of the loaded weights with a factual and a creative persona (an empty
         persona means the model's own default system turn)."""
-        from tigerdecode.ensemble import Ensemble
+        from tigerdecode.methods.ensemble import Ensemble
 
         return Ensemble.self_ensemble(self.model, self.tokenizer,
                                       factual=factual.strip() or None,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from tigerdecode.config import ConfigError, save_settings
+from tigerdecode.settings import ConfigError, save_settings
 from tigerdecode.demos import render, tradeoff
 from tigerdecode.demos.backend import DemoBackend, InputError, Unavailable, policy_defaults
 

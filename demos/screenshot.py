@@ -47,7 +47,7 @@ def main(out, model_name, prompt, creativity, max_new_tokens, raw, height):
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from tigerdecode.demos.app import build_app, launch
     from tigerdecode.demos.backend import DemoBackend
-    from tigerdecode.models import load_model
+    from tigerdecode.model.load import load_model
 
     model, tok = load_model(model_name)
     app = build_app(DemoBackend(model, tok, model_name=model_name))

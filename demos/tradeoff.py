@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tigerdecode.config import DecodeSettings
+from tigerdecode.settings import DecodeSettings
 from tigerdecode.demos.svgchart import Series, line_chart
 
 COLUMNS = ["method", "setting", "error_rate", "abstain_rate", "precision", "distinct_2",
@@ -36,7 +36,7 @@ def default_results_path() -> Path:
     what ``tigerdecode eval`` wrote under ``runs/`` (full run first, then ``--quick``), else a
     copy in the source tree's ``data/``; the full run's path when none exists, so the
     empty-state message can name it."""
-    from tigerdecode.models import cache_dir
+    from tigerdecode.model.load import cache_dir
 
     candidates = [cache_dir() / "eval" / "results.json",
                   Path("runs/eval-full/results.json"), Path("runs/eval-quick/results.json"),

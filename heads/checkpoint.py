@@ -11,7 +11,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tigerdecode.fsutil import atomic_dir
-from tigerdecode.models import Fingerprint
+from tigerdecode.model.load import Fingerprint
 
 
 def save_checkpoint(path: str | Path, config: dict, state_dict: dict, weights: str,
@@ -51,7 +51,7 @@ def read_checkpoint(path: str | Path, weights: str, fmt: int, error: type[Except
 def check_fingerprint(expected: Fingerprint | None, model, tokenizer, where,
                       error: type[Exception], hint: str) -> None:
     """Raise ``error`` naming both fingerprints unless the checkpoint fits this model."""
-    from tigerdecode.models import fingerprint
+    from tigerdecode.model.load import fingerprint
 
     actual = fingerprint(model, tokenizer)
     if expected is None:

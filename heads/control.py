@@ -1,6 +1,6 @@
 """ControlHeads: per-token ``p_stop`` and ``p_dev`` from a frozen model's hidden states.
 
-The heads read one or more tapped layers (see ``tigerdecode.taps``), concatenate them,
+The heads read one or more tapped layers (see ``tigerdecode.model.taps``), concatenate them,
 standardise the features with statistics fitted at training time, and apply a linear probe or
 a small MLP per output, followed by a calibrator. Checkpoints are safetensors + JSON, never pickle.
 """
@@ -18,7 +18,7 @@ from torch import nn
 from tigerdecode.heads.calibration import Calibrator
 from tigerdecode.heads.checkpoint import check_fingerprint as _check
 from tigerdecode.heads.checkpoint import read_checkpoint, save_checkpoint
-from tigerdecode.models import Fingerprint
+from tigerdecode.model.load import Fingerprint
 
 OUTPUTS = ("stop", "dev")
 KINDS = ("linear", "mlp")
@@ -140,7 +140,7 @@ def check_fingerprint(expected: Fingerprint | None, model, tokenizer, where) -> 
 
 def find_shipped(model, tokenizer) -> Path | None:
     """The shipped checkpoint (a subfolder of this package) trained on this model, if any."""
-    from tigerdecode.models import fingerprint
+    from tigerdecode.model.load import fingerprint
 
     fp = fingerprint(model, tokenizer).to_dict()
     root = Path(str(files("tigerdecode.heads")))

@@ -40,6 +40,6 @@ def tiny_model_dir(tmp_path_factory, tokenizer):
 @pytest.fixture(scope="session")
 def default_model():
     """The real embedded SmolLM2-135M-Instruct (converted once into the cache)."""
-    from tigerdecode.models import load_model
+    from tigerdecode.model.load import load_model
 
     return load_model("default")

@@ -9,10 +9,10 @@ import torch
 import tigerdecode
 from tigerdecode.api import NO_HEADS_NOTE
 from tigerdecode.heads import ControlHeads, HeadConfig, HeadsError
-from tigerdecode.models import fingerprint
-from tigerdecode.policy import CreativityError
-from tigerdecode.processors import NonFiniteLogitsError
-from tigerdecode.prompting import PromptError, encode_prompts
+from tigerdecode.model.load import fingerprint
+from tigerdecode.policy.knob import CreativityError
+from tigerdecode.decode.sampling import NonFiniteLogitsError
+from tigerdecode.model.prompting import PromptError, encode_prompts
 from tigerdecode.result import GenerationResult
 from tiny_models import build_tiny_model
 

@@ -10,16 +10,10 @@ from types import SimpleNamespace
 import torch
 from tqdm import tqdm
 
-from tigerdecode.data import QAItem
-from tigerdecode.training.labels import OPEN_TEXT, label_answer, token_pieces
-from tigerdecode.training.sampling import (
-    COMPLETION_TEMPLATE,
-    DEFAULT_SETTINGS,
-    QUESTION_TEMPLATE,
-    Setting,
-    format_prompt,
-    sample_answers,
-)
+from tigerdecode.qa.data import QAItem
+from tigerdecode.qa.labels import OPEN_TEXT, label_answer, token_pieces
+from tigerdecode.qa.prompts import COMPLETION_TEMPLATE, QUESTION_TEMPLATE, format_prompt
+from tigerdecode.training.sampling import DEFAULT_SETTINGS, Setting, sample_answers
 from tigerdecode.training.store import FeatureStore
 
 DEFAULT_LAYERS = (12, 16, 20, 24)
@@ -66,7 +60,7 @@ def label_and_pack(tokenizer, items: list[QAItem], results: list[dict], setting:
 
 
 def is_open(item: QAItem) -> bool:
-    """An open prompt (creative writing, no gold answers; ``tigerdecode.data.load_prompts``)."""
+    """An open prompt (creative writing, no gold answers; ``tigerdecode.qa.data.load_prompts``)."""
     return not item.answers
 
 
@@ -96,7 +90,7 @@ def build_data(model, tokenizer, items: list[QAItem], out: str | Path, *,
     import time
 
     t0 = time.perf_counter()
-    from tigerdecode.models import fingerprint
+    from tigerdecode.model.load import fingerprint
 
     if batch_size < 1 or max_new_tokens < 2:
         raise ValueError(f"batch_size must be >= 1 and max_new_tokens >= 2; got {batch_size}, "

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tigerdecode.data import QAItem
+from tigerdecode.qa.data import QAItem
 from tigerdecode.heads import ControlHeads
 from tigerdecode.training.build import build_data
 from tigerdecode.training.report import score_split

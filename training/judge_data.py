@@ -20,13 +20,13 @@ def sample_judge_data(model, tokenizer, items, out_dir, *, creativity=0.5, max_n
                       batch_size=32, seed=0, layers=(12, 16, 20, 24)):
     """Answer ``items`` (QAItems) with ``ControlledGenerator`` (heads off) and store features,
     labels (1 = wrong, by ``label_answer``), topics and texts."""
-    from tigerdecode.decoding import PolicyControl, decode
-    from tigerdecode.judge_features import from_decode, reencode
-    from tigerdecode.policy import Policy
-    from tigerdecode.processors import eos_ids_of
-    from tigerdecode.prompting import encode_prompts
-    from tigerdecode.training.labels import label_answer
-    from tigerdecode.training.sampling import format_prompt
+    from tigerdecode.decode.loop import PolicyControl, decode
+    from tigerdecode.judge.features import from_decode, reencode
+    from tigerdecode.policy.knob import Policy
+    from tigerdecode.decode.sampling import eos_ids_of
+    from tigerdecode.model.prompting import encode_prompts
+    from tigerdecode.qa.labels import label_answer
+    from tigerdecode.qa.prompts import format_prompt
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from tigerdecode.training.metrics import auroc, ece
-from tigerdecode.training.sampling import format_prompt
+from tigerdecode.qa.prompts import format_prompt
 
 # How each token-level aggregate points: +1 when larger means "more likely wrong".
 SIGNAL_SIGN = {"mean_logprob": -1, "min_logprob": -1, "first_logprob": -1, "mean_entropy": 1,
@@ -65,8 +65,8 @@ def judge_features(model, tokenizer, prompts, answer_ids, ended, layers, heads=N
                    batch_size=32, desc="judge features"):
     """(N, F) features and the scalar names, in batches, through ``reencode``. ``prompts`` are
     the user messages as asked (``training.build.user_message``)."""
-    from tigerdecode.judge_features import prompt_pass, reencode, strip_padding
-    from tigerdecode.prompting import encode_prompts
+    from tigerdecode.judge.features import prompt_pass, reencode, strip_padding
+    from tigerdecode.model.prompting import encode_prompts
 
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
@@ -114,9 +114,9 @@ def train_judge(model, tokenizer, data_dirs, out, cfg: JudgeTrainConfig, heads=N
     """Fit, calibrate, evaluate on validation topics, save; returns (judge, metrics)."""
     from sklearn.linear_model import LogisticRegression
 
-    from tigerdecode.data import load_qa, qa_wikidata_path, split_topics
-    from tigerdecode.judge import Judge, JudgeConfig, heads_digest
-    from tigerdecode.models import fingerprint, text_config
+    from tigerdecode.qa.data import load_qa, qa_wikidata_path, split_topics
+    from tigerdecode.judge.model import Judge, JudgeConfig, heads_digest
+    from tigerdecode.model.load import fingerprint, text_config
 
     parts = [load_training_set(model, tokenizer, d, cfg, heads) for d in data_dirs]
     names = parts[0][3]

@@ -15,16 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-from tigerdecode.models import text_config
-from tigerdecode.prompting import context_window, encode_prompts
-from tigerdecode.taps import decoder_blocks, num_layers
-
-# How QA prompts are put to the model (always through the chat template when it has one).
-# Completion-style prompts ("The capital of Japan is") get a short instruction; questions
-# (ending in "?") are asked with a request for a brief answer.
-COMPLETION_TEMPLATE = "Finish this sentence with a short, factual answer.\n\n{prompt} ..."
-QUESTION_TEMPLATE = "{prompt}\nAnswer briefly."
-
+from tigerdecode.model.load import text_config
+from tigerdecode.model.prompting import context_window, encode_prompts
+from tigerdecode.model.taps import decoder_blocks, num_layers
 
 @dataclass(frozen=True)
 class Setting:
@@ -58,12 +51,6 @@ def parse_settings(spec: str) -> tuple[Setting, ...]:
     if not out:
         raise ValueError("no decoding settings given")
     return tuple(out)
-
-
-def format_prompt(prompt: str) -> str:
-    """The user message for a QA prompt (see the templates above)."""
-    template = QUESTION_TEMPLATE if prompt.rstrip().endswith("?") else COMPLETION_TEMPLATE
-    return template.format(prompt=prompt.strip())
 
 
 class StepRecorder:

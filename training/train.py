@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from tigerdecode.data import split_topics
+from tigerdecode.qa.data import split_topics
 from tigerdecode.heads import ControlHeads, HeadConfig
-from tigerdecode.models import Fingerprint
-from tigerdecode.training.labels import OPEN_TEXT
+from tigerdecode.model.load import Fingerprint
+from tigerdecode.qa.labels import OPEN_TEXT
 from tigerdecode.training.report import score_split
 from tigerdecode.training.store import FeatureStore
 

@@ -6,18 +6,19 @@ from importlib.metadata import PackageNotFoundError, version
 
 try:
     __version__ = version("tigerdecode")
-except PackageNotFoundError:  # running from a source tree that is not installed
+except PackageNotFoundError:  # metadata missing (an unusual install); the code still works
     __version__ = "0.0.0+local"
 
-from tigerdecode.data import load_qa
-from tigerdecode.models import load_model
-from tigerdecode.quant import quantize_model  # noqa: E402,F401
+from tigerdecode.model.load import load_model
+from tigerdecode.qa.data import load_qa
+from tigerdecode.quant import quantize_model
 
 # The decoding API imports transformers; load it on first use so `tigerdecode --help` stays fast.
 _LAZY = {"generate": "tigerdecode.api", "wrap": "tigerdecode.api",
-         "ControlledGenerator": "tigerdecode.api", "Ensemble": "tigerdecode.ensemble",
-         "Policy": "tigerdecode.policy", "Judge": "tigerdecode.judge",
-         "ControlHeads": "tigerdecode.heads"}
+         "ControlledGenerator": "tigerdecode.api", "Ensemble": "tigerdecode.methods.ensemble",
+         "Policy": "tigerdecode.policy.knob", "Judge": "tigerdecode.judge.model",
+         "ControlHeads": "tigerdecode.heads",
+         "ControlledLogitsProcessor": "tigerdecode.policy.processor"}
 
 
 def __getattr__(name: str):
@@ -28,5 +29,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'tigerdecode' has no attribute {name!r}")
 
 
-__all__ = ["ControlHeads", "ControlledGenerator", "Ensemble", "Judge", "Policy", "__version__",
+__all__ = ["ControlHeads", "ControlledGenerator", "ControlledLogitsProcessor", "Ensemble", "Judge", "Policy", "__version__",
            "generate", "load_model", "load_qa", "quantize_model", "wrap"]

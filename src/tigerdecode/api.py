@@ -1,45 +1,55 @@
 """The public entry points: ``ControlledGenerator`` (text in, ``GenerationResult`` out),
-``generate`` (a drop-in for ``model.generate``) and ``wrap``."""
+``generate`` (a drop-in for ``model.generate``) and ``wrap``.
+
+Both entry paths build one :class:`~tigerdecode.settings.GenerateRequest` and hand it to
+:meth:`ControlledGenerator.run`, which calls the decode loop (``decode/loop.py``) and, when asked,
+the judge.
+"""
 
 from __future__ import annotations
 
 import warnings
+import weakref
 from pathlib import Path
 
 import torch
 
-from tigerdecode.baselines import METHODS, make_baseline
-from tigerdecode.decoding import DecodeOutput, PolicyControl, decode
-from tigerdecode.ensemble import Ensemble, Member
-from tigerdecode.plain import validate_max_new_tokens
-from tigerdecode.policy import Policy, check_creativity
-from tigerdecode.processors import eos_ids_of
-from tigerdecode.prompting import PromptError, context_window
-from tigerdecode.result import GenerationResult, TokenTrace
+from tigerdecode.decode.loop import decode
+from tigerdecode.decode.output import pad_id_of, to_results
+from tigerdecode.decode.sampling import eos_ids_of
+from tigerdecode.heads import ControlHeads, HeadsError, check_fingerprint, find_shipped
+from tigerdecode.judge.rewrite import apply_judge, judged_tokens
+from tigerdecode.methods.baselines import make_baseline
+from tigerdecode.methods.ensemble import Ensemble, Member
+from tigerdecode.model.load import text_config
+from tigerdecode.model.prompting import PromptError, context_window
+from tigerdecode.model.taps import num_layers
+from tigerdecode.policy.control import PolicyControl
+from tigerdecode.result import GenerationResult
+from tigerdecode.settings import GenerateRequest, for_generate
 
 NO_HEADS_NOTE = ("no control heads for this model: p_stop/p_dev are absent, so the policy runs "
                  "its creativity schedule alone (no EOS bias, no p_dev tightening)")
+
+# heads="auto" is resolved once per (model, tokenizer); kept here, not on the model object
+_AUTO_HEADS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def resolve_heads(model, tokenizer, heads):
     """``"auto"`` → the shipped heads for this model or None; a path → loaded and checked; a
     ``ControlHeads`` → checked against the model; None/False → None."""
-    from tigerdecode.heads import ControlHeads, HeadsError, check_fingerprint, find_shipped
-    from tigerdecode.models import text_config
-    from tigerdecode.taps import num_layers
-
     if heads is None or heads is False:
         return None
     if isinstance(heads, str) and heads == "auto":
         if tokenizer is None:
             return None
-        cached = getattr(model, "_tigerdecode_auto_heads", None)
+        cached = _AUTO_HEADS.get(model)
         if cached is not None and cached[0] == id(tokenizer):
             return cached[1]
         path = find_shipped(model, tokenizer)
         found = None if path is None else ControlHeads.load(path, model=model,
                                                             tokenizer=tokenizer)
-        model._tigerdecode_auto_heads = (id(tokenizer), found)
+        _AUTO_HEADS[model] = (id(tokenizer), found)
         return found
     if isinstance(heads, str | Path):
         return ControlHeads.load(heads, model=model, tokenizer=tokenizer)
@@ -77,117 +87,69 @@ class ControlledGenerator:
     """Controlled decoding for one model: heads (``"auto"``: the shipped ones when found),
     an optional ensemble, and every baseline through one call."""
 
-    def __init__(self, model, tokenizer, heads="auto", ensemble=None):
+    def __init__(self, model, tokenizer, heads="auto", ensemble=None, *, warn: bool = True):
         self.model, self.tokenizer = model, tokenizer
         self.heads = resolve_heads(model, tokenizer, heads)
         self.ensemble = _ensemble(model, tokenizer, ensemble)
         self.notes = [] if self.heads is not None else [NO_HEADS_NOTE]
-        if self.heads is None and isinstance(heads, str) and heads == "auto":
+        if warn and self.heads is None and isinstance(heads, str) and heads == "auto":
             warnings.warn(NO_HEADS_NOTE, stacklevel=2)
 
-    def control(self, method: str, creativity: float, overrides: dict, n_members: int):
-        if method == "tigerdecode":
-            return PolicyControl(Policy(creativity, **overrides), n_members)
-        return make_baseline(method, model=self.model, tokenizer=self.tokenizer, **overrides)
+    def control(self, req: GenerateRequest, n_members: int):
+        if req.method == "tigerdecode":
+            return PolicyControl(req.policy(), n_members)
+        return make_baseline(req.method, model=self.model, tokenizer=self.tokenizer,
+                             **req.overrides)
 
-    def generate_text(self, prompts: list[str], creativity: float = 0.5,
-                      max_new_tokens: int = 64, seed: int | None = None, raw: bool = False,
-                      method: str = "tigerdecode", on_token=None,
-                      **overrides) -> list[GenerationResult]:
-        """Answer ``prompts``; ``method`` is "tigerdecode" or a baseline name; ``overrides`` go
-        to the Policy (or the baseline), plus ``min_new_tokens``, ``streamer``,
-        ``stopping_criteria``; ``judge=True`` (or a judge checkpoint) with ``max_rewrites``,
-        ``judge_threshold``, ``on_reject``, ``judge_abstain_message``: see ``rewrite.py``."""
-        from tigerdecode.rewrite import apply_judge, pop_judge_options
-
-        judging = pop_judge_options(overrides)
-        if judging is not None and method != "tigerdecode":
-            raise ValueError(f"judge=True rewrites with the controlled decoder; it needs "
-                             f"method='tigerdecode', got {method!r}")
+    def generate_text(self, prompts: list[str] | str, creativity: float | None = None, *,
+                      config=None, **kwargs) -> list[GenerationResult]:
+        """Answer ``prompts``. Keyword arguments are those of
+        :class:`~tigerdecode.settings.GenerateRequest` (``creativity``, ``max_new_tokens``,
+        ``seed``, ``method``, ``raw``, Policy fields or a baseline's settings, ``judge=True`` and
+        its options, ``min_new_tokens``, ``streamer``, ``stopping_criteria``, ``on_token``)."""
+        req = GenerateRequest.build(config, creativity=creativity, **kwargs)
         if isinstance(prompts, str):
             prompts = [prompts]
-        creativity = check_creativity(creativity)
-        validate_max_new_tokens(max_new_tokens)
-        if method != "tigerdecode" and method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose 'tigerdecode' or one of "
-                             f"{METHODS}")
-        loop = {k: overrides.pop(k) for k in ("min_new_tokens", "streamer", "stopping_criteria")
-                if k in overrides}
-        ens = self.ensemble if method == "tigerdecode" and self.ensemble is not None else \
+        ens = self.ensemble if req.method == "tigerdecode" and self.ensemble is not None else \
             Ensemble([Member(self.model)], self.tokenizer)
         window = context_window(self.model)
-        members = ens.encode(prompts, raw=raw,
-                             max_length=None if window is None else window - max_new_tokens)
-        control = self.control(method, creativity, overrides, len(ens))
-        out = decode(members, control, max_new_tokens=max_new_tokens,
-                     eos_ids=eos_ids_of(self.tokenizer.eos_token_id),
-                     pad_id=_pad_id(self.tokenizer, self.model), heads=self.heads,
-                     tokenizer=self.tokenizer, seed=seed, on_token=on_token,
-                     keep_cache=judging is not None, **loop)
-        results = to_results(out, self.tokenizer, prompts, creativity, method, control,
+        members = ens.encode(prompts, raw=req.raw,
+                             max_length=None if window is None else window - req.max_new_tokens)
+        return self.run(members, req, prompts)[0]
+
+    def run(self, members: list[tuple], req: GenerateRequest, prompts=None, *,
+            eos_ids: list[int] | None = None, pad_id: int | None = None):
+        """Decode ``members`` (``(model, ids, mask)`` each, factual first) for ``req``; judge
+        and rewrite when it asks."""
+        tok = self.tokenizer
+        if eos_ids is None:
+            eos_ids = eos_ids_of(tok.eos_token_id if tok is not None
+                                 else self.model.generation_config.eos_token_id)
+        if pad_id is None:
+            pad_id = pad_id_of(tok, self.model)
+        control = self.control(req, len(members))
+        out = decode(members, control, max_new_tokens=req.max_new_tokens, eos_ids=eos_ids,
+                     pad_id=pad_id, heads=self.heads, tokenizer=tok, seed=req.seed,
+                     min_new_tokens=req.min_new_tokens, streamer=req.streamer,
+                     on_token=req.on_token, stopping_criteria=req.stopping_criteria,
+                     keep_cache=req.judge is not None)
+        results = to_results(out, tok, prompts, req.creativity, req.method, control,
                              self.notes)
-        if judging is not None:
-            apply_judge(self, out, results, members, creativity, max_new_tokens, seed, judging,
-                        overrides)
-        return results
-
-
-def _pad_id(tokenizer, model) -> int:
-    for v in (getattr(tokenizer, "pad_token_id", None), model.generation_config.pad_token_id,
-              getattr(tokenizer, "eos_token_id", None)):
-        if v is not None:
-            return int(v if isinstance(v, int) else eos_ids_of(v)[0])
-    return 0
-
-
-def to_results(out: DecodeOutput, tokenizer, prompts, creativity, method, control,
-               notes) -> list[GenerationResult]:
-    policy = getattr(control, "policy", None)
-    eos = set(eos_ids_of(tokenizer.eos_token_id)) if tokenizer is not None else set()
-    results = []
-    ids_all = out.tokens.tolist()
-    for i in range(len(ids_all)):
-        ids = ids_all[i][: out.lengths[i]]
-        tr = out.trace
-        trace = [TokenTrace(
-            token=tokenizer.decode([t]) if tokenizer is not None else str(t), token_id=t,
-            p_stop=tr["p_stop"][i][j] if tr["p_stop"][i] is not None else None,
-            p_dev=tr["p_dev"][i][j] if tr["p_dev"][i] is not None else None,
-            temperature=tr["temperature"][i][j], top_p=tr["top_p"][i][j],
-            member_weights=tr["weights"][i][j], retries=int(tr["retries"][i][j]),
-            rewritten=tr["retries"][i][j] > 0) for j, t in enumerate(ids)]
-        body = [t for t in ids if t not in eos]
-        abstained = out.stop_reasons[i] == "abstain"
-        text = tokenizer.decode(body, skip_special_tokens=True).strip() if tokenizer else ""
-        results.append(GenerationResult(
-            text=policy.abstain_message if abstained else text, token_ids=body, trace=trace,
-            timings=dict(out.timings), prompt=prompts[i] if prompts else None,
-            creativity=creativity, abstained=abstained, stop_reason=out.stop_reasons[i],
-            method=method, notes=list(notes)))
-    return results
-
-
-_GENERATE_KW = ("pad_token_id", "eos_token_id", "min_new_tokens", "stopping_criteria", "method")
+        if req.judge is not None:
+            apply_judge(self, out, results, members, req.creativity, req.max_new_tokens,
+                        req.seed, req.judge, req.overrides)
+        return results, out
 
 
 def generate(model, input_ids: torch.Tensor | None = None, attention_mask=None, *,
-             max_new_tokens: int | None = None, creativity: float | None = None, tokenizer=None,
-             heads="auto", ensemble=None, seed: int | None = None, streamer=None,
-             return_result: bool = False, config=None, **kwargs):
+             tokenizer=None, heads="auto", ensemble=None, return_result: bool = False,
+             config=None, pad_token_id=None, eos_token_id=None, **kwargs):
     """Drop-in for ``model.generate``: same inputs, and by default the same output (a (B, T+N)
     tensor of sequences, prompt included, pad after each row's EOS). ``return_result=True``
-    gives ``list[GenerationResult]``. Other settings: ``pad_token_id``, ``eos_token_id``,
-    ``min_new_tokens``, ``stopping_criteria``, ``method`` (a baseline name) and Policy fields.
-    ``config``: a settings file / dict (``tigerdecode.config``); explicit arguments win over it.
-    ``creativity`` defaults to 0.5."""
-    if config is not None:
-        from tigerdecode.config import for_generate
-
-        kwargs = for_generate(config, {"creativity": creativity, "max_new_tokens": max_new_tokens,
-                                       "seed": seed, "ensemble": ensemble, **kwargs})
-        creativity, max_new_tokens = kwargs.pop("creativity"), kwargs.pop("max_new_tokens", None)
-        seed, ensemble = kwargs.pop("seed", None), kwargs.pop("ensemble", None)
-    creativity = check_creativity(0.5 if creativity is None else creativity)
+    gives ``list[GenerationResult]``. Other keyword arguments: those of
+    :class:`~tigerdecode.settings.GenerateRequest` (``creativity`` defaults to 0.5,
+    ``max_new_tokens`` to the model's generation config or 20). ``config``: a settings file /
+    dict; explicit arguments win over it."""
     if input_ids is None:
         raise PromptError("generate needs input_ids (e.g. **tokenizer(text, return_tensors='pt'))")
     if input_ids.ndim != 2 or input_ids.shape[1] == 0:
@@ -198,58 +160,38 @@ def generate(model, input_ids: torch.Tensor | None = None, attention_mask=None, 
     empty = (attention_mask.sum(1) == 0).nonzero().flatten().tolist()
     if empty:
         raise PromptError(f"prompt {empty[0]} is empty (its attention mask is all zero)")
-    if max_new_tokens is None:
-        max_new_tokens = int(getattr(model.generation_config, "max_new_tokens", None) or 20)
-    validate_max_new_tokens(max_new_tokens)
+    default_n = int(getattr(model.generation_config, "max_new_tokens", None) or 20)
+    req = GenerateRequest.build(config, defaults={"max_new_tokens": default_n}, **kwargs)
+    if req.judge is not None and tokenizer is None:
+        raise ValueError("judge=True needs tokenizer= (the judge reads the answer's text "
+                         "positions and writes abstentions)")
     window = context_window(model)
-    if window is not None and input_ids.shape[1] + max_new_tokens > window:
+    if window is not None and input_ids.shape[1] + req.max_new_tokens > window:
         raise PromptError(f"the prompt is {input_ids.shape[1]} tokens and max_new_tokens is "
-                          f"{max_new_tokens}; the model's context window allows {window} in all. "
-                          "Shorten the prompt or ask for fewer new tokens.")
-    method = kwargs.pop("method", "tigerdecode")
-    eos = kwargs.pop("eos_token_id", None)
-    eos = eos if eos is not None else (tokenizer.eos_token_id if tokenizer is not None
-                                       else model.generation_config.eos_token_id)
-    pad = kwargs.pop("pad_token_id", None)
-    pad = int(pad) if pad is not None else (_pad_id(tokenizer, model) if tokenizer is not None
-                                            else int(model.generation_config.pad_token_id
-                                                     or eos_ids_of(eos)[0]))
-    loop = {k: kwargs.pop(k) for k in ("min_new_tokens", "stopping_criteria") if k in kwargs}
-    from tigerdecode.rewrite import apply_judge, judged_tokens, pop_judge_options
-
-    judging = pop_judge_options(kwargs)  # judge=True, max_rewrites=, judge_threshold=, ...
-    if judging is not None and (method != "tigerdecode" or tokenizer is None):
-        raise ValueError("judge=True needs method='tigerdecode' and tokenizer= (the judge reads "
-                         "the answer's text positions and writes abstentions)")
-    policy_fields = set(Policy.__dataclass_fields__) - {"creativity", "extra"}
-    bad = [k for k in kwargs if method == "tigerdecode" and k not in policy_fields]
-    if bad:
-        raise TypeError(f"tigerdecode.generate got unexpected arguments {bad}; it takes "
-                        f"{', '.join(_GENERATE_KW)} and Policy fields (set sampling through "
-                        "creativity=, or method='top_p' etc. with temperature=/top_p=)")
-    heads_m = resolve_heads(model, tokenizer, heads)
-    ens = _ensemble(model, tokenizer, ensemble) if method == "tigerdecode" else None
-    members = ens.encode_ids(input_ids, attention_mask) if ens is not None else \
-        [(model, input_ids, attention_mask)]
-    gen = ControlledGenerator.__new__(ControlledGenerator)
-    gen.model, gen.tokenizer = model, tokenizer
-    control = gen.control(method, creativity, kwargs, len(members))
-    out = decode(members, control, max_new_tokens=max_new_tokens, eos_ids=eos_ids_of(eos),
-                 pad_id=pad, heads=heads_m, tokenizer=tokenizer, seed=seed, streamer=streamer,
-                 keep_cache=judging is not None, **loop)
-    if judging is not None:
-        gen.heads = heads_m
-        res = to_results(out, tokenizer, None, creativity, method, control,
-                         [] if heads_m is not None else [NO_HEADS_NOTE])
-        apply_judge(gen, out, res, members, creativity, max_new_tokens, seed, judging, kwargs)
-        if return_result:
-            return res
-        new = judged_tokens(res, tokenizer, pad, eos_ids_of(eos)[0]).to(input_ids.device)
-        return torch.cat([input_ids, new], dim=1)
+                          f"{req.max_new_tokens}; the model's context window allows {window} in "
+                          "all. Shorten the prompt or ask for fewer new tokens.")
+    if ensemble is None and config is not None:
+        ensemble = for_generate(config, {}).get("ensemble")
+    gen = ControlledGenerator(model, tokenizer, heads,
+                              ensemble if req.method == "tigerdecode" else None, warn=False)
+    eos = eos_ids_of(eos_token_id if eos_token_id is not None else (
+        tokenizer.eos_token_id if tokenizer is not None else model.generation_config.eos_token_id))
+    if pad_token_id is not None:
+        pad = int(pad_token_id)
+    elif tokenizer is not None:
+        pad = pad_id_of(tokenizer, model)
+    else:
+        pad = int(model.generation_config.pad_token_id or eos[0])
+    members = gen.ensemble.encode_ids(input_ids, attention_mask) if gen.ensemble is not None \
+        else [(model, input_ids, attention_mask)]
+    results, out = gen.run(members, req, eos_ids=eos, pad_id=pad)
     if return_result:
-        return to_results(out, tokenizer, None, creativity, method, control,
-                          [] if heads_m is not None else [NO_HEADS_NOTE])
-    return torch.cat([input_ids, out.tokens.to(input_ids.device)], dim=1)
+        return results
+    if req.judge is not None:
+        new = judged_tokens(results, tokenizer, pad, eos[0])
+    else:
+        new = out.tokens
+    return torch.cat([input_ids, new.to(input_ids.device)], dim=1)
 
 
 class Wrapped:

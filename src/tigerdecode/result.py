@@ -19,6 +19,7 @@ class TokenTrace:
     token_id: int
     p_stop: float | None = None
     p_dev: float | None = None
+    p_slot: float | None = None  # read before the token was drawn: does it commit to a fact?
     temperature: float | None = None
     top_p: float | None = None
     member_weights: list[float] | None = None
@@ -46,7 +47,8 @@ class GenerationResult:
     prompt: str | None = None
     creativity: float | None = None
     abstained: bool = False
-    stop_reason: str | None = None  # "eos" | "max_new_tokens" | "stop_head" | "abstain" | ...
+    stop_reason: str | None = None  # "eos" | "max_new_tokens" | "abstain" | "judge" |
+    # "stopping_criteria"
     method: str | None = None  # "tigerdecode" or a baseline name
     notes: list[str] = field(default_factory=list)  # e.g. why the heads are absent
 

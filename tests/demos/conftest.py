@@ -29,9 +29,9 @@ def demo_backend(tiny_llama):
 
     from tigerdecode.demos.backend import DemoBackend, Limits
     from tigerdecode.heads import ControlHeads, HeadConfig
-    from tigerdecode.judge import Judge, JudgeConfig, heads_digest
-    from tigerdecode.judge_features import HEAD_FEATURES, LOGIT_FEATURES
-    from tigerdecode.models import fingerprint
+    from tigerdecode.judge.model import Judge, JudgeConfig, heads_digest
+    from tigerdecode.judge.features import HEAD_FEATURES, LOGIT_FEATURES
+    from tigerdecode.model.load import fingerprint
 
     model, tok = tiny_llama
     torch.manual_seed(0)

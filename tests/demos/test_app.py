@@ -7,7 +7,7 @@ import re
 import pytest
 from gradio_client.exceptions import AppError
 
-from tigerdecode.config import load_settings
+from tigerdecode.settings import load_settings
 from tigerdecode.demos.backend import policy_defaults
 
 

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from tigerdecode.config import load_settings, save_settings
+from tigerdecode.settings import load_settings, save_settings
 from tigerdecode.demos import tradeoff
 
 ROWS = [

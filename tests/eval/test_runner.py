@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from tigerdecode.api import ControlledGenerator
-from tigerdecode.data import QAItem
+from tigerdecode.qa.data import QAItem
 from tigerdecode.eval.metrics import distinct_n, factual_rates, self_bleu
 from tigerdecode.eval.report import COLUMNS, targets, write_report
 from tigerdecode.eval.runner import Cell, EvalConfig, grid, judge_outcome, run_eval

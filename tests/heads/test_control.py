@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tigerdecode.heads import Calibrator, ControlHeads, HeadConfig, HeadsError
-from tigerdecode.models import fingerprint
+from tigerdecode.model.load import fingerprint
 from tiny_models import build_tiny_model
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 
 from tigerdecode.heads import ControlHeads, find_shipped
-from tigerdecode.prompting import encode_prompts
-from tigerdecode.taps import HiddenStateTap
-from tigerdecode.training.sampling import format_prompt
+from tigerdecode.model.prompting import encode_prompts
+from tigerdecode.model.taps import HiddenStateTap
+from tigerdecode.qa.prompts import format_prompt
 
 SHIPPED = Path(__file__).resolve().parents[2] / "heads" / "smollm2-135m-instruct"
 

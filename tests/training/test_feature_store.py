@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tigerdecode.training.build as build_mod
-from tigerdecode.data import QAItem
+from tigerdecode.qa.data import QAItem
 from tigerdecode.training.build import build_data
 from tigerdecode.training.sampling import Setting
 from tigerdecode.training.store import DataStoreError, FeatureStore

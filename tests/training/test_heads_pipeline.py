@@ -7,15 +7,16 @@ from click.testing import CliRunner
 
 from tigerdecode.cli import main
 from tigerdecode.heads import ControlHeads, HeadsError
-from tigerdecode.training.labels import token_pieces
-from tigerdecode.training.sampling import Setting, format_prompt, sample_answers
+from tigerdecode.qa.labels import token_pieces
+from tigerdecode.qa.prompts import format_prompt
+from tigerdecode.training.sampling import Setting, sample_answers
 
 
 @pytest.fixture(scope="module")
 def qa_file(tiny_model_dir, tmp_path_factory):
     """Items whose gold is the tiny model's own greedy answer (so some answers are right) or
     a word it never says; two items a topic so a validation topic holds both kinds."""
-    from tigerdecode.models import load_model
+    from tigerdecode.model.load import load_model
 
     model, tok = load_model(str(tiny_model_dir))
     prompts = [f"The favourite colour of person number {i} is" for i in range(12)]
@@ -70,7 +71,7 @@ def test_build_train_eval(tiny_model_dir, qa_file, tmp_path):
 
 def test_eval_refuses_heads_of_another_model(tiny_model_dir, qa_file, tmp_path, tokenizer):
     from tigerdecode.heads import HeadConfig
-    from tigerdecode.models import fingerprint
+    from tigerdecode.model.load import fingerprint
     from tiny_models import build_tiny_model
 
     other = build_tiny_model("gpt2", tokenizer)
@@ -97,7 +98,7 @@ def test_open_prompts_teach_p_dev_without_touching_the_fact_metrics(tiny_model_d
     open text's p_dev on its own."""
     import numpy as np
 
-    from tigerdecode.training.labels import OPEN_TEXT
+    from tigerdecode.qa.labels import OPEN_TEXT
     from tigerdecode.training.store import FeatureStore
     from tigerdecode.training.train import dev_targets
 
@@ -130,7 +131,7 @@ def test_open_prompts_teach_p_dev_without_touching_the_fact_metrics(tiny_model_d
     assert open_val["n_tokens"] > 0 and 0 <= open_val["mean_p_dev"] <= 1
 
     # the judge learns to accept free text: label 0, read after the prompt as it was asked
-    from tigerdecode.models import load_model
+    from tigerdecode.model.load import load_model
     from tigerdecode.training.judge_train import JudgeTrainConfig, load_training_set, open_side
 
     m, tok = load_model(str(tiny_model_dir))

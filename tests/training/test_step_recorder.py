@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from tigerdecode.prompting import build_prompt
-from tigerdecode.taps import HiddenStateTap
+from tigerdecode.model.prompting import build_prompt
+from tigerdecode.model.taps import HiddenStateTap
+from tigerdecode.qa.prompts import format_prompt
 from tigerdecode.training.sampling import (
     Setting,
-    format_prompt,
     parse_settings,
     sample_answers,
 )

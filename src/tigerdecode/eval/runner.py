@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from tigerdecode.data import QAItem
+from tigerdecode.qa.data import QAItem
 from tigerdecode.eval.metrics import distinct_n, factual_rates, is_degenerate, self_bleu
 
 EVAL_FORMAT = 1
@@ -109,7 +109,7 @@ def policy_defaults() -> dict:
     """The Policy's default fields (creativity aside): part of a tigerdecode cell's digest, so a
     change of a default (say, abstention switched on) recomputes the cells instead of reusing
     them."""
-    from tigerdecode.policy import Policy
+    from tigerdecode.policy.knob import Policy
 
     d = asdict(Policy(0.0))
     d.pop("creativity", None)
@@ -120,7 +120,7 @@ def policy_defaults() -> dict:
 def judge_outcome(item: QAItem, text: str, abstained: bool) -> str:
     """right / wrong / abstain, by the same rule that labels the heads' training data: a gold
     answer (normalised, aliases allowed) completed before the answer departs from it."""
-    from tigerdecode.training.labels import label_answer
+    from tigerdecode.qa.labels import label_answer
 
     if abstained:
         return "abstain"
@@ -146,7 +146,7 @@ def _batched(gen, prompts: list[str], cell: Cell, max_new_tokens: int, cfg: Eval
 
 def run_cell(gen, cell: Cell, cfg: EvalConfig, bar) -> dict:
     """Generate both tasks for one cell and compute its row from the outputs."""
-    from tigerdecode.training.sampling import format_prompt
+    from tigerdecode.qa.prompts import format_prompt
 
     fact, ft, fs = _batched(gen, [format_prompt(it.prompt) for it in cfg.qa], cell,
                             cfg.fact_tokens, cfg, 0, bar)

@@ -1,0 +1,1 @@
+"""Benchmarks that print tables of ratios measured side by side in one run."""

@@ -1,0 +1,204 @@
+"""``tigerdecode judge train`` and ``tigerdecode judge eval``."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+EVAL_KEYS = ("n", "judge_auroc", "judge_ece", "wrong_rate_without", "wrong_rate_with",
+             "flip_rate", "abstain_rate", "latency_ratio")
+
+
+@click.group("judge")
+def judge_group() -> None:
+    """The whole-answer judge: train it, evaluate it end to end."""
+
+
+def _layers(spec: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(x) for x in spec.split(",") if x.strip())
+    except ValueError:
+        out = ()
+    if not out or min(out) < 1:
+        raise click.BadParameter(f"layers must be comma-separated integers >= 1, got {spec!r}",
+                                 param_hint="--layers")
+    return out
+
+
+@judge_group.command("train")
+@click.option("--data", "data_dirs", required=True, multiple=True,
+              type=click.Path(file_okay=False, exists=True),
+              help="A `tigerdecode data build` directory or a judge-data directory; repeatable.")
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--model", "model_name", default="default", show_default=True)
+@click.option("--layers", default="12,16,20,24", show_default=True)
+@click.option("--heads", "heads_spec", default="none", show_default=True,
+              help="Control heads whose p_dev the judge reads: none, auto or a path.")
+@click.option("--qa", "qa_path", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="The QA file whose topic split defines train/validation (default: "
+                   "qa_wikidata).")
+@click.option("--threads", type=click.IntRange(1), default=None)
+def train_cmd(data_dirs, out, model_name, layers, heads_spec, qa_path, threads):
+    """Fit the judge on answer-level labels (validation split by topic; Platt calibration)."""
+    import torch
+
+    from tigerdecode.api import resolve_heads
+    from tigerdecode.model.load import load_model
+    from tigerdecode.training.judge_train import JudgeTrainConfig, train_judge
+
+    if threads:
+        torch.set_num_threads(threads)
+    model, tok = load_model(model_name)
+    heads = None if heads_spec == "none" else resolve_heads(model, tok, heads_spec)
+    if heads_spec != "none" and heads is None:
+        raise click.ClickException("no control heads found for this model (--heads auto)")
+    try:
+        train_judge(model, tok, list(data_dirs), out, JudgeTrainConfig(layers=_layers(layers)),
+                    heads=heads, qa_path=qa_path, log=click.echo)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def evaluate(model, tok, items, *, creativity=0.5, max_new_tokens=16, batch_size=32,
+             max_rewrites=2, judge="auto", seed=0, bar=None, policy=None,
+             open_prompts=()) -> dict:
+    """Answer ``items`` without and with the judge; the issue's metrics plus details.
+    ``policy``: Policy overrides for both arms. ``open_prompts``: creative prompts (asked as
+    they are) also decoded with the judge, to count how often it abstains on free text."""
+    import numpy as np
+
+    from tigerdecode.api import ControlledGenerator
+    from tigerdecode.eval.runner import judge_outcome
+    from tigerdecode.training.judge_train import SIGNAL_SIGN
+    from tigerdecode.training.metrics import auroc, ece
+
+    policy = dict(policy or {})
+    gen = ControlledGenerator(model, tok)
+    base, with_j, t_base, t_judge = [], [], 0.0, 0.0
+    for s in range(0, len(items), batch_size):
+        prompts = _prompts(items[s:s + batch_size])
+        t0 = time.perf_counter()
+        base += gen.generate_text(prompts, creativity=creativity, max_new_tokens=max_new_tokens,
+                                  seed=seed + s, **policy)
+        t1 = time.perf_counter()
+        with_j += gen.generate_text(prompts, creativity=creativity,
+                                    max_new_tokens=max_new_tokens, seed=seed + s, judge=judge,
+                                    max_rewrites=max_rewrites, **policy)
+        t_base, t_judge = t_base + t1 - t0, t_judge + time.perf_counter() - t1
+        if bar is not None:
+            bar.update(len(prompts))
+    o0 = [judge_outcome(it, r.text, r.abstained) for it, r in zip(items, base, strict=True)]
+    o1 = [judge_outcome(it, r.text, r.abstained) for it, r in zip(items, with_j, strict=True)]
+    first = [r.judge.rewrites[0] for r in with_j]
+    scored = [(judge_outcome(it, c["text"], False) == "wrong", c["score"], c["signals"])
+              for it, c in zip(items, first, strict=True)]  # the first answer, as generated
+    y = np.array([w for w, _, _ in scored], dtype=float)
+    p = np.array([s for _, s, _ in scored])
+    n = len(items)
+    signals = {k: auroc(y, sign * np.array([sg[k] for _, _, sg in scored]))
+               for k, sign in SIGNAL_SIGN.items() if k in scored[0][2]}
+    verdicts = [r.judge.verdict for r in with_j]
+    res = {"n": n, "judge_auroc": auroc(y, p), "judge_ece": float(ece(y, p)),
+           "wrong_rate_without": o0.count("wrong") / n, "wrong_rate_with": o1.count("wrong") / n,
+           "flip_rate": sum(a == "right" and b == "wrong" for a, b in zip(o0, o1, strict=True)) / n,
+           "abstain_rate": o1.count("abstain") / n, "latency_ratio": t_judge / max(t_base, 1e-9)}
+    res["details"] = {
+        "right_rate_without": o0.count("right") / n, "right_rate_with": o1.count("right") / n,
+        "abstain_rate_without": o0.count("abstain") / n,
+        "right_to_abstain_rate": sum(a == "right" and b == "abstain" for a, b in zip(o0, o1, strict=True)) / n,
+        "wrong_to_right_rate": sum(a == "wrong" and b == "right" for a, b in zip(o0, o1, strict=True)) / n,
+        "verdicts": {v: verdicts.count(v) for v in sorted(set(verdicts))},
+        "signal_auroc": signals, "seconds_without": t_base, "seconds_with": t_judge,
+        "threshold": with_j[0].judge.threshold, "creativity": creativity,
+        "max_new_tokens": max_new_tokens, "max_rewrites": max_rewrites, "policy": policy}
+    if open_prompts:
+        opened = []
+        for s in range(0, len(open_prompts), batch_size):
+            opened += gen.generate_text(list(open_prompts[s:s + batch_size]),
+                                        creativity=creativity, max_new_tokens=2 * max_new_tokens,
+                                        seed=seed + s, judge=judge, max_rewrites=max_rewrites,
+                                        **policy)
+        res["details"]["open"] = {"n": len(opened),
+                                  "abstained": sum(r.abstained for r in opened),
+                                  "rewritten": sum(r.judge.verdict == "rewritten" for r in opened)}
+    return res
+
+
+def _prompts(items):
+    from tigerdecode.qa.prompts import format_prompt
+
+    return [format_prompt(it.prompt) for it in items]
+
+
+@judge_group.command("eval")
+@click.option("--qa", "qa_path", required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("--split", type=click.Choice(["all", "train", "validation", "test"]),
+              default="all", show_default=True, help="Topic split of the file to use.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=None, help="First N items.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+@click.option("--model", "model_name", default="default", show_default=True)
+@click.option("--judge", "judge_spec", default="auto", show_default=True,
+              help="auto (the shipped judge) or a checkpoint directory.")
+@click.option("--creativity", type=click.FloatRange(0, 1), default=0.5, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(1, 512), default=16, show_default=True)
+@click.option("--max-rewrites", type=click.IntRange(0, 8), default=2, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 512), default=32, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--details", "details_path", default=None, type=click.Path(dir_okay=False),
+              help="Also write the full report (extra rates, signal AUROCs) here as JSON.")
+@click.option("--threads", type=click.IntRange(1), default=None)
+@click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE",
+              help="Policy field for both arms, e.g. --set use_abstain=false (repeatable).")
+@click.option("--open", "open_path", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="Open prompts JSONL (e.g. data/creative_prompts.jsonl): also count how often "
+                   "the judge abstains on free text.")
+@click.option("--n-open", type=click.IntRange(1, 1000), default=20, show_default=True)
+def eval_cmd(qa_path, split, limit, as_json, model_name, judge_spec, creativity, max_new_tokens,
+             max_rewrites, batch_size, seed, details_path, threads, sets, open_path, n_open):
+    """Run the model end to end on a QA file without and with the judge; print judge AUROC /
+    ECE, wrong-answer rates, correct→wrong flips, abstentions and the latency ratio."""
+    import torch
+    from tqdm import tqdm
+
+    from tigerdecode.qa.data import QAFormatError, load_prompts, load_qa, select_split
+    from tigerdecode.model.load import load_model
+    from tigerdecode.eval.tune import parse_sets
+
+    policy = parse_sets(sets)
+    try:
+        opens = [it.prompt for it in load_prompts(open_path, n_open)] if open_path else []
+    except QAFormatError as e:
+        raise click.ClickException(str(e)) from None
+
+    if threads:
+        torch.set_num_threads(threads)
+    items = load_qa(qa_path)
+    if split != "all":
+        items = select_split(items, split)
+    items = items[:limit] if limit else items
+    if not items:
+        raise click.ClickException(f"{qa_path} has no items in split {split!r}")
+    model, tok = load_model(model_name)
+    judge = judge_spec if judge_spec != "auto" else True
+    with tqdm(total=len(items), desc="judge eval", unit="item", disable=as_json) as bar:
+        res = evaluate(model, tok, items, creativity=creativity, max_new_tokens=max_new_tokens,
+                       batch_size=batch_size, max_rewrites=max_rewrites, judge=judge, seed=seed,
+                       bar=bar, policy=policy, open_prompts=opens)
+    if details_path:
+        with open(details_path, "w") as f:
+            json.dump(res, f, indent=1)
+    if as_json:
+        click.echo(json.dumps({k: res[k] for k in EVAL_KEYS}))
+        return
+    for k in EVAL_KEYS:
+        v = res[k]
+        click.echo(f"{k:20s} {v if isinstance(v, int) or v is None else f'{v:.4f}'}")
+    d = res["details"]
+    best = max(d["signal_auroc"], key=lambda k: d["signal_auroc"][k] or 0)
+    click.echo(f"best token-level signal: {best} AUROC {d['signal_auroc'][best]:.4f}; "
+               f"verdicts {d['verdicts']}; right→abstain {d['right_to_abstain_rate']:.4f}")
+    if "open" in d:
+        click.echo(f"open prompts: {d['open']['abstained']} of {d['open']['n']} abstained with "
+                   f"the judge ({d['open']['rewritten']} rewritten)")

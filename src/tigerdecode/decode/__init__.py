@@ -1,0 +1,1 @@
+"""The decode loop, its model runner and the one sampling pipeline."""

@@ -1,0 +1,269 @@
+"""The decode loop: KV-cached steps over left-padded rows, heads on the tapped states, a
+control's decisions, undo-and-resample, stopping, streaming, seeded sampling.
+
+Read :func:`decode` top to bottom: **prefill**, then per token **draw** → **step** (forward +
+heads + decide) → **retry** (undo and redraw rows the control asks to) → **record** → **stop**.
+Per step it does one forward pass per distinct model (members sharing weights are rows of one
+batch), the heads on states that pass already computed, and a handful of tensor ops; the only
+host syncs are the "is anything left to do" checks.
+
+What drives the loop is a :class:`Control`: tigerdecode's policy, each baseline and the judge's
+rewrite ban all implement it.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass, field
+
+import torch
+
+from tigerdecode.decode.runner import ModelRunner, left_pad
+from tigerdecode.decode.sampling import NEG_INF, StepDecision, blend, draw
+
+
+@dataclass
+class Signals:
+    """What the heads say about each row's last position (None without heads): ``p_stop`` the
+    answer is complete, ``p_dev`` it has left the facts, ``p_slot`` the next token commits to a
+    fact (read before it is drawn). Each (B,)."""
+
+    p_stop: torch.Tensor | None = None
+    p_dev: torch.Tensor | None = None
+    p_slot: torch.Tensor | None = None
+
+
+@dataclass
+class DecodeContext:
+    """What a control may read at a step (DoLa reads the runner's tapped states)."""
+
+    eos_ids: list[int]
+    runner: ModelRunner
+    rows: slice
+    step: int = 0
+
+
+class Control:
+    """The protocol between the loop and whatever decides each step.
+
+    ``decide`` turns the heads' signals into one :class:`StepDecision` per row; ``scores`` gives
+    the scores to draw from (members blended; DoLa contrasts layers); ``observe`` sees every
+    drawn token. ``tap_layers``: layers the control reads beyond the heads'. ``max_retries`` /
+    ``retry``: how often and how a row flagged ``resample`` is redrawn. ``abstains``: whether a
+    row flagged ``abstain`` on a content token ends as an abstention. ``policy``: the
+    :class:`~tigerdecode.policy.knob.Policy` when there is one (recorded in results)."""
+
+    name = "control"
+    tap_layers: list[int] = []
+    policy = None
+    max_retries = 0
+    abstains = False
+
+    def decide(self, signals: Signals, batch: int, device) -> StepDecision:
+        raise NotImplementedError
+
+    def scores(self, logits: list[torch.Tensor], d: StepDecision, ctx: DecodeContext):
+        return blend(logits, d.weights)
+
+    def observe(self, tokens: torch.Tensor, ctx: DecodeContext) -> None:
+        pass
+
+    def retry(self, d: StepDecision, attempt: int) -> StepDecision:
+        return d
+
+
+@dataclass
+class DecodeOutput:
+    tokens: torch.Tensor  # (B, N) generated ids, pad after a row's end
+    lengths: list[int]  # tokens per row up to and including its EOS
+    stop_reasons: list[str]  # "eos" | "abstain" | "stopping_criteria" | "max_new_tokens"
+    trace: dict[str, list]  # per key: B lists of per-token values
+    timings: dict[str, float] = field(default_factory=dict)
+    kept: tuple | None = None  # keep_cache=True: (cache, input_ids, prompt mask) of member 0
+    kept_rows: slice | None = None  # member 0's rows in that cache
+
+
+TRACE_KEYS = ("p_stop", "p_dev", "p_slot", "temperature", "top_p", "weights", "retries")
+_CONTENT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def content_mask(tokenizer, vocab: int, device) -> torch.Tensor:
+    """(V,) bool: tokens with a letter or digit (where a fact can sit)."""
+    cached = _CONTENT.get(tokenizer)
+    if cached is None or cached.shape[0] != vocab:
+        toks = tokenizer.convert_ids_to_tokens(list(range(min(vocab, len(tokenizer)))))
+        flags = [any(ch.isalnum() for ch in (t or "")) for t in toks]
+        cached = torch.tensor(flags + [False] * (vocab - len(flags)), dtype=torch.bool)
+        _CONTENT[tokenizer] = cached
+    return cached.to(device)
+
+
+class _Members:
+    """The members' runners: one per distinct model, members sharing weights as row blocks."""
+
+    def __init__(self, members, heads, control: Control, pad_id: int, prefix_cache):
+        self.B, self.n, self.heads = members[0][1].shape[0], len(members), heads
+        groups: dict[int, list[int]] = {}
+        for m, (model, _, _) in enumerate(members):
+            groups.setdefault(id(model), []).append(m)
+        layers = sorted(set(heads.layers if heads is not None else []) | set(control.tap_layers))
+        self.runners, self.where = [], {}
+        for gi, idxs in enumerate(groups.values()):
+            ids, mask = left_pad([(members[m][1], members[m][2]) for m in idxs], pad_id)
+            self.runners.append(ModelRunner(members[idxs[0]][0], ids, mask,
+                                            layers if 0 in idxs else None,
+                                            cache=prefix_cache if 0 in idxs else None))
+            for k, m in enumerate(idxs):
+                self.where[m] = (gi, slice(k * self.B, (k + 1) * self.B))
+        self.r0, self.rows0 = self.runners[self.where[0][0]], self.where[0][1]
+
+    def forward(self, tokens: torch.Tensor | None = None):
+        """Prefill (``tokens`` None) or one step → (per-member (B, V) logits, Signals)."""
+        outs = [r.prefill() if tokens is None else
+                r.step(tokens.repeat(r.input_ids.shape[0] // self.B)) for r in self.runners]
+        dev = outs[self.where[0][0]].device
+        logits = [outs[g][s].to(dev) for g, s in (self.where[m] for m in range(self.n))]
+        if self.heads is None:
+            return logits, Signals()
+        return logits, Signals(*(None if p is None else p.to(dev)
+                                 for p in self.heads(self.r0.last_states(self.rows0))))
+
+    def undo(self) -> None:
+        for r in self.runners:
+            r.undo()
+
+    def close(self) -> None:
+        for r in self.runners:
+            r.close()
+
+
+@torch.inference_mode()
+def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
+           eos_ids: list[int], pad_id: int, heads=None, tokenizer=None,
+           min_new_tokens: int = 0, seed: int | None = None, streamer=None, on_token=None,
+           stopping_criteria=None, keep_cache: bool = False,
+           prefix_cache=None) -> DecodeOutput:
+    """Generate up to ``max_new_tokens`` for B rows.
+
+    ``members``: one ``(model, input_ids (B, T_m), attention_mask (B, T_m))`` per ensemble
+    member, factual member first (the heads read its rows). ``on_token(row, token_id, info)``
+    is called for every accepted token; ``streamer`` gets HF's ``put``/``end`` calls (batch 1).
+    ``keep_cache``: return member 0's KV cache (the judge reads the answer on top of it);
+    ``prefix_cache``: a cache already holding the first positions of member 0's rows (the
+    judge's rewind), so the prefix is not recomputed.
+    """
+    t0 = time.perf_counter()
+    run = _Members(members, heads, control, pad_id, prefix_cache)
+    B = run.B
+    ctx = DecodeContext(eos_ids, run.r0, run.rows0)
+    toks, rec = [], {k: [] for k in TRACE_KEYS}
+    try:
+        # ---- prefill ----
+        if streamer is not None:
+            streamer.put(members[0][1].cpu())
+        logits, sig = run.forward()
+        t_prefill = time.perf_counter() - t0
+        dev = logits[0].device
+        gens = None if seed is None else [
+            torch.Generator(device=dev).manual_seed(seed + i) for i in range(B)]
+        content = content_mask(tokenizer, logits[0].shape[-1], dev) if (
+            control.abstains and tokenizer is not None) else None
+        eos_t = torch.tensor(eos_ids or [-1], device=dev)
+        finished, abstained, stopped, hit_eos = (torch.zeros(B, dtype=torch.bool, device=dev)
+                                                 for _ in range(4))
+        lengths = torch.zeros(B, dtype=torch.long, device=dev)
+        d, sig_d = control.decide(sig, B, dev), sig  # sig_d: the signals d was decided from
+
+        def pick(logits, dec: StepDecision, step: int) -> torch.Tensor:
+            s = control.scores(logits, dec, ctx)
+            if step < min_new_tokens and eos_ids:
+                s = s.clone()
+                s[:, eos_ids] = NEG_INF
+            return draw(s, dec, eos_ids, gens)
+
+        for t in range(max_new_tokens):
+            ctx.step = t
+            # ---- draw ----
+            tok = torch.where(finished, pad_id, pick(logits, d, t))
+            retries = torch.zeros(B, dtype=torch.long, device=dev)
+            last = t == max_new_tokens - 1 and heads is None
+            if not last:
+                # ---- step: feed the token, read the heads, decide the next draw ----
+                prev, (logits, sig) = logits, run.forward(tok)
+                nd = control.decide(sig, B, dev)
+                # ---- retry: undo and redraw the rows the control flags ----
+                for attempt in range(1, control.max_retries + 1):
+                    redo = nd.resample & ~finished
+                    if not bool(redo.any()):
+                        break
+                    run.undo()
+                    tok = torch.where(redo, pick(prev, control.retry(d, attempt), t), tok)
+                    retries += redo.long()
+                    logits, sig = run.forward(tok)
+                    nd = control.decide(sig, B, dev)
+                if content is not None:
+                    abstained |= nd.abstain & content[tok] & ~finished
+            # ---- record ----
+            toks.append(tok)
+            for k, v in (("p_stop", sig.p_stop), ("p_dev", sig.p_dev), ("p_slot", sig_d.p_slot),
+                         ("temperature", d.temperature), ("top_p", d.top_p),
+                         ("weights", d.weights), ("retries", retries)):
+                rec[k].append(v)
+            if streamer is not None and not bool(finished[0]):
+                streamer.put(tok[:1].cpu())
+            if on_token is not None:
+                for i in (~finished).nonzero().flatten().tolist():
+                    on_token(i, int(tok[i]), {
+                        "p_stop": None if sig.p_stop is None else float(sig.p_stop[i]),
+                        "p_dev": None if sig.p_dev is None else float(sig.p_dev[i])})
+            control.observe(tok, ctx)
+            # ---- stop ----
+            lengths += (~finished).long()
+            hit_eos |= torch.isin(tok, eos_t) & ~finished
+            finished = finished | hit_eos | abstained
+            if stopping_criteria is not None:
+                so_far = torch.cat([members[0][1].to(dev), torch.stack(toks, 1)], 1)
+                hit = torch.as_tensor(stopping_criteria(so_far, None), device=dev)
+                hit = hit.expand(B) & ~finished
+                stopped |= hit
+                finished |= hit
+            if bool(finished.all()):
+                break
+            if not last:
+                d, sig_d = nd, sig
+    finally:
+        run.close()
+        if streamer is not None:
+            streamer.end()
+    out = _collect(toks, rec, lengths, hit_eos, abstained, stopped, B, t0, t_prefill)
+    if keep_cache:
+        out.kept, out.kept_rows = (run.r0.cache, run.r0.input_ids, run.r0.prompt_mask), run.rows0
+    return out
+
+
+def _collect(toks, rec, lengths, hit_eos, abstained, stopped, B, t0, t_prefill) -> DecodeOutput:
+    tokens = torch.stack(toks, 1)  # (B, N)
+    lengths = lengths.tolist()
+    trace = {}
+    for k, vals in rec.items():
+        if not vals or vals[0] is None:
+            trace[k] = [None] * B
+            continue
+        stacked = torch.stack(vals, 1).float().cpu().tolist()  # (B, N[, M])
+        trace[k] = [row[:n] for row, n in zip(stacked, lengths, strict=True)]
+    reasons = []
+    for i in range(B):
+        if bool(abstained[i]):
+            reasons.append("abstain")
+        elif bool(hit_eos[i]):
+            reasons.append("eos")
+        elif bool(stopped[i]):
+            reasons.append("stopping_criteria")
+        else:
+            reasons.append("max_new_tokens")
+    total = time.perf_counter() - t0
+    n_new = sum(lengths)
+    timings = {"prefill_s": t_prefill, "decode_s": total - t_prefill, "total_s": total,
+               "new_tokens": float(n_new), "tokens_per_s": n_new / max(total, 1e-9)}
+    return DecodeOutput(tokens, lengths, reasons, trace, timings)

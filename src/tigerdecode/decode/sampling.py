@@ -1,0 +1,213 @@
+"""The one sampling pipeline: blend → EOS bias → temperature → top-p → min-p → draw.
+
+Each step is a short pure function that returns new scores and never writes into its input.
+:func:`process` runs the steps as written (what :class:`~tigerdecode.policy.processor.
+ControlledLogitsProcessor` hands back to HF ``generate``); :func:`draw` is what tigerdecode's
+own loop calls: the same steps and the draw, with a fast path for the nucleus (a partial top-k
+instead of a sort of the whole vocabulary) that keeps exactly the same distribution
+(``tests/decode/test_sampling.py`` proves it over random logits and decisions).
+
+Order: top-p before min-p, as llama.cpp's default chain, HF and vLLM apply them. With this
+order the kept set is the intersection of the two filters, each judged on the tempered
+distribution, so they commute; min-p first would renormalise before top-p and shrink the nucleus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+NEG_INF = float("-inf")
+TOP_K_FIRST = 1024
+
+
+class NonFiniteLogitsError(FloatingPointError):
+    """A model produced NaN or inf logits; decoding them would be silent garbage."""
+
+
+@dataclass
+class StepDecision:
+    """One step's decisions, one entry per row (tensors of shape (B,) or (B, M))."""
+
+    temperature: torch.Tensor  # (B,) 0 = greedy
+    top_p: torch.Tensor  # (B,)
+    min_p: torch.Tensor  # (B,)
+    weights: torch.Tensor  # (B, M) rows sum to 1
+    eos_bias: torch.Tensor  # (B,) added to the EOS logits
+    resample: torch.Tensor  # (B,) bool: undo the last token and draw it again
+    abstain: torch.Tensor  # (B,) bool (only meaningful after retries)
+
+    @classmethod
+    def fixed(cls, batch: int, device, temperature: float = 0.0, top_p: float = 1.0,
+              min_p: float = 0.0) -> StepDecision:
+        """The same settings for every row, one member, no EOS bias, no resample or abstain."""
+        full = lambda v: torch.full((batch,), float(v), device=device)  # noqa: E731
+        no = torch.zeros(batch, dtype=torch.bool, device=device)
+        return cls(full(temperature), full(top_p), full(min_p),
+                   torch.ones(batch, 1, device=device), full(0.0), no, no)
+
+
+# ---- the steps ---------------------------------------------------------------------------------
+
+
+def blend(logits: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+    """Log-linear blend of members: ``sum_m w[:, m] * log_softmax(logits_m)``, (B, V). One
+    member's logits pass as they are (the same distribution after every later step)."""
+    if len(logits) == 1:
+        return logits[0].float()
+    out = None
+    for m, z in enumerate(logits):
+        term = torch.log_softmax(z.float(), dim=-1) * weights[:, m : m + 1]
+        out = term if out is None else out + term
+    return out
+
+
+def add_eos_bias(scores: torch.Tensor, eos_ids: list[int], bias: torch.Tensor) -> torch.Tensor:
+    """Add ``bias`` (B,) to the EOS columns."""
+    if not eos_ids or not bool((bias != 0).any()):
+        return scores
+    out = scores.clone()
+    out[:, eos_ids] += bias[:, None].to(out.dtype)
+    return out
+
+
+def apply_temperature(scores: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+    """Divide by the per-row temperature; rows at temperature 0 keep only their argmax."""
+    greedy = temperature <= 0
+    t = torch.where(greedy, torch.ones_like(temperature), temperature).to(scores.dtype)
+    out = scores / t[:, None]
+    if bool(greedy.any()):
+        top = scores.argmax(-1, keepdim=True)
+        only = torch.full_like(scores, NEG_INF).scatter(-1, top, 0.0)
+        out = torch.where(greedy[:, None], only, out)
+    return out
+
+
+def apply_top_p(scores: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Keep the smallest set of tokens whose probability reaches ``top_p`` (B,), per row."""
+    if bool((top_p >= 1).all()):
+        return scores
+    sorted_s, idx = scores.sort(dim=-1, descending=True)
+    probs = sorted_s.softmax(-1)
+    before = probs.cumsum(-1) - probs  # mass strictly above each token
+    drop_sorted = (before >= top_p[:, None].to(probs.dtype)) & (top_p[:, None] < 1)
+    drop_sorted[:, 0] = False
+    drop = torch.zeros_like(drop_sorted).scatter(-1, idx, drop_sorted)
+    return scores.masked_fill(drop, NEG_INF)
+
+
+def apply_min_p(scores: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
+    """Drop tokens whose probability is below ``min_p`` (B,) times the row's top probability
+    (a cut on score differences, so it is the same before or after renormalising)."""
+    if not bool((min_p > 0).any()):
+        return scores
+    cut = scores.amax(-1, keepdim=True) + torch.log(min_p.clamp(min=1e-12))[:, None]
+    return scores.masked_fill((scores < cut) & (min_p[:, None] > 0), NEG_INF)
+
+
+def process(logits: list[torch.Tensor], d: StepDecision, eos_ids: list[int]) -> torch.Tensor:
+    """The whole pipeline for one step as plain steps: (M × (B, V) logits) → (B, V) scores
+    whose softmax is the distribution :func:`draw` samples from."""
+    s = blend(logits, d.weights)
+    s = add_eos_bias(s, eos_ids, d.eos_bias)
+    s = apply_temperature(s, d.temperature)
+    s = apply_top_p(s, d.top_p)
+    return apply_min_p(s, d.min_p)
+
+
+# ---- the draw (fast path) ----------------------------------------------------------------------
+
+
+def draw(scores: torch.Tensor, d: StepDecision, eos_ids: list[int],
+         generators: list[torch.Generator] | None = None) -> torch.Tensor:
+    """One token per row from ``softmax(process([scores], d, eos_ids))``: (B, V) → (B,).
+
+    ``scores`` are the blended scores (one member's logits as they are). Also the finiteness
+    check: NaN or +inf anywhere in a row reaches its top value, which every path reads."""
+    s = add_eos_bias(scores, eos_ids, d.eos_bias)
+    greedy = d.temperature <= 0
+    top = s.argmax(-1)  # (B,) NaN wins an argmax, so the check below sees it
+    _check_top(s.gather(-1, top[:, None]).squeeze(-1))
+    if bool(greedy.all()):
+        return top
+    idx, probs = nucleus(s, d)
+    tok = idx.gather(-1, _multinomial(probs, generators)[:, None])[:, 0]
+    return torch.where(greedy, top, tok)
+
+
+def nucleus(s: torch.Tensor, d: StepDecision) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kept tokens of each sampled row and their probabilities: ``(idx, probs)``, each
+    (B, K), probs zero outside the kept set (rows sum to 1). ``s`` already carries the EOS bias.
+
+    The nucleus almost always lies in the top ``TOP_K_FIRST`` tokens, so take those (partial
+    selection) weighed by the full softmax, and sort the whole row only when its top tokens hold
+    less than ``top_p``. Greedy rows come out at temperature 1 (the caller takes their argmax)."""
+    t = torch.where(d.temperature <= 0, torch.ones_like(d.temperature), d.temperature)
+    s = s / t[:, None].to(s.dtype)  # (B, V) tempered; a new tensor
+    V = s.shape[-1]
+    need_p = d.top_p < 1
+    if bool(need_p.any()):
+        k = min(TOP_K_FIRST, V)
+        vals, idx = s.topk(k, dim=-1)  # (B, k) descending
+        logz = torch.logsumexp(s, -1, keepdim=True)
+        probs = (vals - logz).exp()
+        cum = probs.cumsum(-1)
+        # a sampled row whose top-k holds less than its top-p (every row at top-p 1) needs all
+        if k < V and bool(((cum[:, -1] < d.top_p) & (d.temperature > 0)).any()):
+            vals, idx = s.sort(dim=-1, descending=True)
+            probs = (vals - logz).exp()
+            cum = probs.cumsum(-1)
+        drop = ((cum - probs) >= d.top_p[:, None].to(probs.dtype)) & need_p[:, None]
+        drop[:, 0] = False
+    else:
+        idx = torch.arange(V, device=s.device).expand(s.shape[0], V)
+        vals = s
+        drop = torch.zeros_like(s, dtype=torch.bool)
+    if bool((d.min_p > 0).any()):
+        cut = vals.amax(-1, keepdim=True) + torch.log(d.min_p.clamp(min=1e-12))[:, None]
+        drop = drop | ((vals < cut) & (d.min_p[:, None] > 0))
+    w = torch.softmax(vals.masked_fill(drop, NEG_INF), -1)  # (B, K) renormalised kept set
+    return idx, w
+
+
+def _multinomial(weights: torch.Tensor, generators) -> torch.Tensor:
+    """One index per row from non-negative ``weights`` (B, K), each row from its own generator
+    when given, so a row's tokens do not depend on what else is in the batch."""
+    if generators is None:
+        return torch.multinomial(weights, 1).squeeze(-1)
+    return torch.cat([torch.multinomial(w[None], 1, generator=g).squeeze(-1)
+                      for w, g in zip(weights, generators, strict=True)])
+
+
+def check_finite(logits: torch.Tensor, where: str = "the model") -> None:
+    """Raise when any logit is NaN or +-inf (one reduction, no copy)."""
+    if not bool(torch.isfinite(logits).all()):
+        bad = ~torch.isfinite(logits)
+        row = int(bad.any(-1).nonzero()[0, 0])
+        kinds = sorted({"nan" if torch.isnan(v) else "inf" for v in logits[row][bad[row]][:8]})
+        raise NonFiniteLogitsError(
+            f"{where} produced non-finite logits ({'/'.join(kinds)}) in batch row {row}; "
+            "all logits must be finite. Check the weights (a corrupt or overflowing checkpoint, "
+            "fp16 overflow: try dtype=torch.float32).")
+
+
+def _check_top(top: torch.Tensor) -> None:
+    if not bool(torch.isfinite(top).all()):
+        row = int((~torch.isfinite(top)).nonzero()[0, 0])
+        kind = "nan" if bool(torch.isnan(top[row])) else "inf"
+        raise NonFiniteLogitsError(
+            f"the model produced non-finite logits ({kind}) in batch row {row}; all logits "
+            "must be finite. Check the weights (a corrupt or overflowing checkpoint, fp16 "
+            "overflow: try dtype=torch.float32).")
+
+
+def eos_ids_of(eos) -> list[int]:
+    """EOS id(s) as a list, from an int, a list or a tensor (None: no EOS)."""
+    if eos is None:
+        return []
+    if isinstance(eos, torch.Tensor):
+        return [int(x) for x in eos.flatten().tolist()]
+    if isinstance(eos, int):
+        return [eos]
+    return [int(x) for x in eos]

@@ -1,0 +1,188 @@
+"""One forward pass over prompt + finished answer: the features the whole-answer judge reads.
+
+Per answer it pools the tapped layers (mean over the answer, its end-of-sequence token included,
+plus the last prompt token so an empty answer still has a state; and the last state alone), and
+aggregates token-level signals now that the whole answer is written: the answer tokens'
+log-probabilities, entropies and top probabilities, and the control heads' ``p_dev``/``p_stop``
+when the judge was trained with heads. The pass can keep its KV cache, so a rewrite can rewind
+into it instead of recomputing the prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from tigerdecode.decode.runner import input_device
+from tigerdecode.model.taps import HiddenStateTap
+
+LOGIT_FEATURES = ("log_len", "ended", "mean_logprob", "min_logprob", "first_logprob",
+                  "mean_entropy", "max_entropy", "min_maxprob")
+HEAD_FEATURES = ("max_pdev", "mean_pdev", "first_pdev", "last_pdev", "last_pstop")
+
+
+@dataclass
+class Reencoded:
+    """What one judge pass returns for B answers."""
+
+    states: torch.Tensor  # (B, 2 * L * H) pooled states: per layer mean then last
+    scalars: torch.Tensor  # (B, S) the aggregates named by ``scalar_names``
+    scalar_names: list[str]
+    token_risk: list[list[float]]  # per answer token (EOS excluded): p_dev, or 1 - p(token)
+    cache: DynamicCache | None  # the pass's KV cache (kept on request)
+    mask: torch.Tensor  # (B, T0 + K - 1): left-padded prompts, right-padded answers
+    prompt_lens: list[int]
+
+
+def strip_padding(ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
+    """Left-padded (B, T) ids → one list of real token ids per row."""
+    return [r[m.bool()].tolist() for r, m in zip(ids, mask, strict=True)]
+
+
+@dataclass
+class PromptCache:
+    """The prompts' KV cache minus each row's last prompt token, which the answer pass re-feeds
+    (its state and logits open the answer). Rows are left-padded to end at ``T0``."""
+
+    cache: DynamicCache  # T0 - 1 positions
+    mask: torch.Tensor  # (B, T0)
+    last: torch.Tensor  # (B,) each row's last prompt token
+
+
+def _crop_to(cache: DynamicCache, n: int) -> None:
+    extra = cache.get_seq_length() - n
+    if extra > 0:
+        cache.crop(-extra)
+
+
+@torch.inference_mode()
+def prompt_pass(model, prompt_ids: list[list[int]], pad_id: int) -> PromptCache:
+    """Encode left-padded prompts once; a prefix all rows share (the chat header) is computed
+    a single time and repeated over the batch. Position ids follow the attention mask, so each
+    real token keeps the position it has in the plain left-padded layout."""
+    B, T0 = len(prompt_ids), max(len(p) for p in prompt_ids)
+    dev = input_device(model)
+    c = 0
+    while B > 1 and c < min(len(p) for p in prompt_ids) - 1 and \
+            all(p[c] == prompt_ids[0][c] for p in prompt_ids):
+        c += 1
+    ids = torch.full((B, T0), pad_id, dtype=torch.long)
+    mask = torch.zeros((B, T0), dtype=torch.long)
+    for i, p in enumerate(prompt_ids):  # shared prefix first, then padding, then the own part
+        ids[i, :c], mask[i, :c] = torch.tensor(p[:c], dtype=torch.long), 1
+        ids[i, T0 - len(p) + c:], mask[i, T0 - len(p) + c:] = torch.tensor(p[c:]), 1
+    ids, mask = ids.to(dev), mask.to(dev)
+    cache = DynamicCache(config=model.config)
+    if c > 0:
+        model(input_ids=ids[:1, :c], past_key_values=cache, use_cache=True, logits_to_keep=1)
+        cache.batch_repeat_interleave(B)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T0)
+    if T0 - 1 > c:
+        model(input_ids=ids[:, c:T0 - 1], attention_mask=mask[:, :T0 - 1],
+              position_ids=pos[:, c:T0 - 1], past_key_values=cache, use_cache=True,
+              logits_to_keep=1)
+    _crop_to(cache, T0 - 1)
+    return PromptCache(cache, mask, ids[:, -1])
+
+
+def from_decode(kept, rows: slice) -> PromptCache:
+    """The decode loop's cache (``decode(..., keep_cache=True)``), cut back to the prompts."""
+    cache, input_ids, prompt_mask = kept
+    R = input_ids.shape[0]
+    if (rows.start or 0) != 0 or rows.stop != R:
+        cache.batch_select_indices(torch.arange(rows.start or 0, rows.stop,
+                                                device=input_ids.device))
+    _crop_to(cache, input_ids.shape[1] - 1)
+    return PromptCache(cache, prompt_mask[rows], input_ids[rows, -1])
+
+
+@torch.inference_mode()
+def reencode(model, pc: PromptCache, answer_ids: list[list[int]], ended: list[bool], *,
+             eos_id: int, pad_id: int, layers: list[int], heads=None,
+             keep_cache: bool = False) -> Reencoded:
+    """One pass over ``[last prompt token | answer | EOS if it ended | right padding]`` on top
+    of the prompts' cache: every answer state sees the whole prompt and its own prefix, exactly
+    as a pass over prompt + answer from scratch would (causal attention)."""
+    B = len(answer_ids)
+    if B != len(ended) or B != pc.mask.shape[0] or not B:
+        raise ValueError(f"need one answer and one ended flag per prompt; got {B} answers, "
+                         f"{len(ended)} flags for {pc.mask.shape[0]} prompts")
+    tails = [list(a) + ([eos_id] if e else []) for a, e in zip(answer_ids, ended, strict=True)]
+    K = 1 + max(len(t) for t in tails)  # fed positions: last prompt token + longest tail
+    dev = pc.mask.device
+    ids = torch.full((B, K), pad_id, dtype=torch.long, device=dev)
+    fmask = torch.zeros((B, K), dtype=torch.long, device=dev)
+    ids[:, 0], fmask[:, 0] = pc.last, 1
+    for i, t in enumerate(tails):
+        if t:
+            ids[i, 1:1 + len(t)] = torch.tensor(t, device=dev)
+            fmask[i, 1:1 + len(t)] = 1
+    mask = torch.cat([pc.mask, fmask[:, 1:]], dim=1)  # (B, T0 + K - 1)
+    pos = pc.mask.sum(1, keepdim=True) - 1 + torch.arange(K, device=dev)  # (B, K)
+    tap_layers = sorted(set(layers) | set(heads.layers if heads is not None else []))
+    tap = HiddenStateTap(model, tap_layers).attach()
+    try:
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                    past_key_values=pc.cache, use_cache=True)
+        states = {x: tap.states[x] for x in tap_layers}  # {L: (B, K, H)}
+    finally:
+        tap.detach()
+    logp = torch.log_softmax(out.logits.float(), dim=-1)  # (B, K, V): index k predicts k + 1
+    ent = -(logp.exp() * logp).sum(-1)  # (B, K)
+    maxp = logp.max(-1).values.exp()  # (B, K)
+    p_stop = p_dev = None
+    if heads is not None:
+        p_stop, p_dev = heads(states)  # (B, K) each
+    pooled, scalars, risks = [], [], []
+    for i, t in enumerate(tails):
+        a, n = len(t), len(answer_ids[i])
+        pooled.append(torch.cat([torch.cat([states[x][i, :a + 1].float().mean(0),
+                                            states[x][i, a].float()]) for x in layers]))
+        tok = ids[i, 1:a + 1]
+        lp = logp[i, torch.arange(a, device=dev), tok] if a else logp.new_zeros(1)
+        e = ent[i, :a] if a else ent.new_zeros(1)
+        mp = maxp[i, :a] if a else maxp.new_ones(1)
+        feats = [torch.log1p(torch.tensor(float(n))), torch.tensor(float(ended[i])), lp.mean(),
+                 lp.min(), lp[0], e.mean(), e.max(), mp.min()]
+        if heads is not None:  # the heads' value at token j is read from token j's own state
+            pd = p_dev[i, 1:n + 1] if n else p_dev.new_zeros(1)
+            feats += [pd.max(), pd.mean(), pd[0], pd[-1], p_stop[i, a]]
+            risks.append(p_dev[i, 1:n + 1].float().tolist())
+        else:
+            risks.append((1 - lp[:n].exp()).tolist() if n else [])
+        scalars.append(torch.stack([f.float().to(logp.device) for f in feats]))
+    names = list(LOGIT_FEATURES) + (list(HEAD_FEATURES) if heads is not None else [])
+    return Reencoded(torch.stack(pooled).cpu(), torch.stack(scalars).cpu(), names, risks,
+                     pc.cache if keep_cache else None, mask,
+                     pc.mask.sum(1).tolist())
+
+
+def rewind_cache(model, src: DynamicCache, rows: list[int], starts: list[int],
+                 keep: list[int]) -> tuple[DynamicCache, torch.Tensor]:
+    """A new left-padded cache holding, for each chosen row, the ``keep[r]`` cached positions
+    from ``starts[r]``: the judge pass's keys/values cut to the rewind point, no recompute.
+
+    Returns the cache and its (R, W) attention mask. Positions are unchanged because both
+    layouts number real tokens from the attention mask."""
+    W = max(keep)
+    out = DynamicCache(config=model.config)
+    for li, layer in enumerate(src.layers):
+        k, v = layer.keys, layer.values  # (B, heads, T, d)
+        nk = k.new_zeros((len(rows), *k.shape[1:2], W, k.shape[-1]))  # (R, heads, W, d)
+        nv = v.new_zeros((len(rows), *v.shape[1:2], W, v.shape[-1]))
+        for r, (b, s, n) in enumerate(zip(rows, starts, keep, strict=True)):
+            nk[r, :, W - n:] = k[b, :, s:s + n]
+            nv[r, :, W - n:] = v[b, :, s:s + n]
+        out.update(nk, nv, li)
+    mask = torch.zeros((len(rows), W), dtype=torch.long)
+    for r, n in enumerate(keep):
+        mask[r, W - n:] = 1
+    return out, mask
+
+
+def cache_is_plain(cache: DynamicCache | None) -> bool:
+    """Only full (non-sliding) per-layer caches can be cut by position."""
+    return cache is not None and not any(getattr(layer, "is_sliding", False)
+                                         for layer in cache.layers)

@@ -1,0 +1,265 @@
+"""Judge, then rewrite: score finished answers, rewind rejected ones into the KV cache and
+re-decode the risky span more conservatively, or abstain.
+
+Per rejected row: rewind to the first answer token whose risk (the heads' ``p_dev``, or
+``1 - p(token)`` without heads) reaches the threshold (the riskiest token when none does), cut
+the judge pass's KV cache back to that point (a gather of cached positions, nothing recomputed),
+ban the token that was there, and decode again with the factual member alone at creativity
+``c * (1 - a / max_rewrites)`` for attempt ``a``, so the last attempt is greedy. Rows are judged
+and rewritten independently (the rows still rejected form each attempt's batch).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from tigerdecode.decode.loop import Control, decode
+from tigerdecode.decode.output import pad_id_of, to_results
+from tigerdecode.decode.sampling import NEG_INF, eos_ids_of
+from tigerdecode.judge.features import PromptCache, from_decode, rewind_cache, strip_padding
+from tigerdecode.judge.model import resolve_judge
+from tigerdecode.policy.control import PolicyControl
+from tigerdecode.policy.knob import Policy
+from tigerdecode.result import JudgeVerdict
+
+ON_REJECT = ("abstain", "best")
+MAX_REWRITES_LIMIT = 8
+
+
+def check_max_rewrites(n) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_REWRITES_LIMIT:
+        raise ValueError(f"max_rewrites must be an integer in [0, {MAX_REWRITES_LIMIT}], got "
+                         f"{n!r}; 0 judges without rewriting")
+    return n
+
+
+@dataclass
+class JudgeSettings:
+    """How a rejected answer is handled (``threshold=None``: the judge's creativity default)."""
+
+    max_rewrites: int = 2
+    threshold: float | None = None
+    on_reject: str = "abstain"  # or "best": the best-scored candidate, marked as rejected
+    abstain_message: str = "I don't know."
+
+    def __post_init__(self):
+        check_max_rewrites(self.max_rewrites)
+        if self.threshold is not None and not (isinstance(self.threshold, int | float)
+                                               and 0 < self.threshold <= 1):
+            raise ValueError(f"judge_threshold must be a number in (0, 1], got "
+                             f"{self.threshold!r}")
+        if self.on_reject not in ON_REJECT:
+            raise ValueError(f"on_reject must be one of {ON_REJECT}, got {self.on_reject!r}")
+
+
+class BanAtStart(Control):
+    """Wraps a control so that the first step of a re-decode cannot repeat rejected tokens."""
+
+    def __init__(self, inner: Control, banned: list[list[int]]):
+        self.inner, self.banned = inner, banned
+        self.policy, self.name, self.tap_layers = inner.policy, inner.name, inner.tap_layers
+        self.max_retries, self.abstains = inner.max_retries, inner.abstains
+
+    def decide(self, signals, batch, device):
+        return self.inner.decide(signals, batch, device)
+
+    def retry(self, d, attempt):
+        return self.inner.retry(d, attempt)
+
+    def scores(self, logits, d, ctx):
+        s = self.inner.scores(logits, d, ctx)
+        if ctx.step == 0:
+            s = s.clone()  # (R, V); the inner scores may alias the model's logits
+            for r, ids in enumerate(self.banned):
+                s[r, ids] = NEG_INF
+        return s
+
+    def observe(self, tokens, ctx):
+        self.inner.observe(tokens, ctx)
+
+
+def rewind_point(risk: list[float], threshold: float) -> int:
+    """The first token whose risk reaches the threshold, else the riskiest (0 if none)."""
+    for j, r in enumerate(risk):
+        if r >= threshold:
+            return j
+    return max(range(len(risk)), key=risk.__getitem__) if risk else 0
+
+
+def _prompt_cache(model, cache, starts, prompts) -> PromptCache:
+    """Each row's prompt minus its last token, gathered from a pass's cache into a fresh
+    left-padded layout (the judge pass of rewritten candidates starts from it)."""
+    rows = list(range(len(prompts)))
+    c, mask = rewind_cache(model, cache, rows, starts, [len(p) - 1 for p in prompts])
+    dev = cache.layers[0].keys.device
+    mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1).to(dev)  # (R, W + 1)
+    return PromptCache(c, mask, torch.tensor([p[-1] for p in prompts], device=dev))
+
+
+def judge_and_rewrite(gen, out, results, prompt_ids, creativity: float, max_new_tokens: int,
+                      settings: JudgeSettings, judge, seed=None, policy_overrides=None):
+    """Fill ``result.judge`` for every row; replace rejected answers by accepted rewrites, an
+    abstention or the best candidate. ``out``: the first decode, run with ``keep_cache=True``;
+    ``prompt_ids``: member 0's prompt token ids per row."""
+    t0 = time.perf_counter()
+    model, tok = gen.model, gen.tokenizer
+    eos = eos_ids_of(tok.eos_token_id)
+    pad = pad_id_of(tok, model)
+    thr = settings.threshold if settings.threshold is not None else judge.threshold(creativity)
+    B = len(results)
+    cands = [[{"ids": r.token_ids, "trace": r.trace, "ended": r.stop_reason == "eos",
+               "text": r.text, "attempt": 0, "creativity": creativity, "rewind_at": None,
+               "span": r.text}] for r in results]
+    heads = gen.heads if judge.config.heads_digest is not None else None
+    kw = dict(eos_id=eos[0], pad_id=pad, heads=heads, keep_cache=True)
+
+    def judge_rows(rows, pc):
+        score, r = judge.score(model, pc, [cands[i][-1]["ids"] for i in rows],
+                               [cands[i][-1]["ended"] for i in rows], **kw)
+        T0 = pc.mask.shape[1]
+        for k, i in enumerate(rows):
+            c = cands[i][-1]
+            c.update(score=float(score[k]), risk=r.token_risk[k], pass_=(r, k),
+                     start=T0 - len(prompt_ids[i]),
+                     signals=dict(zip(r.scalar_names, r.scalars[k].tolist(), strict=True)))
+        return [i for i in rows if cands[i][-1]["score"] >= thr and not results[i].abstained]
+
+    rejected = judge_rows(list(range(B)), from_decode(out.kept, out.kept_rows))
+    for attempt in range(1, settings.max_rewrites + 1):
+        if not rejected:
+            break
+        c_a = creativity * (1 - attempt / settings.max_rewrites)
+        prev = [cands[i][-1] for i in rejected]
+        js = [rewind_point(c["risk"], thr) for c in prev]
+        banned = []
+        for i, j, c in zip(rejected, js, prev, strict=True):
+            seen = {(x["ids"][j] if j < len(x["ids"]) else eos[0]) for x in cands[i]
+                    if x["ids"][:j] == c["ids"][:j] and (j < len(x["ids"]) or x["ended"])}
+            banned.append(sorted(seen))
+        # the rewound prefix: prompt + answer[:j]; its cache holds all but the last token
+        rows_in = [prompt_ids[i] + list(c["ids"][:j]) for i, j, c in zip(rejected, js, prev,
+                                                                          strict=True)]
+        src = prev[0]["pass_"][0].cache
+        cache, mask = rewind_cache(model, src, [c["pass_"][1] for c in prev],
+                                   [c["start"] for c in prev], [len(x) - 1 for x in rows_in])
+        W = mask.shape[1]
+        ids = torch.full((len(rows_in), W + 1), pad, dtype=torch.long)
+        for r, x in enumerate(rows_in):
+            ids[r, W + 1 - len(x):] = torch.tensor(x)
+        mask = torch.cat([mask, mask.new_ones(len(rows_in), 1)], dim=1)
+        control = BanAtStart(PolicyControl(Policy(c_a, **(policy_overrides or {})), 1), banned)
+        budget = max(1, max_new_tokens - min(js))
+        sub = decode([(model, ids, mask)], control, max_new_tokens=budget, eos_ids=eos,
+                     pad_id=pad, heads=gen.heads, tokenizer=tok,
+                     seed=None if seed is None else seed + 7919 * attempt, keep_cache=True,
+                     prefix_cache=cache)
+        new = to_results(sub, tok, None, c_a, "tigerdecode", control, [])
+        for i, j, c, res in zip(rejected, js, prev, new, strict=True):
+            room = max_new_tokens - j
+            body, trace = res.token_ids[:room], res.trace[:room]
+            for t in trace:
+                t.rewritten = True
+            ids_new = list(c["ids"][:j]) + body
+            cands[i].append({"ids": ids_new, "trace": list(c["trace"][:j]) + trace,
+                             "ended": res.stop_reason == "eos" and len(res.token_ids) <= room,
+                             "text": tok.decode(ids_new, skip_special_tokens=True).strip(),
+                             "attempt": attempt, "creativity": c_a, "rewind_at": j,
+                             "span": tok.decode(body, skip_special_tokens=True),
+                             "policy_abstained": res.abstained})
+        W1 = ids.shape[1]
+        pc = _prompt_cache(model, sub.kept[0], [W1 - len(x) for x in rows_in],
+                           [prompt_ids[i] for i in rejected])
+        rejected = [i for i in judge_rows(rejected, pc)
+                    if not cands[i][-1].get("policy_abstained")]
+    _finish(results, cands, rejected, thr, settings, time.perf_counter() - t0)
+    return results
+
+
+def _finish(results, cands, rejected, thr, settings, seconds):
+    rej = set(rejected)
+    for i, res in enumerate(results):
+        cs = cands[i]
+        history = [{k: c.get(k) for k in ("attempt", "creativity", "rewind_at", "span", "text",
+                                          "score", "ids", "signals")} for c in cs]
+        for h in history:
+            h["token_ids"] = h.pop("ids")
+        final = cs[-1]
+        if res.abstained:
+            verdict = "abstain"
+        elif final.get("policy_abstained"):
+            verdict = "abstain"
+            res.abstained, res.text, res.stop_reason = True, settings.abstain_message, "abstain"
+        elif i not in rej:
+            verdict = "accept" if len(cs) == 1 else "rewritten"
+        elif settings.on_reject == "abstain":
+            verdict = "abstain"
+            res.abstained, res.text, res.stop_reason = True, settings.abstain_message, "judge"
+        else:
+            verdict = "best_of_rejected"
+            final = min(cs, key=lambda c: c["score"])
+        if not res.abstained:
+            res.text, res.token_ids, res.trace = final["text"], list(final["ids"]), final["trace"]
+            if final["attempt"]:
+                res.stop_reason = "eos" if final["ended"] else "max_new_tokens"
+        res.judge = JudgeVerdict(score=final["score"], verdict=verdict, threshold=thr,
+                                 rewrites=history)
+        res.timings["judge_s"] = seconds
+        res.timings["total_s"] = res.timings.get("total_s", 0.0) + seconds
+        if verdict == "best_of_rejected":
+            res.notes.append("every candidate was rejected by the judge; this is the best-scored")
+
+
+JUDGE_OPTIONS = ("judge", "max_rewrites", "judge_threshold", "on_reject", "judge_abstain_message")
+
+
+def pop_judge_options(overrides: dict):
+    """Take the judge's options out of ``generate_text``'s keyword arguments: ``None`` when
+    ``judge`` is off, else ``(judge spec, JudgeSettings)``."""
+    opts = {k: overrides.pop(k) for k in JUDGE_OPTIONS if k in overrides}
+    spec = opts.pop("judge", False)
+    if "max_rewrites" in opts:
+        check_max_rewrites(opts["max_rewrites"])
+    if spec is None or spec is False:
+        if opts:
+            raise ValueError(f"{sorted(opts)} only apply with judge=True")
+        return None
+    settings = JudgeSettings(max_rewrites=opts.get("max_rewrites", 2),
+                             threshold=opts.get("judge_threshold"),
+                             on_reject=opts.get("on_reject", "abstain"))
+    if opts.get("judge_abstain_message") is not None:
+        settings.abstain_message = str(opts["judge_abstain_message"])
+    return spec, settings
+
+
+def apply_judge(gen, out, results, members, creativity, max_new_tokens, seed, judging,
+                policy_overrides):
+    """Resolve the judge (cached on the generator) and judge/rewrite ``results`` in place."""
+    spec, settings = judging
+    cached = getattr(gen, "_judge", None)
+    if cached is None or cached[0] is not spec:
+        gen._judge = (spec, resolve_judge(gen.model, gen.tokenizer, spec))
+    if "judge_abstain_message" not in policy_overrides and "abstain_message" in policy_overrides:
+        settings.abstain_message = policy_overrides["abstain_message"]
+    prompt_ids = strip_padding(members[0][1], members[0][2])
+    return judge_and_rewrite(gen, out, results, prompt_ids, creativity, max_new_tokens,
+                             settings, gen._judge[1], seed=seed, policy_overrides=policy_overrides)
+
+
+def judged_tokens(results, tokenizer, pad_id: int, eos_id: int) -> torch.Tensor:
+    """(B, N) new tokens after judging, as ``model.generate`` lays them out: each row's final
+    answer (the abstention message's tokens when it abstained), EOS where it ended, then pad."""
+    rows = []
+    for r in results:
+        if r.abstained:
+            ids = tokenizer(r.text, add_special_tokens=False)["input_ids"] + [eos_id]
+        else:
+            ids = list(r.token_ids) + ([eos_id] if r.stop_reason == "eos" else [])
+        rows.append(ids)
+    width = max(1, max(len(x) for x in rows))
+    out = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    for i, x in enumerate(rows):
+        out[i, :len(x)] = torch.tensor(x, dtype=torch.long)
+    return out

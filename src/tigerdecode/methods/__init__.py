@@ -1,0 +1,1 @@
+"""Baselines (greedy, temperature, top-p, min-p, factual-nucleus, DoLa) and the ensemble."""

@@ -1,0 +1,26 @@
+"""PolicyControl: the creativity knob as the decode loop's :class:`~tigerdecode.decode.loop.
+Control` (the policy's decisions; members blended in log-prob space)."""
+
+from __future__ import annotations
+
+from tigerdecode.decode.loop import Control, Signals
+from tigerdecode.decode.sampling import StepDecision
+from tigerdecode.policy.knob import Policy
+
+
+class PolicyControl(Control):
+    """tigerdecode's own method: ``Policy.step`` per row, retries and abstention as it sets."""
+
+    name = "tigerdecode"
+
+    def __init__(self, policy: Policy, n_members: int):
+        self.policy, self.n_members = policy, n_members
+        self.max_retries = policy.max_retries if policy.use_resample else 0
+        self.abstains = policy.abstains
+
+    def decide(self, signals: Signals, batch: int, device) -> StepDecision:
+        return self.policy.step(signals.p_stop, signals.p_dev, self.n_members, batch=batch,
+                                device=device)
+
+    def retry(self, d: StepDecision, attempt: int) -> StepDecision:
+        return self.policy.retry(d, attempt)

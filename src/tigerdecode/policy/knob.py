@@ -1,0 +1,208 @@
+"""Policy: the creativity knob and the heads' probabilities → one decoding step's decisions.
+
+A pure function (no model, no state): ``Policy(creativity).step(p_stop, p_dev, n_members)``
+gives per-row temperature, top-p, min-p, member weights, EOS bias, and whether to resample or
+abstain. Every output is monotone in ``creativity`` for fixed head outputs (a hypothesis test
+checks it): more creativity never lowers the temperature, top-p or the creative members'
+weight, and never raises min-p, the EOS bias, the chance of a resample or of abstaining.
+
+The schedule: ``temperature = t_max * c`` (c = 0 is greedy); ``top_p`` from ``top_p_min`` to
+``top_p_max``; member weights interpolate factual → creative; the heads act through a guard
+``g = max(0, 1 - c / guard_until)`` that cools the temperature where ``p_dev`` is high
+(``use_tighten``), an EOS bias ``eos_gain * (1 - c) * logit(p_stop)`` once ``p_stop > 0.5``,
+undo-and-resample past ``resample_at + (1 - resample_at) c`` (``use_resample``), and abstention
+on a content token whose ``p_dev`` reaches ``abstain_at + abstain_rise * c`` (never from
+``c = abstain_below``). How the defaults were chosen, with the commands that measured them:
+``docs/results/policy.md``; ``tigerdecode policy show`` prints the table.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from tigerdecode.decode.sampling import StepDecision
+
+
+class CreativityError(ValueError):
+    """``creativity`` is not a number in [0, 1]."""
+
+
+def check_creativity(c) -> float:
+    if isinstance(c, bool) or not isinstance(c, int | float):
+        raise CreativityError(f"creativity must be a number in [0, 1], got {c!r}")
+    c = float(c)
+    if math.isnan(c) or not 0.0 <= c <= 1.0:
+        raise CreativityError(
+            f"creativity must lie in [0, 1] (0 = factual and near-greedy, 1 = free sampling), "
+            f"got {c}")
+    return c
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The creativity knob. Construct with a ``creativity`` in [0, 1]; other fields tune it."""
+
+    creativity: float = 0.5
+    t_max: float = 1.0
+    top_p_min: float = 0.6
+    top_p_max: float = 0.95
+    min_p_max: float = 0.0
+    guard_until: float = 0.75
+    dev_low: float = 0.5
+    dev_high: float = 0.9
+    top_p_floor: float = 0.3
+    eos_gain: float = 2.0
+    eos_bias_max: float = 8.0
+    resample_at: float = 0.7
+    max_retries: int = 2
+    retry_temperature: float = 0.5
+    abstain_at: float = 0.95
+    abstain_below: float = 1.0
+    abstain_rise: float = 0.05
+    abstain_message: str = "I don't know."
+    use_eos_bias: bool = True
+    use_tighten: bool = False
+    use_resample: bool = False
+    use_abstain: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "creativity", check_creativity(self.creativity))
+        for name in ("t_max", "eos_gain", "eos_bias_max", "retry_temperature", "abstain_rise"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"Policy.{name} must be a finite number >= 0, got {v!r}")
+        for name in ("top_p_min", "top_p_max", "top_p_floor", "min_p_max", "dev_low", "dev_high",
+                     "resample_at", "abstain_at", "abstain_below"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and 0.0 <= v <= 1.0):
+                raise ValueError(f"Policy.{name} must lie in [0, 1], got {v!r}")
+        if not 0 < self.guard_until <= 1:
+            raise ValueError(f"Policy.guard_until must lie in (0, 1], got {self.guard_until}")
+        if self.top_p_min > self.top_p_max or self.top_p_floor > self.top_p_min:
+            raise ValueError("Policy needs top_p_floor <= top_p_min <= top_p_max; got "
+                             f"{self.top_p_floor}, {self.top_p_min}, {self.top_p_max}")
+        if self.dev_low >= self.dev_high:
+            raise ValueError(f"Policy needs dev_low < dev_high; got {self.dev_low}, "
+                             f"{self.dev_high}")
+        if not isinstance(self.max_retries, int) or not 0 <= self.max_retries <= 8:
+            raise ValueError(f"Policy.max_retries must be an int in [0, 8], got "
+                             f"{self.max_retries!r}")
+
+    # ---- scalar schedule (no heads) ------------------------------------------------------------
+
+    @property
+    def guard(self) -> float:
+        """How strongly the heads steer at this creativity: 1 at c = 0, 0 from guard_until."""
+        return max(0.0, 1.0 - self.creativity / self.guard_until)
+
+    @property
+    def temperature(self) -> float:
+        return self.t_max * self.creativity
+
+    @property
+    def top_p(self) -> float:
+        return self.top_p_min + (self.top_p_max - self.top_p_min) * self.creativity
+
+    @property
+    def min_p(self) -> float:
+        return self.min_p_max * (1.0 - self.creativity)
+
+    @property
+    def resample_threshold(self) -> float:
+        return self.resample_at + (1.0 - self.resample_at) * self.creativity
+
+    @property
+    def abstains(self) -> bool:
+        return self.use_abstain and (self.creativity < self.abstain_below
+                                     or self.creativity == 0.0)
+
+    @property
+    def abstain_threshold(self) -> float:
+        """The ``p_dev`` at which a content token makes the answer abstain at this creativity."""
+        return min(1.0, self.abstain_at + self.abstain_rise * self.creativity)
+
+    def member_weights(self, n: int) -> list[float]:
+        """Base weights of ``n`` members ordered factual → creative (sum 1)."""
+        if n < 1:
+            raise ValueError(f"an ensemble needs at least one member, got {n}")
+        if n == 1:
+            return [1.0]
+        pos = self.creativity * (n - 1)
+        return [max(0.0, 1.0 - abs(pos - i)) for i in range(n)]
+
+    # ---- per-step, per-row decisions -----------------------------------------------------------
+
+    def step(self, p_stop: torch.Tensor | None, p_dev: torch.Tensor | None, n_members: int = 1,
+             *, batch: int | None = None, device=None) -> StepDecision:
+        """Decisions for a batch given the heads' outputs for each row's last token.
+
+        ``p_stop``/``p_dev`` are (B,) or None (no heads: the schedule alone)."""
+        ref = p_stop if p_stop is not None else p_dev
+        if ref is not None:
+            batch, device = ref.shape[0], ref.device
+        if batch is None:
+            raise ValueError("Policy.step needs head outputs or batch=")
+        full = lambda v: torch.full((batch,), float(v), device=device)  # noqa: E731
+        g = self.guard
+        if p_dev is not None and self.use_tighten and g > 0:
+            r = ((p_dev.float() - self.dev_low) / (self.dev_high - self.dev_low)).clamp(0, 1)
+            cool = 1.0 - g * r  # (B,) in [0, 1]
+        else:
+            cool = full(1.0)
+        temperature = self.temperature * cool
+        top_p = self.top_p_floor + (self.top_p - self.top_p_floor) * cool
+        min_p = full(self.min_p)
+        base = torch.tensor(self.member_weights(n_members), device=device)
+        weights = base.expand(batch, n_members).clone()  # (B, M)
+        if n_members > 1:
+            creative = weights[:, 1:] * cool[:, None]
+            weights = torch.cat([1.0 - creative.sum(1, keepdim=True), creative], dim=1)
+        if p_stop is not None and self.use_eos_bias:
+            z = torch.logit(p_stop.float().clamp(1e-6, 1 - 1e-6)).clamp(min=0)
+            eos_bias = (self.eos_gain * (1.0 - self.creativity) * z).clamp(max=self.eos_bias_max)
+        else:
+            eos_bias = full(0.0)
+        if p_dev is not None and self.use_resample and self.max_retries > 0:
+            resample = p_dev >= self.resample_threshold
+        else:
+            resample = torch.zeros(batch, dtype=torch.bool, device=device)
+        if p_dev is not None and self.abstains:
+            abstain = p_dev >= self.abstain_threshold
+        else:
+            abstain = torch.zeros(batch, dtype=torch.bool, device=device)
+        return StepDecision(temperature, top_p, min_p, weights, eos_bias, resample, abstain)
+
+    def retry(self, decision: StepDecision, attempt: int) -> StepDecision:
+        """A cooler decision for retry ``attempt`` (1-based): factual member only, temperature
+        times ``retry_temperature ** attempt``, top-p at its floor."""
+        w = torch.zeros_like(decision.weights)
+        w[:, 0] = 1.0
+        return StepDecision(decision.temperature * self.retry_temperature ** attempt,
+                            torch.full_like(decision.top_p, self.top_p_floor), decision.min_p, w,
+                            decision.eos_bias, decision.resample, decision.abstain)
+
+    # ---- documentation -------------------------------------------------------------------------
+
+    def describe(self, n_members: int = 2) -> dict:
+        """The numbers this policy produces with no heads and at p_stop = p_dev = 0.95."""
+        hi = torch.tensor([0.95])
+        d = self.step(hi, hi, n_members)
+        return {
+            "creativity": self.creativity,
+            "temperature": round(self.temperature, 4),
+            "top_p": round(self.top_p, 4),
+            "weights": [round(w, 4) for w in self.member_weights(n_members)],
+            "temperature@p_dev=.95": round(float(d.temperature[0]), 4),
+            "top_p@p_dev=.95": round(float(d.top_p[0]), 4),
+            "weights@p_dev=.95": [round(float(w), 4) for w in d.weights[0]],
+            "eos_bias@p_stop=.95": round(float(d.eos_bias[0]), 4),
+            "resample_at": round(self.resample_threshold, 4) if self.use_resample else None,
+            "abstains": self.abstains,
+            "abstain_at": round(self.abstain_threshold, 4) if self.abstains else None,
+        }
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,65 @@
+"""ControlledLogitsProcessor: the policy and the heads inside plain HF ``model.generate``.
+
+HF's loop gives processors only ``(input_ids, scores)``, so a forward hook on the tapped layers
+hands the heads the hidden states of the last forward pass. The scores it returns come from
+the same pipeline tigerdecode's own loop samples from (:func:`tigerdecode.decode.sampling.process`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tigerdecode.decode.sampling import check_finite, eos_ids_of, process
+from tigerdecode.model.taps import HiddenStateTap
+from tigerdecode.policy.knob import Policy
+
+
+class ControlledLogitsProcessor:
+    """The policy and heads inside plain ``model.generate``.
+
+    >>> proc = ControlledLogitsProcessor(model, tok, creativity=0.2, heads=heads)
+    >>> with proc:
+    ...     model.generate(**inputs, logits_processor=[proc], do_sample=True,
+    ...                    temperature=1.0, top_p=1.0, top_k=0)
+
+    Use ``do_sample=True`` with HF's own warpers neutral (temperature 1, top_p 1, top_k 0): this
+    processor applies the policy's temperature and top-p itself. Without ``heads`` it applies the
+    schedule only. The processor returns new scores and never modifies its input.
+    """
+
+    def __init__(self, model, tokenizer=None, *, creativity: float = 0.5, heads=None,
+                 policy: Policy | None = None, eos_token_id=None):
+        self.policy = policy if policy is not None else Policy(creativity)
+        self.heads = heads
+        if eos_token_id is None:
+            eos_token_id = tokenizer.eos_token_id if tokenizer is not None else \
+                model.generation_config.eos_token_id
+        self.eos_ids = eos_ids_of(eos_token_id)
+        self.tap = HiddenStateTap(model, heads.layers) if heads is not None else None
+        self.last: dict[str, torch.Tensor] = {}
+
+    def __enter__(self):
+        if self.tap is not None:
+            self.tap.attach()
+        return self
+
+    def __exit__(self, *exc):
+        if self.tap is not None:
+            self.tap.detach()
+
+    def close(self):
+        self.__exit__()
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
+        check_finite(scores)
+        p_stop = p_dev = None
+        if self.tap is not None:
+            if not self.tap.attached:
+                raise RuntimeError("ControlledLogitsProcessor with heads must be used inside "
+                                   "`with proc:` (that attaches the hidden-state hooks)")
+            with torch.no_grad():
+                p_stop, p_dev = self.heads(self.tap.last())[:2]
+            p_stop, p_dev = p_stop.to(scores.device), p_dev.to(scores.device)
+        d = self.policy.step(p_stop, p_dev, 1, batch=scores.shape[0], device=scores.device)
+        self.last = {"p_stop": p_stop, "p_dev": p_dev, "temperature": d.temperature}
+        return process([scores], d, self.eos_ids).to(scores.dtype)

@@ -1,0 +1,185 @@
+"""Save and load quantized models: a HF-style directory with the format in the metadata.
+
+Layout: ``config.json`` + tokenizer files (as ``save_pretrained`` writes them), ``model.safetensors``
+(float tensors and the packed ``qweight``/``scales``/``zeros`` buffers; tied tensors stored once)
+and ``tigerdecode_quant.json`` (format name and version, packing, zero mode, per-layer bits and
+group sizes). The safetensors header carries the same format fields; loading checks both and
+refuses a format it does not know with an error that says what it found and what it supports.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from tigerdecode.fsutil import atomic_dir
+from tigerdecode.kernels import QuantizationError, check_format
+from tigerdecode.errors import ModelLoadError
+
+QUANT_FILE = "tigerdecode_quant.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT_NAME = "tigerdecode-quant"
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+PACKING = {4: "int4-uint32x8-along-k", 8: "int8-row-major-nk"}
+ZERO_MODE = {(4, "int"): "asymmetric-uint4-per-group", (4, "float"): "asymmetric-fp16-min-per-group",
+             (8, "int"): "symmetric-per-channel"}
+
+
+class QuantFormatError(ModelLoadError):
+    """A quantized checkpoint is missing, corrupt or of a format this version cannot read."""
+
+
+def is_quantized_dir(path) -> bool:
+    return Path(path).is_dir() and (Path(path) / QUANT_FILE).is_file()
+
+
+def _header(plan) -> dict:
+    return {"format": FORMAT_NAME, "version": FORMAT_VERSION, "bits": plan.bits,
+            "group_size": plan.group_size, "packing": PACKING[plan.bits],
+            "zero_mode": ZERO_MODE[(plan.bits, plan.zero_mode)]}
+
+
+def save_quantized(model, tokenizer, out_dir, *, source: str | None = None) -> Path:
+    """Write ``model`` (after :func:`quantize_model`) and ``tokenizer`` to ``out_dir``.
+
+    Written into a temp directory beside ``out_dir`` and renamed into place, so an interrupted
+    save never leaves a half-written checkpoint. An existing ``out_dir`` is replaced only when it
+    is empty or itself a quantized checkpoint.
+    """
+    from safetensors.torch import save_model
+
+    plan = getattr(model, "tigerdecode_quant", None)
+    if plan is None:
+        raise QuantizationError("the model is not quantized; call quantize_model(model) first.")
+    out = Path(out_dir).expanduser()
+    if out.exists() and any(out.iterdir()) and not is_quantized_dir(out):
+        raise FileExistsError(f"{out} exists and is not a tigerdecode quantized checkpoint; "
+                              "choose an empty or new directory.")
+    with atomic_dir(out) as tmp:
+        meta = {**_header(plan), "source": source, "dtype": str(_float_dtype(model)).split(".")[-1],
+                "plan": plan.to_dict()}
+        model.config.save_pretrained(str(tmp))
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.save_pretrained(str(tmp))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        header = {k: str(v) for k, v in _header(plan).items()}
+        save_model(model, str(tmp / WEIGHTS_FILE), metadata=header)
+        (tmp / QUANT_FILE).write_text(json.dumps(meta, indent=2))
+    return out
+
+
+def _float_dtype(model) -> torch.dtype:
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def read_metadata(path) -> dict:
+    """The checked format metadata of a quantized directory."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / QUANT_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise QuantFormatError(f"cannot read {path / QUANT_FILE}: {e}") from e
+    check_metadata(meta, where=str(path / QUANT_FILE))
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path / WEIGHTS_FILE), framework="pt") as fh:
+            header = fh.metadata() or {}
+    except Exception as e:  # noqa: BLE001 - safetensors has its own error types
+        raise QuantFormatError(f"cannot read {path / WEIGHTS_FILE}: {e}") from e
+    want = {k: str(v) for k, v in _header_from(meta).items()}
+    diff = {k: (header.get(k), v) for k, v in want.items() if header.get(k) != v}
+    if diff:
+        raise QuantFormatError(f"{path / WEIGHTS_FILE} header disagrees with {QUANT_FILE} "
+                               f"(field: (header, json)): {diff}; the checkpoint is inconsistent.")
+    return meta
+
+
+def _header_from(meta: dict) -> dict:
+    return {k: meta[k] for k in ("format", "version", "bits", "group_size", "packing", "zero_mode")}
+
+
+def check_metadata(meta: dict, where: str = "metadata") -> None:
+    """Raise :class:`QuantFormatError` unless ``meta`` describes a format this version reads."""
+    if meta.get("format") != FORMAT_NAME:
+        raise QuantFormatError(f"{where}: format {meta.get('format')!r} is not {FORMAT_NAME!r}.")
+    if meta.get("version") not in SUPPORTED_VERSIONS:
+        raise QuantFormatError(
+            f"{where}: format version {meta.get('version')!r} is not supported by this tigerdecode "
+            f"(supported: {SUPPORTED_VERSIONS}). Upgrade tigerdecode or re-quantize the model "
+            "with `tigerdecode quantize`."
+        )
+    try:
+        check_format(meta["bits"], meta["group_size"])
+        bits = meta["bits"]
+        modes = {v: k[1] for k, v in ZERO_MODE.items() if k[0] == bits}
+        if meta["packing"] != PACKING[bits] or meta["zero_mode"] not in modes:
+            raise QuantFormatError(
+                f"{where}: packing {meta['packing']!r} / zero mode {meta['zero_mode']!r} do not "
+                f"match int{bits} in this version ({PACKING[bits]!r}, one of {sorted(modes)}).")
+        if meta["plan"].get("zero_mode", "int") != modes[meta["zero_mode"]]:
+            raise QuantFormatError(f"{where}: plan zero mode disagrees with {meta['zero_mode']!r}")
+        for spec in meta["plan"]["layers"].values():
+            check_format(spec["bits"], spec["group_size"], spec.get("zero_mode", "int"))
+    except (KeyError, TypeError) as e:
+        raise QuantFormatError(f"{where}: missing or malformed field {e}") from e
+    except QuantizationError as e:
+        raise QuantFormatError(f"{where}: {e}") from e
+
+
+def load_quantized(path, *, dtype: torch.dtype | None = None, device=None):
+    """Load ``(model, tokenizer)`` from a directory written by :func:`save_quantized`."""
+    from safetensors.torch import load_model as st_load
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from tigerdecode.quant.rtn import QuantPlan
+    from tigerdecode.quant.layers import QuantEmbedding, QuantLinear
+
+    path = Path(path)
+    meta = read_metadata(path)
+    dtype = dtype or getattr(torch, meta.get("dtype", "float32"))
+    cfg = AutoConfig.from_pretrained(str(path))
+    with _no_init():
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    plan = QuantPlan(**meta["plan"])
+    for name, spec in plan.layers.items():
+        old = model.get_submodule(name)
+        W = old.weight.t() if type(old).__name__ == "Conv1D" else old.weight  # (N, K)
+        new = QuantLinear(W.shape[1], W.shape[0], spec["bits"], spec["group_size"], spec["bias"],
+                          dtype=dtype, zero_mode=spec.get("zero_mode", "int"))
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, new)
+    if plan.tied_embedding:
+        emb = model.get_submodule(plan.tied_embedding)
+        head = model.get_output_embeddings()
+        parent, _, child = plan.tied_embedding.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child,
+                QuantEmbedding(head, dtype, getattr(emb, "padding_idx", None)))
+    try:
+        st_load(model, str(path / WEIGHTS_FILE), strict=True)
+    except RuntimeError as e:
+        raise QuantFormatError(f"{path / WEIGHTS_FILE} does not match the model built from "
+                               f"config.json and {QUANT_FILE}: {e}") from e
+    model.tigerdecode_quant = plan
+    tok = AutoTokenizer.from_pretrained(str(path))
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    if device is not None:
+        model = model.to(device)
+    return model.eval(), tok
+
+
+def _no_init():
+    """Skip random weight init when building the skeleton (every tensor is loaded after)."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # older transformers
+        from transformers.modeling_utils import no_init_weights
+    return no_init_weights()

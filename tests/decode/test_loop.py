@@ -1,0 +1,153 @@
+"""The decode loop: greedy equals model.generate on every fixture architecture, batches equal
+single rows, seeded sampling, undo-and-resample keeps the cache right, streaming, stopping."""
+
+import threading
+
+import pytest
+import torch
+from transformers import StoppingCriteria, TextIteratorStreamer
+
+from tigerdecode.api import ControlledGenerator, generate
+from tigerdecode.heads import ControlHeads, HeadConfig
+from tigerdecode.model.load import fingerprint
+from tigerdecode.model.prompting import encode_prompts
+
+PROMPTS = ["Hello there", "The capital of Japan is a city called"]
+
+
+def heads_for(model, tok, dev_bias=0.0, stop_bias=0.0):
+    from tigerdecode.model.load import text_config
+
+    h = ControlHeads(HeadConfig([1, 2], text_config(model).hidden_size), fingerprint(model, tok))
+    with torch.no_grad():
+        h.nets["dev"].bias.fill_(dev_bias)
+        h.nets["stop"].bias.fill_(stop_bias)
+    return h.eval()
+
+
+def test_greedy_equals_model_generate_on_every_architecture(tiny_model):
+    arch, model, tok = tiny_model
+    inp = encode_prompts(tok, PROMPTS, raw=True)  # left-padded: rows of different lengths
+    ref = model.generate(**inp, max_new_tokens=10, do_sample=False, pad_token_id=2)
+    ours = generate(model, **inp, max_new_tokens=10, creativity=0.0, tokenizer=tok,
+                    heads=heads_for(model, tok))
+    assert torch.equal(ours, ref), arch
+
+
+def test_batch_equals_single_rows(tiny_llama):
+    model, tok = tiny_llama
+    gen = ControlledGenerator(model, tok, heads=heads_for(model, tok))
+    for c in (0.0, 0.8):
+        batch = gen.generate_text(PROMPTS, creativity=c, max_new_tokens=8, seed=5)
+        for i, p in enumerate(PROMPTS):
+            (one,) = gen.generate_text([p], creativity=c, max_new_tokens=8, seed=5 + i)
+            assert one.token_ids == batch[i].token_ids, (c, i)
+            assert one.trace[0].p_dev == pytest.approx(batch[i].trace[0].p_dev, abs=1e-5)
+
+
+def test_seeded_sampling_is_reproducible_and_seeds_matter(tiny_llama):
+    model, tok = tiny_llama
+    gen = ControlledGenerator(model, tok, heads=None)
+    a, b, c = (gen.generate_text(["Once upon a time"], creativity=1.0, max_new_tokens=12, seed=s,
+                                 raw=True)[0].token_ids for s in (1, 1, 2))
+    assert a == b and a != c
+
+
+def test_trace_records_every_decision(tiny_llama):
+    model, tok = tiny_llama
+    gen = ControlledGenerator(model, tok, heads=heads_for(model, tok))
+    (r,) = gen.generate_text(["Hi"], creativity=0.5, max_new_tokens=5, seed=0)
+    assert len(r.trace) == len(r.token_ids) + (r.stop_reason == "eos")
+    t = r.trace[0]
+    assert 0 <= t.p_stop <= 1 and 0 <= t.p_dev <= 1 and t.member_weights == [1.0]
+    assert t.temperature <= 0.5 and t.top_p <= 0.775 + 1e-6
+    assert r.timings["new_tokens"] >= 1 and r.to_json()
+
+
+def test_undo_and_resample_truncates_the_cache_correctly(tiny_llama):
+    """At creativity 0 every retry is greedy again: with p_dev forced high every step is undone
+    twice and redone, and the answer must equal plain greedy (a stale cache would change it)."""
+    model, tok = tiny_llama
+    inp = encode_prompts(tok, PROMPTS, raw=True)
+    ref = model.generate(**inp, max_new_tokens=8, do_sample=False, pad_token_id=2)
+    res = generate(model, **inp, max_new_tokens=8, creativity=0.0, tokenizer=tok,
+                   heads=heads_for(model, tok, dev_bias=30.0), use_resample=True,
+                   use_abstain=False, return_result=True)
+    ours = generate(model, **inp, max_new_tokens=8, creativity=0.0, tokenizer=tok,
+                    heads=heads_for(model, tok, dev_bias=30.0), use_resample=True,
+                    use_abstain=False)
+    assert torch.equal(ours, ref)
+    assert all(t.retries == 2 and t.rewritten for r in res for t in r.trace)
+
+
+def test_resample_at_high_risk_changes_sampled_tokens(tiny_llama):
+    model, tok = tiny_llama
+    kw = dict(creativity=0.5, max_new_tokens=10, seed=3, raw=True)
+    plain = ControlledGenerator(model, tok, heads=heads_for(model, tok, dev_bias=30.0))
+    (a,) = plain.generate_text(["Once upon a time"], use_tighten=False, **kw)
+    (b,) = plain.generate_text(["Once upon a time"], use_tighten=False, use_resample=True, **kw)
+    assert all(t.retries == 0 for t in a.trace) and all(t.retries == 2 for t in b.trace)
+    assert a.token_ids != b.token_ids
+
+
+def test_abstains_at_low_creativity_on_high_risk(tiny_llama):
+    model, tok = tiny_llama
+    gen = ControlledGenerator(model, tok, heads=heads_for(model, tok, dev_bias=30.0))
+    (r,) = gen.generate_text(["Who wrote Hamlet?"], creativity=0.0, max_new_tokens=10,
+                             use_abstain=True, abstain_message="No idea.")
+    assert r.abstained and r.text == "No idea." and r.stop_reason == "abstain"
+    # No abstention from abstain_below on (default 1: creativity 1 samples freely).
+    (r,) = gen.generate_text(["Who wrote Hamlet?"], creativity=1.0, max_new_tokens=4,
+                             use_abstain=True)
+    assert not r.abstained
+    (r,) = gen.generate_text(["Who wrote Hamlet?"], creativity=0.6, max_new_tokens=4,
+                             use_abstain=True, abstain_below=0.5)
+    assert not r.abstained
+
+
+def test_stop_head_biases_eos(tiny_llama):
+    model, tok = tiny_llama
+    sure = ControlledGenerator(model, tok, heads=heads_for(model, tok, stop_bias=30.0))
+    (r,) = sure.generate_text(["Hi"], creativity=0.0, max_new_tokens=10, eos_bias_max=100.0)
+    assert r.stop_reason == "eos" and r.token_ids == []  # first token (after the prompt) is EOS
+
+
+def test_streaming_and_callbacks(tiny_llama):
+    model, tok = tiny_llama
+    inp = encode_prompts(tok, ["Hello"], raw=True)
+    streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+    out = {}
+    th = threading.Thread(target=lambda: out.setdefault("ids", generate(
+        model, **inp, max_new_tokens=6, creativity=0.0, tokenizer=tok, heads=None,
+        streamer=streamer)))
+    th.start()
+    text = "".join(streamer)
+    th.join()
+    new = out["ids"][0, inp["input_ids"].shape[1]:]
+    assert text == tok.decode(new, skip_special_tokens=True)
+    calls = []
+    gen = ControlledGenerator(model, tok, heads=heads_for(model, tok))
+    (r,) = gen.generate_text(["Hello"], creativity=0.0, max_new_tokens=4,
+                             on_token=lambda *a: calls.append(a))
+    assert [c[1] for c in calls] == [t.token_id for t in r.trace]
+    assert calls[0][0] == 0 and 0 <= calls[0][2]["p_dev"] <= 1
+
+
+class StopAfter(StoppingCriteria):
+    def __init__(self, n, start):
+        self.n, self.start = n, start
+
+    def __call__(self, input_ids, scores, **kw):
+        return torch.full((input_ids.shape[0],), input_ids.shape[1] - self.start >= self.n)
+
+
+def test_stopping_criteria_and_min_new_tokens(tiny_llama):
+    model, tok = tiny_llama
+    inp = encode_prompts(tok, ["Hello"], raw=True)
+    res = generate(model, **inp, max_new_tokens=10, creativity=0.0, tokenizer=tok, heads=None,
+                   stopping_criteria=StopAfter(3, inp["input_ids"].shape[1]), return_result=True)
+    assert len(res[0].token_ids) == 3 and res[0].stop_reason == "stopping_criteria"
+    sure = heads_for(model, tok, stop_bias=30.0)
+    res = generate(model, **inp, max_new_tokens=5, min_new_tokens=5, creativity=0.0,
+                   tokenizer=tok, heads=sure, eos_bias_max=100.0, return_result=True)
+    assert len(res[0].token_ids) == 5

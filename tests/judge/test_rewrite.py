@@ -1,0 +1,204 @@
+"""Judge-and-rewrite through the generator: rewind, budget, abstention, batches, bad inputs."""
+
+import pytest
+import torch
+from test_judge_model import make_judge
+
+from tigerdecode.api import ControlledGenerator
+from tigerdecode.decode.loop import decode
+from tigerdecode.policy.control import PolicyControl
+from tigerdecode.judge.features import from_decode, reencode, rewind_cache, strip_padding
+from tigerdecode.policy.knob import Policy
+from tigerdecode.model.prompting import encode_prompts
+from tigerdecode.judge.rewrite import BanAtStart, JudgeSettings, rewind_point
+
+PROMPTS = ["The capital of Japan is", "Name a colour", "Hello there, how are you"]
+N = 8
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_llama):
+    model, tok = tiny_llama
+    return model, tok, ControlledGenerator(model, tok, heads=None), make_judge(model, tok)
+
+
+def _greedy(model, ids, mask, cache=None, banned=None, n=N):
+    control = PolicyControl(Policy(0.0), 1)
+    if banned is not None:
+        control = BanAtStart(control, banned)
+    out = decode([(model, ids, mask)], control, max_new_tokens=n, eos_ids=[], pad_id=0,
+                 prefix_cache=cache, keep_cache=True)
+    return out
+
+
+def test_rewound_cache_gives_the_tokens_of_a_recomputed_prefix(setup):
+    """Cut the judge pass's cache back to prompt + answer[:j] and decode on: the same tokens as
+    decoding from prompt + answer[:j] with no cache at all (and with a banned first token)."""
+    model, tok, _, _ = setup
+    enc = encode_prompts(tok, PROMPTS)
+    first = _greedy(model, enc["input_ids"], enc["attention_mask"])
+    pids = strip_padding(enc["input_ids"], enc["attention_mask"])
+    answers = first.tokens.tolist()
+    r = reencode(model, from_decode(first.kept, first.kept_rows), answers, [False] * 3,
+                 eos_id=tok.eos_token_id, pad_id=0, layers=[2], keep_cache=True)
+    T0 = enc["input_ids"].shape[1]
+    js = [3, 0, 5]
+    rows_in = [pids[i] + answers[i][:j] for i, j in enumerate(js)]
+    cache, mask = rewind_cache(model, r.cache, [0, 1, 2], [T0 - len(p) for p in pids],
+                               [len(x) - 1 for x in rows_in])
+    W = mask.shape[1]
+    ids = torch.zeros((3, W + 1), dtype=torch.long)
+    for i, x in enumerate(rows_in):
+        ids[i, W + 1 - len(x):] = torch.tensor(x)
+    mask = torch.cat([mask, torch.ones(3, 1, dtype=torch.long)], 1)
+    banned = [[answers[i][j]] for i, j in enumerate(js)]
+    assert cache.get_seq_length() == W  # the cut cache, handed over: only the last token is fed
+    fast = _greedy(model, ids, mask, cache, banned).tokens
+    assert cache.get_seq_length() == W + 1 + N - 1  # the decode extended that same cache
+    for i, x in enumerate(rows_in):  # reference: one row, recomputed from scratch
+        ref = _greedy(model, torch.tensor([x]), torch.ones(1, len(x), dtype=torch.long),
+                      banned=[banned[i]]).tokens
+        assert fast[i].tolist() == ref[0].tolist()
+        assert fast[i, 0].item() != answers[i][js[i]]
+
+
+def test_accept_keeps_the_answer(setup):
+    model, tok, gen, judge = setup
+    base = gen.generate_text(PROMPTS, creativity=0.0, max_new_tokens=N, seed=0)
+    out = gen.generate_text(PROMPTS, creativity=0.0, max_new_tokens=N, seed=0, judge=judge,
+                            judge_threshold=1.0)
+    for b, r in zip(base, out, strict=True):
+        assert r.text == b.text and r.token_ids == b.token_ids
+        assert r.judge.verdict == "accept" and len(r.judge.rewrites) == 1
+        assert 0 < r.judge.score < 1 and r.judge.threshold == 1.0
+        assert not any(t.rewritten for t in r.trace)
+
+
+@pytest.mark.parametrize("budget", [0, 2])
+def test_budget_then_abstain(setup, budget):
+    model, tok, gen, judge = setup
+    out = gen.generate_text(PROMPTS, creativity=0.6, max_new_tokens=N, seed=1, judge=judge,
+                            judge_threshold=1e-6, max_rewrites=budget,
+                            judge_abstain_message="No idea.")
+    for r in out:
+        assert r.judge.verdict == "abstain" and r.abstained and r.text == "No idea."
+        hist = r.judge.rewrites
+        assert len(hist) == budget + 1  # the first answer, then one candidate per rewrite
+        assert [h["attempt"] for h in hist] == list(range(budget + 1))
+        cs = [h["creativity"] for h in hist]
+        assert cs == sorted(cs, reverse=True) and (budget == 0 or cs[-1] == 0.0)
+        for h in hist[1:]:
+            assert h["rewind_at"] is not None and h["score"] is not None
+            assert h["token_ids"][:h["rewind_at"]] == hist[h["attempt"] - 1]["token_ids"][
+                :h["rewind_at"]]
+
+
+def test_best_of_rejected_returns_the_best_candidate_marked(setup):
+    model, tok, gen, judge = setup
+    (r,) = gen.generate_text(PROMPTS[:1], creativity=0.8, max_new_tokens=N, seed=2,
+                             judge=judge, judge_threshold=1e-6, max_rewrites=2,
+                             on_reject="best")
+    hist = r.judge.rewrites
+    best = min(hist, key=lambda h: h["score"])
+    assert r.judge.verdict == "best_of_rejected" and not r.abstained
+    assert r.token_ids == best["token_ids"] and r.judge.score == best["score"]
+    assert any("rejected" in n for n in r.notes)
+    if best["attempt"] > 0:  # tokens from the rewind point on are marked in the trace
+        j = best["rewind_at"]
+        assert all(t.rewritten for t in r.trace[j:]) and not any(t.rewritten for t in r.trace[:j])
+
+
+def test_rows_are_judged_and_rewritten_independently(setup):
+    model, tok, gen, judge = setup
+    base = gen.generate_text(PROMPTS, creativity=0.0, max_new_tokens=N, seed=0, judge=judge,
+                             judge_threshold=1.0)
+    scores = sorted(r.judge.score for r in base)
+    thr = (scores[0] + scores[1]) / 2  # rejects all but the best-scored row
+    kw = dict(creativity=0.0, max_new_tokens=N, seed=0, judge=judge, judge_threshold=thr,
+              max_rewrites=2, on_reject="best")
+    batch = gen.generate_text(PROMPTS, **kw)
+    assert {r.judge.verdict for r in batch} - {"accept"}  # some rows were rewritten
+    for i, p in enumerate(PROMPTS):
+        (alone,) = gen.generate_text([p], **kw)
+        assert alone.token_ids == batch[i].token_ids and alone.judge.verdict == batch[
+            i].judge.verdict
+        assert alone.judge.score == pytest.approx(batch[i].judge.score, abs=1e-4)
+
+
+def test_bad_inputs(setup):
+    model, tok, gen, judge = setup
+    for bad in (-1, 1.5, True, 99):
+        with pytest.raises(ValueError, match="max_rewrites"):
+            gen.generate_text(PROMPTS[:1], max_new_tokens=2, judge=judge, max_rewrites=bad)
+    with pytest.raises(ValueError, match="judge=True"):
+        gen.generate_text(PROMPTS[:1], max_new_tokens=2, max_rewrites=1)
+    with pytest.raises(ValueError, match="method"):
+        gen.generate_text(PROMPTS[:1], max_new_tokens=2, judge=judge, method="greedy")
+    with pytest.raises(ValueError, match="judge_threshold"):
+        JudgeSettings(threshold=0.0)
+    with pytest.raises(ValueError, match="on_reject"):
+        JudgeSettings(on_reject="retry")
+
+
+def test_rewind_point():
+    assert rewind_point([0.1, 0.8, 0.9], 0.5) == 1
+    assert rewind_point([0.1, 0.3, 0.2], 0.5) == 1  # none crosses: the riskiest
+    assert rewind_point([], 0.5) == 0
+
+
+def test_drop_in_generate_with_judge(setup):
+    import tigerdecode
+
+    model, tok, _, judge = setup
+    enc = encode_prompts(tok, PROMPTS[:2])
+    kw = dict(max_new_tokens=N, creativity=0.0, tokenizer=tok, heads=None, judge=judge,
+              judge_threshold=1e-6, max_rewrites=1)
+    seqs = tigerdecode.generate(model, **enc, **kw)
+    res = tigerdecode.generate(model, **enc, return_result=True, **kw)
+    assert all(r.judge.verdict == "abstain" for r in res)
+    T = enc["input_ids"].shape[1]
+    assert torch.equal(seqs[:, :T], enc["input_ids"])
+    said = tok.decode(seqs[0, T:], skip_special_tokens=True)
+    assert said == res[0].text == "I don't know."
+    with pytest.raises(ValueError, match="tokenizer"):
+        tigerdecode.generate(model, **enc, max_new_tokens=2, heads=None, judge=judge)
+
+
+def test_judge_eval_cli_prints_the_issue_keys(setup, tiny_model_dir, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from tigerdecode.cli import main
+    from tigerdecode.cli.judge import EVAL_KEYS
+
+    model, tok, _, judge = setup
+    judge.save(tmp_path / "judge")
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps({"prompt": p, "answers": ["Tokyo"], "topic": "t"}) + "\n"
+                          for p in PROMPTS))
+    r = CliRunner().invoke(main, ["judge", "eval", "--qa", str(qa), "--limit", "2", "--json",
+                                  "--model", str(tiny_model_dir), "--judge",
+                                  str(tmp_path / "judge"), "--max-new-tokens", "4"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout.strip().splitlines()[-1])  # warnings go to stderr
+    assert tuple(got) == EVAL_KEYS and got["n"] == 2
+    assert got["wrong_rate_without"] == 1.0  # random weights never say "Tokyo"
+    assert 0 <= got["abstain_rate"] <= 1 and got["latency_ratio"] > 0
+    # --set reaches both arms, --open counts the judge's abstentions on free text
+    details = tmp_path / "details.json"
+    opens = tmp_path / "open.jsonl"
+    opens.write_text('{"prompt": "Write a poem about rain."}\n{"prompt": "Write a slogan."}\n')
+    r = CliRunner().invoke(main, ["judge", "eval", "--qa", str(qa), "--limit", "2", "--json",
+                                  "--model", str(tiny_model_dir), "--judge",
+                                  str(tmp_path / "judge"), "--max-new-tokens", "4", "--set",
+                                  "use_abstain=false", "--open", str(opens), "--details",
+                                  str(details)])
+    assert r.exit_code == 0, r.output
+    d = json.loads(details.read_text())["details"]
+    assert d["policy"] == {"use_abstain": False}
+    assert d["open"]["n"] == 2 and 0 <= d["open"]["abstained"] <= 2
+    r = CliRunner().invoke(main, ["judge", "eval", "--qa", str(qa), "--set", "nope=1"])
+    assert r.exit_code != 0 and "Policy field" in r.output
+    bad = CliRunner().invoke(main, ["generate", "hi", "--max-rewrites", "1"])
+    assert bad.exit_code != 0 and "--judge" in bad.output

@@ -1,0 +1,112 @@
+"""Policy: monotone in creativity (hypothesis), documented numbers, bad input."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tigerdecode.policy.knob import CreativityError, Policy
+
+unit = st.floats(0.0, 1.0, allow_nan=False)
+maybe_p = st.one_of(st.none(), unit)
+FLAGS = dict(use_eos_bias=True, use_tighten=True, use_resample=True, use_abstain=True)
+
+
+def _step(c, p_stop, p_dev, n=2):
+    t = lambda p: None if p is None else torch.tensor([p])  # noqa: E731
+    return Policy(c, **FLAGS).step(t(p_stop), t(p_dev), n, batch=1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=unit, b=unit, p_stop=maybe_p, p_dev=maybe_p)
+def test_every_decision_is_monotone_in_creativity(a, b, p_stop, p_dev):
+    lo, hi = sorted((a, b))
+    x, y = _step(lo, p_stop, p_dev), _step(hi, p_stop, p_dev)
+    eps = 1e-6
+    assert y.temperature[0] >= x.temperature[0] - eps
+    assert y.top_p[0] >= x.top_p[0] - eps
+    assert y.min_p[0] <= x.min_p[0] + eps
+    assert y.weights[0, 1] >= x.weights[0, 1] - eps  # the creative member's weight
+    assert y.eos_bias[0] <= x.eos_bias[0] + eps
+    assert int(y.resample[0]) <= int(x.resample[0])
+    assert int(y.abstain[0]) <= int(x.abstain[0])
+
+
+@settings(max_examples=100, deadline=None)
+@given(c=unit, n=st.integers(1, 5), p_dev=maybe_p)
+def test_weights_are_a_distribution_and_cumulatively_monotone(c, n, p_dev):
+    d = _step(c, None, p_dev, n)
+    assert torch.allclose(d.weights.sum(-1), torch.ones(1)) and (d.weights >= 0).all()
+    base = Policy(c).member_weights(n)
+    later = Policy(min(1.0, c + 0.1)).member_weights(n)
+    for k in range(n):  # weight on the members from k on (the more creative ones) never drops
+        assert sum(later[k:]) >= sum(base[k:]) - 1e-9
+
+
+@settings(max_examples=100, deadline=None)
+@given(c=unit, p=unit, q=unit)
+def test_risk_never_loosens_sampling(c, p, q):
+    lo, hi = sorted((p, q))
+    x, y = _step(c, None, lo), _step(c, None, hi)
+    assert y.temperature[0] <= x.temperature[0] + 1e-6 and y.top_p[0] <= x.top_p[0] + 1e-6
+
+
+def test_documented_numbers():
+    assert Policy(0).temperature == 0 and Policy(1).temperature == 1.0
+    assert Policy(0.5).top_p == pytest.approx(0.775)
+    assert Policy(0.25).member_weights(2) == [0.75, 0.25]
+    d = Policy(0).describe()
+    assert d["temperature@p_dev=.95"] == 0 and d["weights@p_dev=.95"] == [1.0, 0.0]
+    assert d["eos_bias@p_stop=.95"] == pytest.approx(2 * math.log(0.95 / 0.05), rel=1e-3)
+    assert Policy(1).describe()["eos_bias@p_stop=.95"] == 0
+    # without heads the schedule alone decides
+    d = Policy(0.5).step(None, None, 2, batch=3)
+    assert d.temperature.tolist() == [0.5] * 3 and not d.resample.any()
+    assert d.eos_bias.tolist() == [0.0] * 3
+
+
+def test_retry_is_cooler_and_factual():
+    p = Policy(0.6, use_resample=True)
+    d = p.step(None, torch.tensor([0.99]), 2)
+    r = p.retry(d, 1)
+    assert r.temperature[0] < d.temperature[0] and r.weights[0].tolist() == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.01, float("nan"), float("inf"), "0.5", None, True])
+def test_bad_creativity(bad):
+    with pytest.raises(CreativityError, match="creativity must"):
+        Policy(bad)
+
+
+def test_bad_fields():
+    with pytest.raises(ValueError, match="top_p_floor <= top_p_min"):
+        Policy(0.5, top_p_min=0.2)
+    with pytest.raises(ValueError, match="max_retries"):
+        Policy(0.5, max_retries=-1)
+    with pytest.raises(ValueError, match="t_max"):
+        Policy(0.5, t_max=float("nan"))
+
+
+def test_abstain_bar_default_and_flat_option():
+    assert Policy(0).abstain_threshold == pytest.approx(0.95)
+    assert Policy(0.5).abstain_threshold == pytest.approx(0.975)
+    assert Policy(0.99).abstains and not Policy(1.0).abstains
+    flat = dict(abstain_rise=0.0)
+    assert Policy(0, **flat).abstain_threshold == Policy(0.75, **flat).abstain_threshold == 0.95
+    assert Policy(1.0, abstain_rise=0.5).abstain_threshold == 1.0  # capped
+
+
+def test_abstain_bar_rises_with_creativity_and_ends_at_abstain_below():
+    p = dict(use_abstain=True, abstain_at=0.8, abstain_below=0.5, abstain_rise=0.4)
+    assert Policy(0, **p).abstain_threshold == pytest.approx(0.8)
+    assert Policy(0.25, **p).abstain_threshold == pytest.approx(0.9)
+    assert Policy(0.49, **p).abstains and not Policy(0.5, **p).abstains
+    dev = torch.tensor([0.85, 0.95])
+    assert Policy(0, **p).step(None, dev).abstain.tolist() == [True, True]
+    assert Policy(0.25, **p).step(None, dev).abstain.tolist() == [False, True]
+    assert Policy(0.5, **p).step(None, dev).abstain.tolist() == [False, False]
+    # abstain_below = 0: only creativity 0 abstains, at abstain_at
+    assert Policy(0, use_abstain=True, abstain_below=0.0).abstains
+    assert not Policy(0.01, use_abstain=True, abstain_below=0.0).abstains
