@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.tigerdecode-setup
 
-.PHONY: setup run test lint demo bench clean
+.PHONY: setup run test test-fast lint demo bench clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ bench: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The tests without the real default model (a few seconds to a minute).
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -58,3 +58,37 @@ def check_fingerprint(expected: Fingerprint | None, model, tokenizer, where,
         raise error(f"{where} records no model fingerprint; cannot check it fits {actual}")
     if expected != actual:
         raise error(f"{where} was trained for {expected} but the model is {actual}. {hint}")
+
+
+KINDS = {"heads": "heads.safetensors", "judge": "judge.safetensors"}
+
+
+def user_heads_dir() -> Path:
+    """Where checkpoints a user trains are found by fingerprint:
+    ``$TIGERDECODE_CACHE/heads/<name>/`` (any folder name; the fingerprint decides)."""
+    from tigerdecode.model.load import cache_dir
+
+    return cache_dir() / "heads"
+
+
+def find_checkpoint(model, tokenizer, kind: str = "heads") -> Path | None:
+    """The checkpoint of ``kind`` ("heads" or "judge") made for this model: the shipped ones
+    (subfolders of this package) first, then the user's (:func:`user_heads_dir`)."""
+    from importlib.resources import files
+
+    from tigerdecode.model.load import fingerprint
+
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
+    fp = fingerprint(model, tokenizer).to_dict()
+    for root in (Path(str(files("tigerdecode.heads"))), user_heads_dir()):
+        for cfg_path in sorted(root.glob("*/config.json")):
+            try:
+                cfg = json.loads(cfg_path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            is_judge = cfg.get("kind") == "judge"
+            if is_judge == (kind == "judge") and cfg.get("fingerprint") == fp and \
+                    (cfg_path.parent / KINDS[kind]).is_file():
+                return cfg_path.parent
+    return None

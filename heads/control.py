@@ -7,9 +7,7 @@ a small MLP per output, followed by a calibrator. Checkpoints are safetensors + 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from importlib.resources import files
 from pathlib import Path
 
 import torch
@@ -17,7 +15,7 @@ from torch import nn
 
 from tigerdecode.heads.calibration import Calibrator
 from tigerdecode.heads.checkpoint import check_fingerprint as _check
-from tigerdecode.heads.checkpoint import read_checkpoint, save_checkpoint
+from tigerdecode.heads.checkpoint import find_checkpoint, read_checkpoint, save_checkpoint
 from tigerdecode.model.load import Fingerprint
 
 OUTPUTS = ("stop", "dev")
@@ -139,16 +137,5 @@ def check_fingerprint(expected: Fingerprint | None, model, tokenizer, where) -> 
 
 
 def find_shipped(model, tokenizer) -> Path | None:
-    """The shipped checkpoint (a subfolder of this package) trained on this model, if any."""
-    from tigerdecode.model.load import fingerprint
-
-    fp = fingerprint(model, tokenizer).to_dict()
-    root = Path(str(files("tigerdecode.heads")))
-    for cfg_path in sorted(root.glob("*/config.json")):
-        try:
-            cfg = json.loads(cfg_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if cfg.get("fingerprint") == fp and (cfg_path.parent / "heads.safetensors").is_file():
-            return cfg_path.parent
-    return None
+    """The heads checkpoint made for this model (shipped first, then the user's), if any."""
+    return find_checkpoint(model, tokenizer, "heads")

@@ -43,3 +43,11 @@ def default_model():
     from tigerdecode.model.load import load_model
 
     return load_model("default")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test on the real default model is `slow` (`make test` runs them all;
+    `make test-fast` leaves them out)."""
+    for item in items:
+        if "default_model" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -45,8 +45,8 @@ def run_bench(model_name: str = "default", max_new_tokens: int = 128, repeats: i
 
     from tigerdecode.api import generate
     from tigerdecode.model.load import load_model
-    from tigerdecode.policy.knob import Policy
     from tigerdecode.model.prompting import encode_prompts
+    from tigerdecode.policy.knob import Policy
 
     model, tok = load_model(model_name)
     heads, heads_kind = _heads_for(model, tok)
@@ -133,8 +133,8 @@ def table(res: dict) -> str:
                    '"batch8_vs_batch1": z}.')
 def bench_generate(model_name, max_new_tokens, repeats, creativity, threads, as_json):
     """Tokens/s of controlled decoding vs plain model.generate, side by side in one run."""
-    from tigerdecode.settings import validate_max_new_tokens
     from tigerdecode.policy.knob import check_creativity
+    from tigerdecode.settings import validate_max_new_tokens
 
     try:
         validate_max_new_tokens(max_new_tokens)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from tigerdecode.qa.data import QAItem
 from tigerdecode.eval.metrics import distinct_n, factual_rates, is_degenerate, self_bleu
+from tigerdecode.qa.data import QAItem
 
 EVAL_FORMAT = 1
 

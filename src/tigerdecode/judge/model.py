@@ -10,16 +10,20 @@ Checkpoints follow the heads' rules: ``config.json`` (with the model fingerprint
 from __future__ import annotations
 
 import hashlib
-import json
+import weakref
 from dataclasses import asdict, dataclass, field
-from importlib.resources import files
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from tigerdecode.heads.calibration import Calibrator
-from tigerdecode.heads.checkpoint import check_fingerprint, read_checkpoint, save_checkpoint
+from tigerdecode.heads.checkpoint import (
+    check_fingerprint,
+    find_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from tigerdecode.judge.features import PromptCache, Reencoded, reencode
 from tigerdecode.model.load import Fingerprint
 
@@ -151,27 +155,18 @@ def check_judge_fingerprint(expected: Fingerprint | None, model, tokenizer, wher
 
 
 def find_shipped_judge(model, tokenizer) -> Path | None:
-    """The shipped judge (a ``heads/<name>-judge`` folder) trained on this model, if any."""
-    from tigerdecode.model.load import fingerprint
+    """The judge checkpoint made for this model (shipped first, then the user's), if any."""
+    return find_checkpoint(model, tokenizer, "judge")
 
-    fp = fingerprint(model, tokenizer).to_dict()
-    root = Path(str(files("tigerdecode.heads")))
-    for cfg_path in sorted(root.glob("*/config.json")):
-        try:
-            cfg = json.loads(cfg_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if cfg.get("kind") == "judge" and cfg.get("fingerprint") == fp and \
-                (cfg_path.parent / "judge.safetensors").is_file():
-            return cfg_path.parent
-    return None
+
+_AUTO_JUDGE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def resolve_judge(model, tokenizer, judge) -> Judge:
     """``True``/``"auto"`` → the shipped judge (a clear error when there is none); a path →
     loaded and checked; a ``Judge`` → checked against the model."""
     if judge is True or judge == "auto":
-        cached = getattr(model, "_tigerdecode_auto_judge", None)
+        cached = _AUTO_JUDGE.get(model)
         if cached is not None and cached[0] == id(tokenizer):
             return cached[1]
         path = find_shipped_judge(model, tokenizer)
@@ -179,7 +174,7 @@ def resolve_judge(model, tokenizer, judge) -> Judge:
             raise JudgeError("no shipped judge for this model; train one with `tigerdecode "
                              "judge train --data DIR --out DIR` and pass judge=DIR")
         found = Judge.load(path, model=model, tokenizer=tokenizer)
-        model._tigerdecode_auto_judge = (id(tokenizer), found)
+        _AUTO_JUDGE[model] = (id(tokenizer), found)
         return found
     if isinstance(judge, str | Path):
         return Judge.load(judge, model=model, tokenizer=tokenizer)

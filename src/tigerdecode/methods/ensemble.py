@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from tigerdecode.model.prompting import encode_prompts, has_chat_template
 from tigerdecode.decode.runner import vocab_size
+from tigerdecode.model.prompting import encode_prompts, has_chat_template
 
 FACTUAL_PERSONA = None  # the model's default assistant turn
 CREATIVE_PERSONA = ("You are an imaginative storyteller. Answer with vivid, original and "

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
+from tigerdecode.errors import ModelLoadError
 from tigerdecode.fsutil import atomic_dir
 from tigerdecode.kernels import QuantizationError, check_format
-from tigerdecode.errors import ModelLoadError
 
 QUANT_FILE = "tigerdecode_quant.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -139,8 +139,8 @@ def load_quantized(path, *, dtype: torch.dtype | None = None, device=None):
     from safetensors.torch import load_model as st_load
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from tigerdecode.quant.rtn import QuantPlan
     from tigerdecode.quant.layers import QuantEmbedding, QuantLinear
+    from tigerdecode.quant.rtn import QuantPlan
 
     path = Path(path)
     meta = read_metadata(path)
