@@ -27,6 +27,14 @@ The rules (tested on hand-made cases in tests/training/test_labels.py):
   answer has been fully given, or the answer sentence has finished (``.``/``!``/``?`` followed by
   whitespace or the end, or a newline, inside the span), or the token is the last one before the
   model's own end-of-sequence (even when the span is empty). Other restatement tokens are 0.
+- **Fact slot** (``slot``, the forward-looking label): 1 on the span's tokens that decide the
+  answer, from its first content token (a letter or digit) through the token where it becomes
+  complete or deviates; 0 elsewhere (restatement, filler, text after the decision, open text).
+  A head reading the state *before* token t is drawn learns ``slot[t]``: where sampling instead
+  of taking the argmax can make the answer wrong.
+- **Mixed answers** (a creative text that must name the fact, :func:`label_mixed`): correct when
+  a gold answer is named anywhere (word-bounded); ``slot`` is 1 on the tokens that write it;
+  ``dev`` is ``OPEN_TEXT`` and ``stop`` -1 (the text around the fact claims nothing).
 - **Correct**: a gold answer is completed before any deviation. An answer that ends while still on
   a gold prefix (e.g. "Malay" for "Malayalam") or has an empty span is wrong.
 """
@@ -35,7 +43,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 ARTICLES = frozenset({"a", "an", "the"})
 FILLER = frozenset({"is", "are", "was", "were", "be", "has", "have", "had", "does", "do", "did",
@@ -76,6 +84,7 @@ class AnswerLabels:
     span_start: int  # index of the first token inside the answer span (== n_tokens if empty)
     dev: list[int]  # -1 outside the span, else 0/1
     stop: list[int]  # 0/1
+    slot: list[int] = field(default_factory=list)  # 0/1: the tokens that decide the answer
 
 
 def _complete(s: str, golds: list[str]) -> bool:
@@ -121,6 +130,7 @@ def label_answer(prompt: str, answers: list[str], pieces: list[str],
     span_start = next((t for t in range(n) if ends[t] > start), n)
     dev = [-1] * n
     stop = [0] * n
+    slot = [0] * n
     state = "open"  # open -> complete | deviated
     stopped = False
     if ended_by_eos and 0 < n <= span_start:
@@ -129,16 +139,53 @@ def label_answer(prompt: str, answers: list[str], pieces: list[str],
         s = norm(text[start:ends[t]])
         boundary = ends[t] >= len(text) or not text[ends[t]].isalnum()
         if state == "open":
+            deciding = bool(s) or any(ch.isalnum() for ch in pieces[t])
             if boundary and s and _complete(s, golds):
                 state = "complete"
             elif not _on_prefix(s, golds) and not (s and _complete(s, golds)):
                 state = "deviated"
+            slot[t] = int(deciding and any(ch.isalnum() for ch in pieces[t]))
         dev[t] = 1 if state == "deviated" else 0
         sentence_done = bool(_SENTENCE_END.search(text[start:ends[t]])) and bool(s)
         last_before_eos = ended_by_eos and t == n - 1
         stopped = stopped or state == "complete" or sentence_done or last_before_eos
         stop[t] = int(stopped)
-    return AnswerLabels(correct=state == "complete", span_start=span_start, dev=dev, stop=stop)
+    return AnswerLabels(correct=state == "complete", span_start=span_start, dev=dev, stop=stop,
+                        slot=slot)
+
+
+def label_mixed(answers: list[str], pieces: list[str]) -> AnswerLabels:
+    """Label a creative text that must name a fact (a mixed prompt's answer): correct when a
+    gold answer occurs in it as whole words; ``slot`` 1 on the tokens that write the first one."""
+    articles = any(normalise(a) for a in answers)
+    golds = [g for g in (normalise(a, articles) for a in answers) if g]
+    if not golds:
+        raise ValueError(f"no usable gold answer among {answers!r} (all empty after normalising)")
+    n = len(pieces)
+    slot = [0] * n
+    starts, pos = [], 0
+    for p in pieces:
+        starts.append(pos)
+        pos += len(p)
+    text = "".join(pieces)
+    found = None
+    for m in re.finditer(r"\w[\w'’.-]*", text):  # candidate word starts, left to right
+        rest = normalise(text[m.start():], articles)
+        g = next((g for g in golds if rest == g or rest.startswith(g + " ")), None)
+        if g is not None:
+            found = (m.start(), g)
+            break
+    if found is not None:
+        start, g = found
+        n_words = len(g.split())
+        words = list(re.finditer(r"\w[\w'’.-]*", text[start:]))
+        end = start + (words[n_words - 1].end() if len(words) >= n_words else len(text) - start)
+        for t in range(n):
+            if starts[t] < end and starts[t] + len(pieces[t]) > start and \
+                    any(ch.isalnum() for ch in pieces[t]):
+                slot[t] = 1
+    return AnswerLabels(correct=found is not None, span_start=0, dev=[OPEN_TEXT] * n,
+                        stop=[-1] * n, slot=slot)
 
 
 def token_pieces(tokenizer, ids: list[int]) -> list[str]:
