@@ -1,4 +1,6 @@
-"""ControlHeads: per-token ``p_stop`` and ``p_dev`` from a frozen model's hidden states.
+"""ControlHeads: per-token ``p_stop``, ``p_dev`` and (when trained) ``p_slot`` from a frozen
+model's hidden states. ``p_slot`` is forward-looking: read from the state of the last token, it
+says whether the *next* token decides a fact.
 
 The heads read one or more tapped layers (see ``tigerdecode.model.taps``), concatenate them,
 standardise the features with statistics fitted at training time, and apply a linear probe or
@@ -7,7 +9,7 @@ a small MLP per output, followed by a calibrator. Checkpoints are safetensors + 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,7 +20,8 @@ from tigerdecode.heads.checkpoint import check_fingerprint as _check
 from tigerdecode.heads.checkpoint import find_checkpoint, read_checkpoint, save_checkpoint
 from tigerdecode.model.load import Fingerprint
 
-OUTPUTS = ("stop", "dev")
+OUTPUTS = ("stop", "dev", "slot")
+DEFAULT_OUTPUTS = ("stop", "dev")
 KINDS = ("linear", "mlp")
 CHECKPOINT_FORMAT = 1
 
@@ -36,8 +39,14 @@ class HeadConfig:
     kind: str = "linear"
     mlp_hidden: int = 256
     calibration: str = "none"
+    outputs: list[str] = field(default_factory=lambda: list(DEFAULT_OUTPUTS))
 
     def __post_init__(self):
+        bad = [o for o in self.outputs if o not in OUTPUTS]
+        if bad or "stop" not in self.outputs or "dev" not in self.outputs:
+            raise ValueError(f"head outputs must include 'stop' and 'dev' and may add 'slot'; "
+                             f"got {self.outputs}")
+        self.outputs = [o for o in OUTPUTS if o in self.outputs]
         if self.kind not in KINDS:
             raise ValueError(f"head kind must be one of {KINDS}, got {self.kind!r}")
         if not self.layers or any(int(x) < 1 for x in self.layers):
@@ -59,10 +68,11 @@ def _net(cfg: HeadConfig) -> nn.Module:
 
 
 class ControlHeads(nn.Module):
-    """``p_stop`` and ``p_dev`` for each row of a batch of tapped hidden states.
+    """``p_stop``, ``p_dev`` (and ``p_slot``) for each row of a batch of tapped hidden states.
 
     ``forward(states)`` takes ``{layer: (..., H)}`` (e.g. ``HiddenStateTap.last()``) and returns
-    ``(p_stop, p_dev)``, each of shape ``(...)``, calibrated, on the heads' device.
+    ``(p_stop, p_dev, p_slot)``, each of shape ``(...)``, calibrated, on the heads' device;
+    ``p_slot`` is None for heads trained without it.
     """
 
     def __init__(self, config: HeadConfig, fingerprint: Fingerprint | None = None):
@@ -71,8 +81,9 @@ class ControlHeads(nn.Module):
         self.fingerprint = fingerprint
         self.register_buffer("feat_mean", torch.zeros(config.in_features))
         self.register_buffer("feat_std", torch.ones(config.in_features))
-        self.nets = nn.ModuleDict({o: _net(config) for o in OUTPUTS})
-        self.calibrators = nn.ModuleDict({o: Calibrator(config.calibration) for o in OUTPUTS})
+        self.nets = nn.ModuleDict({o: _net(config) for o in config.outputs})
+        self.calibrators = nn.ModuleDict({o: Calibrator(config.calibration)
+                                          for o in config.outputs})
 
     @property
     def layers(self) -> list[int]:
@@ -89,18 +100,19 @@ class ControlHeads(nn.Module):
 
     def logits(self, states: dict[int, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = self.features(states)
-        return {o: self.nets[o](x).squeeze(-1) for o in OUTPUTS}
+        return {o: self.nets[o](x).squeeze(-1) for o in self.config.outputs}
 
-    def forward(self, states: dict[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, states: dict[int, torch.Tensor]) -> tuple:
         z = self.logits(states)
-        return self.calibrators["stop"](z["stop"]), self.calibrators["dev"](z["dev"])
+        p = {o: self.calibrators[o](z[o]) for o in self.config.outputs}
+        return p["stop"], p["dev"], p.get("slot")
 
     # ---- checkpoints -------------------------------------------------------------------------
 
     def save(self, path: str | Path, metrics: dict | None = None) -> Path:
         """Write ``config.json``, ``heads.safetensors`` and ``metrics.json`` atomically."""
         cfg = {"format": CHECKPOINT_FORMAT, "head": asdict(self.config),
-               "calibration": {o: self.calibrators[o].method for o in OUTPUTS},
+               "calibration": {o: self.calibrators[o].method for o in self.config.outputs},
                "fingerprint": self.fingerprint.to_dict() if self.fingerprint else None}
         return save_checkpoint(path, cfg, self.state_dict(), "heads.safetensors", metrics)
 
@@ -119,7 +131,7 @@ class ControlHeads(nn.Module):
         heads = cls(config, fp)
         for o, method in cfg.get("calibration", {}).items():
             heads.calibrators[o].method = method
-        for o in OUTPUTS:
+        for o in config.outputs:
             heads.calibrators[o].resize_for_state(state, f"calibrators.{o}.")
         try:
             heads.load_state_dict(state)

@@ -11,7 +11,8 @@ import torch
 from tqdm import tqdm
 
 from tigerdecode.qa.data import QAItem
-from tigerdecode.qa.labels import OPEN_TEXT, label_answer, token_pieces
+from tigerdecode.qa.forms import form_of
+from tigerdecode.qa.labels import OPEN_TEXT, label_answer, label_mixed, token_pieces
 from tigerdecode.qa.prompts import COMPLETION_TEMPLATE, QUESTION_TEMPLATE, format_prompt
 from tigerdecode.training.sampling import DEFAULT_SETTINGS, Setting, sample_answers
 from tigerdecode.training.store import FeatureStore
@@ -22,7 +23,7 @@ DEFAULT_LAYERS = (12, 16, 20, 24)
 def label_and_pack(tokenizer, items: list[QAItem], results: list[dict], setting: Setting,
                    layers: list[int]) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """Label sampled answers and pack their kept tokens into one shard's tensors."""
-    cols: dict[str, list] = {k: [] for k in ("answer", "pos", "token_id", "dev", "stop")}
+    cols: dict[str, list] = {k: [] for k in ("answer", "pos", "token_id", "dev", "stop", "slot")}
     feats = {k: [] for k in ("maxprob", "entropy", "logprob", "next_eos_prob")}
     states = {x: [] for x in layers}
     answers = []
@@ -30,21 +31,27 @@ def label_and_pack(tokenizer, items: list[QAItem], results: list[dict], setting:
         ids = res["token_ids"]
         pieces = token_pieces(tokenizer, ids)
         n = res["n_keep"]
-        if is_open(item):  # free text: no fact to depart from, no answer to complete
+        form = "open" if is_open(item) else form_of(item)
+        if form == "open":  # free text: no fact to depart from, no answer to complete
             lab = SimpleNamespace(dev=[OPEN_TEXT] * len(ids), stop=[-1] * len(ids), correct=None,
-                                  span_start=0)
+                                  span_start=0, slot=[0] * len(ids))
+        elif form == "mixed":  # creative text that must name the fact
+            lab = label_mixed(item.answers, pieces)
         else:
             lab = label_answer(item.prompt, item.answers, pieces, res["ended_by_eos"])
         a = len(answers)
         answers.append({"id": item.id, "topic": item.topic or "unknown", "setting": setting.name,
                         "prompt": item.prompt, "text": "".join(pieces), "correct": lab.correct,
-                        "open": is_open(item), "n_tokens": len(ids), "n_kept": n,
+                        "open": is_open(item), "form": form, "n_tokens": len(ids), "n_kept": n,
                         "span_start": lab.span_start})
         cols["answer"] += [a] * n
         cols["pos"] += list(range(n))
         cols["token_id"] += ids[:n]
         cols["dev"] += lab.dev[:n]
         cols["stop"] += lab.stop[:n]
+        # slot is forward-looking: the state of token k (what the heads read before token k+1
+        # is drawn) learns whether token k+1 decides the answer; -1 past the last known token
+        cols["slot"] += (list(lab.slot[1:n + 1]) + [-1] * n)[:n]
         for k in feats:
             feats[k].append(res[k].float())
         for x in layers:
@@ -53,7 +60,8 @@ def label_and_pack(tokenizer, items: list[QAItem], results: list[dict], setting:
            "pos": torch.tensor(cols["pos"], dtype=torch.int32),
            "token_id": torch.tensor(cols["token_id"], dtype=torch.int32),
            "dev": torch.tensor(cols["dev"], dtype=torch.int8),
-           "stop": torch.tensor(cols["stop"], dtype=torch.int8)}
+           "stop": torch.tensor(cols["stop"], dtype=torch.int8),
+           "slot": torch.tensor(cols["slot"], dtype=torch.int8)}
     out.update({k: torch.cat(v) for k, v in feats.items()})
     out.update({f"layer_{x}": torch.cat(v).to(torch.float16) for x, v in states.items()})
     return out, answers
@@ -65,8 +73,9 @@ def is_open(item: QAItem) -> bool:
 
 
 def user_message(item: QAItem) -> str:
-    """What the model is asked: the QA template for a fact, the prompt itself when open."""
-    return item.prompt if is_open(item) else format_prompt(item.prompt)
+    """What the model is asked: the QA template for a fact, the prompt itself when open or mixed
+    (a creative request that names its fact is asked as written)."""
+    return item.prompt if is_open(item) or form_of(item) == "mixed" else format_prompt(item.prompt)
 
 
 def qa_hash(items: list[QAItem]) -> str:

@@ -25,7 +25,7 @@ def score_store(heads: ControlHeads, store: FeatureStore) -> dict:
     rows = np.arange(len(t["answer"]))
     states = {x: torch.from_numpy(t[f"layer_{x}"]) for x in heads.layers}  # {L: (N, H)}
     z = heads.logits(states)
-    p_stop, p_dev = heads(states)
+    p_stop, p_dev = heads(states)[:2]
     rep = score_split(t, answers, rows, z["dev"].cpu().numpy(), z["stop"].cpu().numpy(),
                       p_dev=p_dev.cpu().numpy(), p_stop=p_stop.cpu().numpy())
     by_setting = {}

@@ -30,6 +30,8 @@ MANIFEST = "manifest.json"
 FORMAT = 1
 TOKEN_KEYS = ("answer", "pos", "token_id", "dev", "stop", "maxprob", "entropy", "logprob",
               "next_eos_prob")
+# columns newer builds add; a shard without one loads it as -1 (undefined)
+OPTIONAL_KEYS = ("slot",)
 
 
 class DataStoreError(ValueError):
@@ -110,7 +112,7 @@ class FeatureStore:
         missing = [x for x in layers if x not in stored]
         if missing:
             raise DataStoreError(f"{self.root} stores layers {stored}; {missing} were asked for")
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in TOKEN_KEYS}
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in TOKEN_KEYS + OPTIONAL_KEYS}
         parts.update({f"layer_{x}": [] for x in layers})
         answers: list[dict] = []
         for unit in manifest["units"]:
@@ -125,6 +127,8 @@ class FeatureStore:
                 raise DataStoreError(f"{self.root}: shard {unit['shard']} does not match the "
                                      "manifest; rebuild the data")
             t["answer"] = t["answer"] + len(answers)
+            for k in OPTIONAL_KEYS:
+                t.setdefault(k, np.full(len(t["answer"]), -1, dtype=np.int8))
             for k in parts:
                 parts[k].append(t[k])
             answers.extend(rows)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from tigerdecode.qa.data import split_topics
-from tigerdecode.heads import ControlHeads, HeadConfig
+from tigerdecode.heads import Calibrator, ControlHeads, HeadConfig
 from tigerdecode.model.load import Fingerprint
 from tigerdecode.qa.labels import OPEN_TEXT
 from tigerdecode.training.report import score_split
@@ -130,6 +130,64 @@ def _key(trial: dict) -> tuple[float, float]:
     return (trial["val_dev_token_auroc"] or 0.0, trial["val_stop_auroc"] or 0.0)
 
 
+MIN_SLOT_POSITIVES = 20
+
+
+def next_token_signals(t: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per row k: (entropy, 1 - max prob) of the distribution that drew token k+1 of the same
+    answer (NaN where token k+1 was not kept): the training-free rivals of ``p_slot``."""
+    nxt = np.full(len(t["answer"]), np.nan), np.full(len(t["answer"]), np.nan)
+    same = (t["answer"][1:] == t["answer"][:-1]) & (t["pos"][1:] == t["pos"][:-1] + 1)
+    nxt[0][:-1][same] = t["entropy"][1:][same]
+    nxt[1][:-1][same] = 1.0 - t["maxprob"][1:][same]
+    return nxt
+
+
+def slot_report(t: dict[str, np.ndarray], rows: np.ndarray, p_slot: np.ndarray) -> dict:
+    """AUROC of ``p_slot`` on its own label beside entropy / 1 - top-1 probability of the next
+    token's distribution, on the same rows (those with a label and both rivals)."""
+    from tigerdecode.training.metrics import auroc
+
+    y = t["slot"][rows].astype(np.int64)
+    ent, low = (s[rows] for s in next_token_signals(t))
+    keep = (y >= 0) & np.isfinite(ent)
+    if keep.sum() == 0 or len(np.unique(y[keep])) < 2:
+        return {"n_tokens": int(keep.sum()), "auroc": None}
+    return {"n_tokens": int(keep.sum()), "positives": int(y[keep].sum()),
+            "auroc": auroc(y[keep], p_slot[keep]),
+            "baselines": {"entropy": auroc(y[keep], ent[keep]),
+                          "1-maxprob": auroc(y[keep], low[keep])}}
+
+
+def _train_slot(heads: ControlHeads, t, tr, va, tc: TrainConfig, log) -> dict | None:
+    """Add the forward-looking ``slot`` output to the selected heads (same layers and kind),
+    calibrate it on validation topics, and report it beside the training-free signals."""
+    y = torch.from_numpy(t["slot"].astype(np.float32))
+    m_tr, m_va = y[tr] >= 0, y[va] >= 0
+    if int((y[tr][m_tr] == 1).sum()) < MIN_SLOT_POSITIVES or int(m_va.sum()) == 0:
+        log(f"  slot: fewer than {MIN_SLOT_POSITIVES} labelled fact-slot tokens; not trained")
+        return None
+    cfg = heads.config
+    x_tr = (_features(t, cfg.layers, tr) - heads.feat_mean) / heads.feat_std
+    x_va = (_features(t, cfg.layers, va) - heads.feat_mean) / heads.feat_std
+    net, info = _fit_one(x_tr[m_tr], y[tr][m_tr], x_va[m_va], y[va][m_va], cfg, tc)
+    cfg.outputs = ["stop", "dev", "slot"]
+    heads.nets["slot"] = net
+    heads.calibrators["slot"] = Calibrator(cfg.calibration)
+    with torch.no_grad():
+        z = net(x_va).squeeze(-1).numpy()
+    keep = m_va.numpy()
+    if tc.calibration != "none" and len(np.unique(t["slot"][va][keep])) == 2:
+        heads.calibrators["slot"].fit(z[keep], t["slot"][va][keep], tc.calibration)
+    with torch.no_grad():
+        p = heads.calibrators["slot"](torch.from_numpy(z)).numpy()
+    rep = {"train": info, **slot_report(t, va, p)}
+    b = rep.get("baselines") or {}
+    log(f"  slot (validation topics): AUROC {_fmt(rep.get('auroc'))} vs entropy "
+        f"{_fmt(b.get('entropy'))}, 1-maxprob {_fmt(b.get('1-maxprob'))}")
+    return rep
+
+
 def _features(t: dict[str, np.ndarray], layers: list[int], rows: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.concatenate([t[f"layer_{x}"][rows] for x in layers], axis=1)
                             ).float()  # (N, L*H)
@@ -197,9 +255,10 @@ def train_heads(data_dir, out=None, tc: TrainConfig | None = None, log=print) ->
             log(f"  warning: validation {o} labels hold one class; {o} left uncalibrated")
             continue
         heads.calibrators[o].fit(z_va[o][keep], y[keep], tc.calibration)
+    slot_rep = _train_slot(heads, t, tr, va, tc, log) if "slot" in t else None
     with torch.no_grad():
         states = {x: torch.from_numpy(t[f"layer_{x}"][va]) for x in heads.layers}
-        p_stop, p_dev = heads(states)
+        p_stop, p_dev, p_slot = heads(states)
     val_report = score_split(t, answers, va[va_qa], z_va["dev"][va_qa], z_va["stop"][va_qa],
                              p_dev=p_dev.numpy()[va_qa], p_stop=p_stop.numpy()[va_qa])
     if (~va_qa).any():
@@ -221,6 +280,7 @@ def train_heads(data_dir, out=None, tc: TrainConfig | None = None, log=print) ->
                  "max_new_tokens": manifest["config"]["max_new_tokens"]},
         "trials": trials,
         "validation": val_report,
+        "slot": slot_rep,
         "calibration": {"method": tc.calibration, "fitted_on": "validation-topic predictions"},
         "train_seconds": round(time.perf_counter() - t0, 1),
     }

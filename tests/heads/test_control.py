@@ -18,7 +18,7 @@ def test_forward_shapes_and_ranges(tiny_llama):
     model, tok = tiny_llama
     heads = make_heads(model, tok, kind="mlp")
     states = {2: torch.randn(5, 64), 3: torch.randn(5, 64)}
-    p_stop, p_dev = heads(states)
+    p_stop, p_dev, p_slot = heads(states)
     assert p_stop.shape == p_dev.shape == (5,)
     assert ((p_stop > 0) & (p_stop < 1)).all()
     with pytest.raises(KeyError, match="lack"):

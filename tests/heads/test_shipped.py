@@ -43,7 +43,7 @@ def test_shipped_heads_flag_a_wrong_fact(default_model):
         with HiddenStateTap(model, heads.layers) as tap:
             model(ids)
             states = {x: tap.states[x][0, -ans.shape[1]:] for x in heads.layers}  # (A, H)
-        p_stop, dev = heads(states)
+        p_stop, dev = heads(states)[:2]
         assert p_stop.shape == dev.shape == (ans.shape[1],)
         assert ((dev >= 0) & (dev <= 1)).all()
         p_dev[answer] = dev[-2:].mean().item()  # the answer word's last token and the "."

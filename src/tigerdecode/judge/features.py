@@ -134,7 +134,7 @@ def reencode(model, pc: PromptCache, answer_ids: list[list[int]], ended: list[bo
     maxp = logp.max(-1).values.exp()  # (B, K)
     p_stop = p_dev = None
     if heads is not None:
-        p_stop, p_dev = heads(states)  # (B, K) each
+        p_stop, p_dev = heads(states)[:2]  # (B, K) each
     pooled, scalars, risks = [], [], []
     for i, t in enumerate(tails):
         a, n = len(t), len(answer_ids[i])
