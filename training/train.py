@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from tigerdecode.qa.data import split_topics
 from tigerdecode.heads import Calibrator, ControlHeads, HeadConfig
 from tigerdecode.model.load import Fingerprint
+from tigerdecode.qa.data import split_topics
 from tigerdecode.qa.labels import OPEN_TEXT
 from tigerdecode.training.report import score_split
 from tigerdecode.training.store import FeatureStore
