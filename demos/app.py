@@ -1,11 +1,15 @@
 """The Gradio app: Generate (creativity slider, per-token risk, judge, timings, streaming),
 Compare (plain sampling vs tigerdecode) and Trade-off (evaluation curves, operating point,
-settings export). ``build_app`` lays it out; ``launch`` serves it on a bounded queue."""
+settings export). ``build_app`` lays it out; ``launch`` serves it on a bounded queue.
+
+No endpoint takes a server path: the Trade-off tab reads the file chosen at launch or an upload
+held in memory, and exports are files the app writes under names it chooses."""
 
 from __future__ import annotations
 
 import gradio as gr
 
+from tigerdecode.demos import tradeoff
 from tigerdecode.demos.backend import (
     CREATIVE_PERSONA,
     FACTUAL_PERSONA,
@@ -112,9 +116,13 @@ def _tradeoff_tab(h: Handlers):
     gr.Markdown("Error rate on factual questions against diversity on creative prompts, one "
                 "curve per method, from an evaluation run. Lower and further right is better.")
     with gr.Row():
-        path = gr.Textbox(h.results_path, label="Results file (tigerdecode eval --json)",
-                          scale=4)
-        load = gr.Button("Load", scale=1)
+        gr.Markdown(f"Results file: `{h.results_name}` (chosen when the demo started, "
+                    "`tigerdecode demo --results FILE`), or upload one written by "
+                    "`tigerdecode eval --json` (at most "
+                    f"{tradeoff.MAX_RESULTS_BYTES // 1_000_000} MB).")
+        reload = gr.Button("Reload", scale=0, min_width=100)
+        upload = gr.UploadButton("Upload results JSON", file_types=[".json"], type="binary",
+                                 scale=0, min_width=180)
     status = gr.Markdown()
     plot = gr.HTML(elem_id="tradeoff-plot")
     table = gr.Dataframe(label="All rows", interactive=False)
@@ -124,16 +132,18 @@ def _tradeoff_tab(h: Handlers):
     chosen = gr.Code(language="json", label="Chosen settings")
     export_status = gr.Markdown()
     exported = gr.File(label="Settings file")
-    outs = [status, plot, table, point]
-    load.click(h.load_results, [path], outs, api_name="load_results")
-    path.submit(h.load_results, [path], outs)
-    point.change(h.pick, [path, point], [chosen, plot], api_name="pick")
-    export.click(h.export, [path, point], [export_status, exported], api_name="export")
-    return path, outs
+    loaded = gr.State(None)  # this session's results table (the launch file or an upload)
+    outs = [status, plot, table, point, loaded]
+    reload.click(h.load_results, None, outs, api_name="load_results")
+    upload.upload(h.upload_results, [upload], outs, api_name="upload_results")
+    point.change(h.pick, [loaded, point], [chosen, plot], api_name="pick")
+    export.click(h.export, [loaded, point], [export_status, exported], api_name="export")
+    return outs
 
 
 def build_app(backend: DemoBackend, results_path=None) -> gr.Blocks:
-    """The whole app on one backend (model loaded once, before this is called)."""
+    """The whole app on one backend (model loaded once, before this is called). The Trade-off
+    tab reads ``results_path`` (chosen here, by whoever starts the demo) or an upload."""
     h = Handlers(backend, results_path)
     caps = backend.capabilities()
     with gr.Blocks(title="tigerdecode") as demo:
@@ -148,9 +158,9 @@ def build_app(backend: DemoBackend, results_path=None) -> gr.Blocks:
         with gr.Tab("Compare"):
             _compare_tab(h)
         with gr.Tab("Trade-off"):
-            path, outs = _tradeoff_tab(h)
+            outs = _tradeoff_tab(h)
         # When the page opens: show the evaluation results, and run a prompt given in the URL.
-        demo.load(h.load_results, [path], outs)
+        demo.load(h.load_results, None, outs)
         # Not queued: the page's own request waits for the answer (the backend's lock still
         # serialises generations), so a headless browser sees the finished result.
         demo.load(h.link_inputs, None, link_inputs, queue=False)
@@ -160,7 +170,9 @@ def build_app(backend: DemoBackend, results_path=None) -> gr.Blocks:
 
 def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None,
            concurrency: int = 1, max_queue: int = 16, block: bool = True):
-    """Serve on a bounded queue: ``concurrency`` generations at once, ``max_queue`` waiting."""
+    """Serve on a bounded queue: ``concurrency`` generations at once, ``max_queue`` waiting.
+    Uploads (the Trade-off tab's results file) are refused above the results size bound."""
     demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
     return demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block,
-                       show_error=False, quiet=not block, css=CSS)
+                       show_error=False, quiet=not block, css=CSS,
+                       max_file_size=tradeoff.MAX_RESULTS_BYTES)

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 
 import gradio as gr
 
-from tigerdecode.settings import ConfigError, save_settings
 from tigerdecode.demos import render, tradeoff
 from tigerdecode.demos.backend import DemoBackend, InputError, Unavailable, policy_defaults
+from tigerdecode.settings import ConfigError, save_settings
 
 log = logging.getLogger("tigerdecode.demo")
+MAX_EXPORTS = 32  # settings files kept for download at once (older ones are removed)
 
 
 def message(e: Exception) -> str:
@@ -29,10 +31,24 @@ def message(e: Exception) -> str:
            "try again or change the settings."
 
 
+def _shown_path(p: Path) -> str:
+    """How the page names the launch results file: relative to the working folder when it is
+    inside it, else its name only (the page may be open to the network; its folders stay
+    private)."""
+    if not p.is_absolute():
+        return str(p)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return p.name
+
+
 class Handlers:
     def __init__(self, backend: DemoBackend, results_path: str | Path | None = None):
         self.backend = backend
-        self.results_path = str(results_path or tradeoff.default_results_path())
+        # Chosen at launch (``tigerdecode demo --results``), never by a client.
+        self.results_path = Path(results_path or tradeoff.default_results_path())
+        self.results_name = _shown_path(self.results_path)
         self.export_dir = Path(tempfile.mkdtemp(prefix="tigerdecode-demo-"))
 
     # -- Generate ----------------------------------------------------------------------------
@@ -126,47 +142,80 @@ class Handlers:
                 render.highlights(render.answer_trace(plain)))
 
     # -- Trade-off ---------------------------------------------------------------------------
-    def load_results(self, path):
-        """(status, curve table, full table, operating-point dropdown)."""
-        path = (path or "").strip() or self.results_path
+    # The tab shows the results file chosen at launch or a file uploaded through the page, held
+    # in the session's state; no client-supplied string ever names a server path. Each returns
+    # (status, curves, full table, operating-point dropdown, table for the session's state).
+    def load_results(self):
+        """The launch results file (read again, so a finished evaluation shows up)."""
         try:
-            df = tradeoff.load_results(path)
+            df = tradeoff.load_results(self.results_path, name=self.results_name)
         except FileNotFoundError:
-            return (f"No evaluation results at `{path}` yet. Run the evaluation "
-                    "(`tigerdecode eval`, which writes runs/eval-full/results.json), or give a file "
-                    "with `tigerdecode demo --results FILE`.", "", None,
-                    gr.update(choices=[], value=None))
+            return self._no_table(
+                f"No evaluation results at `{self.results_name}` yet. Run the evaluation "
+                "(`tigerdecode eval`, which writes runs/eval-full/results.json) and reload, "
+                "start the demo with `tigerdecode demo --results FILE`, or upload a results "
+                "file here.")
         except tradeoff.ResultsError as e:
-            return message(e), "", None, gr.update(choices=[], value=None)
+            return self._no_table(message(e))
+        return self._shown(df, f"`{self.results_name}`")
+
+    def upload_results(self, data: bytes | None):
+        """An uploaded results file, parsed in memory (never written anywhere by us)."""
+        if not data:
+            return (f"**Cannot run:** no file arrived; choose a results JSON file (at most "
+                    f"{tradeoff.MAX_RESULTS_BYTES // 1_000_000} MB).",) + (gr.skip(),) * 4
+        try:
+            df = tradeoff.parse_results(data, "the uploaded file")
+        except tradeoff.ResultsError as e:  # keep what was shown before
+            return (message(e),) + (gr.skip(),) * 4
+        return self._shown(df, "the uploaded file")
+
+    @staticmethod
+    def _no_table(note):
+        return note, "", None, gr.update(choices=[], value=None), None
+
+    @staticmethod
+    def _shown(df, source):
         points = tradeoff.operating_points(df)
-        note = f"Loaded {len(df)} rows ({df['method'].nunique()} methods) from `{path}`."
+        note = f"Loaded {len(df)} rows ({df['method'].nunique()} methods) from {source}."
         if not points:
             note += " No `tigerdecode` rows, so there is no operating point to pick."
         return (note, tradeoff.curves_svg(df, points[0] if points else None),
                 df[tradeoff.COLUMNS].round(4),
-                gr.update(choices=points, value=points[0] if points else None))
+                gr.update(choices=points, value=points[0] if points else None), df)
 
-    def pick(self, path, label):
+    def pick(self, table, label):
         """(the chosen point's settings as JSON text, the curves with that point marked)."""
         try:
-            s = self._settings(path, label)
-            df = tradeoff.load_results((path or "").strip() or self.results_path)
+            df = self._table(table, label)
+            s = tradeoff.settings_for(df, label)
         except Exception as e:  # noqa: BLE001 - shown in the UI
             return message(e), gr.skip()
         return json.dumps(s.to_dict(), indent=2), tradeoff.curves_svg(df, chosen=label)
 
-    def export(self, path, label):
-        """(status, settings file for download)."""
+    def export(self, table, label):
+        """(status, settings file for download): generated content under a name we choose."""
         try:
-            s = self._settings(path, label)
-            out = save_settings(s, self.export_dir / f"tigerdecode-settings-c{s.creativity:.2f}.json")
+            s = tradeoff.settings_for(self._table(table, label), label)
+            out = save_settings(s, self._export_path(s))
         except Exception as e:  # noqa: BLE001 - shown in the UI
             return message(e), None
         return (f"**Exported.** Use it with `tigerdecode generate --config {out.name} \"PROMPT\"` "
                 "or `tigerdecode.generate(..., config=path)`.", str(out))
 
-    def _settings(self, path, label):
-        if not label:
+    def _table(self, table, label):
+        """The session's table, else the launch file (an API caller that loaded nothing)."""
+        if not isinstance(label, str) or not label:
             raise InputError("Pick an operating point first (load a results file).")
-        df = tradeoff.load_results((path or "").strip() or self.results_path)
-        return tradeoff.settings_for(df, label)
+        if table is None:
+            table = tradeoff.load_results(self.results_path, name=self.results_name)
+        return table
+
+    def _export_path(self, s) -> Path:
+        """A fresh folder per export (two sessions never share a file) under this app's own
+        temporary folder; only the newest ``MAX_EXPORTS`` are kept."""
+        old = sorted(self.export_dir.iterdir(), key=lambda d: d.stat().st_mtime)
+        for d in old[:max(0, len(old) - MAX_EXPORTS + 1)]:
+            shutil.rmtree(d, ignore_errors=True)
+        folder = Path(tempfile.mkdtemp(dir=self.export_dir))
+        return folder / f"tigerdecode-settings-c{s.creativity:.2f}.json"

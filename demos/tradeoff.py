@@ -1,6 +1,9 @@
 """The trade-off tab's data: an evaluation run's result JSON (``tigerdecode eval --json``), its
 curves, the operating points on the controlled curves, and the settings export.
 
+Results come from the file chosen at launch (``load_results``) or from bytes a user uploaded
+(``parse_results``); nothing here takes a path from a client.
+
 The file holds ``{"rows": [{"method", "setting", "error_rate", "abstain_rate", "precision",
 "distinct_2", "self_bleu", "tokens_per_s"}, ...]}``. ``setting`` is a number (the creativity for
 ``tigerdecode*`` methods, the swept parameter for baselines), a string such as ``"c=0.3"``
@@ -17,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tigerdecode.settings import DecodeSettings
 from tigerdecode.demos.svgchart import Series, line_chart
+from tigerdecode.settings import DecodeSettings
 
 COLUMNS = ["method", "setting", "error_rate", "abstain_rate", "precision", "distinct_2",
            "self_bleu", "tokens_per_s"]
@@ -49,31 +52,45 @@ def _number(row: dict, key: str, i: int):
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise ResultsError(f"row {i}: {key!r} must be a finite number or null, got {v!r}")
+        raise ResultsError(f"row {i}: {key!r} must be a finite number or null, got {v!r:.80}")
     return float(v)
 
 
-def load_results(path: str | Path) -> pd.DataFrame:
-    """Read and check a results file into a table with ``COLUMNS`` (plus ``label``)."""
+def load_results(path: str | Path, name: str | None = None) -> pd.DataFrame:
+    """Read and check the results file chosen at launch into a table with ``COLUMNS`` (plus
+    ``label``). ``name`` is how messages refer to the file (default: the path)."""
     p = Path(path)
+    name = name or str(p)
     if not p.is_file():
         raise FileNotFoundError(str(p))
     if p.stat().st_size > MAX_RESULTS_BYTES:
-        raise ResultsError(f"{p} is larger than {MAX_RESULTS_BYTES} bytes; is it a results file?")
+        raise ResultsError(f"{name} is larger than {MAX_RESULTS_BYTES} bytes; is it a results "
+                           "file?")
+    return parse_results(p.read_bytes(), name)
+
+
+def parse_results(data: bytes | str, name: str = "the results file") -> pd.DataFrame:
+    """Check results JSON held in memory (an uploaded file) into a table; see ``load_results``."""
+    if len(data) > MAX_RESULTS_BYTES:
+        raise ResultsError(f"{name} is larger than {MAX_RESULTS_BYTES} bytes; is it a results "
+                           "file?")
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        obj = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ResultsError(f"{p} is not valid JSON: {e}") from None
-    rows = data.get("rows") if isinstance(data, dict) else None
+        raise ResultsError(f"{name} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ResultsError(f"{name} is nested too deeply to be a results file") from None
+    rows = obj.get("rows") if isinstance(obj, dict) else None
     if not isinstance(rows, list):
-        raise ResultsError(f'{p} must hold {{"rows": [...]}} as written by `tigerdecode eval '
+        raise ResultsError(f'{name} must hold {{"rows": [...]}} as written by `tigerdecode eval '
                            f"--json`; found no 'rows' list")
     if len(rows) > MAX_ROWS:
-        raise ResultsError(f"{p} has {len(rows)} rows; at most {MAX_ROWS} are shown")
+        raise ResultsError(f"{name} has {len(rows)} rows; at most {MAX_ROWS} are shown")
     table = []
     for i, row in enumerate(rows):
         if not isinstance(row, dict) or not isinstance(row.get("method"), str):
-            raise ResultsError(f"row {i} must be an object with a 'method' string, got {row!r}")
+            raise ResultsError(f"row {i} must be an object with a 'method' string, got "
+                               f"{row!r:.120}")
         rec = {"method": row["method"], "setting": row.get("setting")}
         rec.update({k: _number(row, k, i) for k in METRICS})
         rec["label"] = f"{row['method']} @ {_setting_text(row.get('setting'))}"
@@ -137,7 +154,7 @@ def settings_for(df: pd.DataFrame, label: str) -> DecodeSettings:
     (``+judge`` turns the judge on, ``+ensemble`` the self-ensemble)."""
     match = df[df["label"] == label]
     if match.empty:
-        raise ResultsError(f"no operating point {label!r}; choose one from the list")
+        raise ResultsError(f"no operating point {str(label)[:80]!r}; choose one from the list")
     row = match.iloc[0]
     creativity = _creativity(row["setting"])
     if creativity is None:

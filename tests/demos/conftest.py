@@ -29,8 +29,8 @@ def demo_backend(tiny_llama):
 
     from tigerdecode.demos.backend import DemoBackend, Limits
     from tigerdecode.heads import ControlHeads, HeadConfig
-    from tigerdecode.judge.model import Judge, JudgeConfig, heads_digest
     from tigerdecode.judge.features import HEAD_FEATURES, LOGIT_FEATURES
+    from tigerdecode.judge.model import Judge, JudgeConfig, heads_digest
     from tigerdecode.model.load import fingerprint
 
     model, tok = tiny_llama

@@ -7,8 +7,8 @@ import re
 import pytest
 from gradio_client.exceptions import AppError
 
-from tigerdecode.settings import load_settings
 from tigerdecode.demos.backend import policy_defaults
+from tigerdecode.settings import load_settings
 
 
 def generate(client, prompt, creativity, max_new_tokens=8, judge=False, seed=0):
@@ -116,24 +116,86 @@ def test_compare_runs_plain_sampling_at_the_matching_temperature(client):
     assert len(ours) == len(plain) == 6
 
 
-def test_tradeoff_empty_state(client, tmp_path):
-    status, plot, table, points = client.predict(str(tmp_path / "none.json"),
-                                                 api_name="/load_results")
-    assert "No evaluation results" in status and "tigerdecode eval" in status
+def test_tradeoff_empty_state(demo_backend, tmp_path):
+    """The launch file is missing: the tab says how to make one (or upload one)."""
+    from tigerdecode.demos.handlers import Handlers
+
+    status, plot, table, points, loaded = Handlers(demo_backend,
+                                                   tmp_path / "none.json").load_results()
+    assert "No evaluation results at `none.json`" in status and "tigerdecode eval" in status
+    assert "upload" in status and loaded is None and str(tmp_path) not in status
 
 
-def test_tradeoff_export_round_trips(client, results_file, tmp_path):
-    status, plot, table, point = client.predict(str(results_file), api_name="/load_results")
+def test_tradeoff_export_round_trips(client, results_file):
+    status, plot, table, point = client.predict(api_name="/load_results")
     assert "Loaded 3 rows" in status and point["value"] == "tigerdecode @ 0.2"
+    assert str(results_file.parent) not in status  # the page does not show server folders
     assert [c[0] for c in point["choices"]] == ["tigerdecode @ 0.2", "tigerdecode @ 0.8"]
-    chosen, plot = client.predict(str(results_file), "tigerdecode @ 0.8", api_name="/pick")
+    chosen, plot = client.predict("tigerdecode @ 0.8", api_name="/pick")
     chosen = json.loads(chosen)
     assert 'class="td-curves-mark"' in plot and "chosen: tigerdecode @ 0.8" in plot
     assert chosen["creativity"] == 0.8 and chosen["source"]["metrics"]["precision"] == 0.6
-    msg, path = client.predict(str(results_file), "tigerdecode @ 0.8", api_name="/export")
+    msg, path = client.predict("tigerdecode @ 0.8", api_name="/export")
     assert msg.startswith("**Exported.**")
     s = load_settings(path)
     assert s.creativity == 0.8 and s.method == "tigerdecode"
+
+
+def test_tradeoff_upload_is_this_sessions_table(client, demo_url, tmp_path):
+    """An uploaded file drives pick and export for its session only; another session (a new
+    client) still sees the launch file."""
+    from gradio_client import Client, handle_file
+
+    up = tmp_path / "mine.json"
+    up.write_text(json.dumps({"rows": [{"method": "tigerdecode+judge", "setting": "c=0.35",
+                                        "error_rate": 0.1, "distinct_2": 0.4}]}))
+    status, plot, table, point = client.predict(handle_file(str(up)), api_name="/upload_results")
+    assert "Loaded 1 rows (1 methods) from the uploaded file" in status
+    assert point["value"] == "tigerdecode+judge @ c=0.35"
+    chosen = json.loads(client.predict("tigerdecode+judge @ c=0.35", api_name="/pick")[0])
+    assert chosen["creativity"] == 0.35 and chosen["overrides"] == {"judge": True}
+    msg, path = client.predict("tigerdecode+judge @ c=0.35", api_name="/export")
+    assert msg.startswith("**Exported.**") and load_settings(path).creativity == 0.35
+    other = Client(demo_url, verbose=False)
+    other.predict(api_name="/load_results")
+    with pytest.raises(AppError):  # not among this session's operating points
+        other.predict("tigerdecode+judge @ c=0.35", api_name="/pick")
+    note, _ = other.predict("tigerdecode @ 0.8", api_name="/pick")
+    assert json.loads(note)["creativity"] == 0.8  # the launch file, not the other upload
+    client.predict(api_name="/load_results")  # back to the launch file for later tests
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"{not json", "the uploaded file is not valid JSON"),
+    (b'{"rows": 3}', "found no 'rows' list"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+])
+def test_tradeoff_bad_upload_keeps_the_table(client, tmp_path, content, words):
+    from gradio_client import handle_file
+
+    client.predict(api_name="/load_results")
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(content)
+    status, *_ = client.predict(handle_file(str(bad)), api_name="/upload_results")
+    assert words in status and "Traceback" not in status
+    chosen, _ = client.predict("tigerdecode @ 0.8", api_name="/pick")
+    assert json.loads(chosen)["creativity"] == 0.8  # the launch table is still there
+
+
+def test_tradeoff_upload_is_size_bounded(client, demo_backend, tmp_path):
+    from gradio_client import handle_file
+
+    from tigerdecode.demos import tradeoff
+    from tigerdecode.demos.handlers import Handlers
+
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * (tradeoff.MAX_RESULTS_BYTES + 1))
+    with pytest.raises(Exception, match="(?i)too large|exceeds|maximum|413"):
+        client.predict(handle_file(str(big)), api_name="/upload_results")
+    status, *_ = Handlers(demo_backend).upload_results(big.read_bytes())
+    assert f"larger than {tradeoff.MAX_RESULTS_BYTES} bytes" in status
+    status, *_ = Handlers(demo_backend).upload_results(None)
+    assert "no file arrived" in status
 
 
 def test_export_round_trips_through_generate_config(client, results_file, tiny_model_dir,
@@ -144,8 +206,8 @@ def test_export_round_trips_through_generate_config(client, results_file, tiny_m
     import tigerdecode
     from tigerdecode.cli import main
 
-    client.predict(str(results_file), api_name="/load_results")  # fills the point choices
-    _, path = client.predict(str(results_file), "tigerdecode @ 0.8", api_name="/export")
+    client.predict(api_name="/load_results")  # fills the point choices
+    _, path = client.predict("tigerdecode @ 0.8", api_name="/export")
     run = CliRunner().invoke(main, ["generate", "Hello", "--model", str(tiny_model_dir),
                                     "--config", path, "--max-new-tokens", "4", "--seed", "1",
                                     "--json"])

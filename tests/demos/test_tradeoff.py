@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from tigerdecode.settings import load_settings, save_settings
 from tigerdecode.demos import tradeoff
+from tigerdecode.settings import load_settings, save_settings
 
 ROWS = [
     {"method": "temperature", "setting": 0.7, "error_rate": 0.5, "abstain_rate": 0.0,
