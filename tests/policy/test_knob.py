@@ -14,16 +14,16 @@ maybe_p = st.one_of(st.none(), unit)
 FLAGS = dict(use_eos_bias=True, use_tighten=True, use_resample=True, use_abstain=True)
 
 
-def _step(c, p_stop, p_dev, n=2):
+def _step(c, p_stop, p_dev, n=2, p_slot=None):
     t = lambda p: None if p is None else torch.tensor([p])  # noqa: E731
-    return Policy(c, **FLAGS).step(t(p_stop), t(p_dev), n, batch=1)
+    return Policy(c, **FLAGS).step(t(p_stop), t(p_dev), n, batch=1, p_slot=t(p_slot))
 
 
 @settings(max_examples=300, deadline=None)
-@given(a=unit, b=unit, p_stop=maybe_p, p_dev=maybe_p)
-def test_every_decision_is_monotone_in_creativity(a, b, p_stop, p_dev):
+@given(a=unit, b=unit, p_stop=maybe_p, p_dev=maybe_p, p_slot=maybe_p)
+def test_every_decision_is_monotone_in_creativity(a, b, p_stop, p_dev, p_slot):
     lo, hi = sorted((a, b))
-    x, y = _step(lo, p_stop, p_dev), _step(hi, p_stop, p_dev)
+    x, y = _step(lo, p_stop, p_dev, p_slot=p_slot), _step(hi, p_stop, p_dev, p_slot=p_slot)
     eps = 1e-6
     assert y.temperature[0] >= x.temperature[0] - eps
     assert y.top_p[0] >= x.top_p[0] - eps
@@ -51,6 +51,27 @@ def test_risk_never_loosens_sampling(c, p, q):
     lo, hi = sorted((p, q))
     x, y = _step(c, None, lo), _step(c, None, hi)
     assert y.temperature[0] <= x.temperature[0] + 1e-6 and y.top_p[0] <= x.top_p[0] + 1e-6
+
+
+@settings(max_examples=150, deadline=None)
+@given(c=unit, p=unit, q=unit, n=st.integers(1, 3))
+def test_a_likelier_fact_slot_never_loosens_sampling(c, p, q, n):
+    lo, hi = sorted((p, q))
+    x, y = _step(c, None, None, n, p_slot=lo), _step(c, None, None, n, p_slot=hi)
+    assert y.temperature[0] <= x.temperature[0] + 1e-6 and y.top_p[0] <= x.top_p[0] + 1e-6
+    assert y.weights[0, 0] >= x.weights[0, 0] - 1e-6  # toward the factual member
+
+
+def test_fact_slots_stay_near_greedy_until_creativity_is_close_to_1():
+    for c in (0.25, 0.5, 0.75):
+        d = _step(c, None, None, 2, p_slot=1.0)
+        assert float(d.temperature[0]) == 0.0 and float(d.weights[0, 0]) == 1.0
+        free = _step(c, None, None, 2, p_slot=0.0)
+        assert float(free.temperature[0]) == pytest.approx(c)  # ordinary tokens: the schedule
+    assert float(_step(0.9, None, None, 1, p_slot=1.0).temperature[0]) == pytest.approx(0.9 * 0.6)
+    assert float(_step(1.0, None, None, 1, p_slot=1.0).temperature[0]) == pytest.approx(1.0)
+    off = Policy(0.5, use_slot=False).step(None, None, 1, batch=1, p_slot=torch.tensor([1.0]))
+    assert float(off.temperature[0]) == pytest.approx(0.5)
 
 
 def test_documented_numbers():

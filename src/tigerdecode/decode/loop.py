@@ -51,7 +51,9 @@ class Control:
     the scores to draw from (members blended; DoLa contrasts layers); ``observe`` sees every
     drawn token. ``tap_layers``: layers the control reads beyond the heads'. ``max_retries`` /
     ``retry``: how often and how a row flagged ``resample`` is redrawn. ``abstains``: whether a
-    row flagged ``abstain`` on a content token ends as an abstention. ``policy``: the
+    row flagged ``abstain`` on a content token ends as an abstention; with ``abstain_slot`` set
+    and the heads giving ``p_slot``, only on a token drawn at a fact slot (``p_slot`` at least
+    that), so free text never abstains. ``policy``: the
     :class:`~tigerdecode.policy.knob.Policy` when there is one (recorded in results)."""
 
     name = "control"
@@ -59,6 +61,7 @@ class Control:
     policy = None
     max_retries = 0
     abstains = False
+    abstain_slot: float | None = None
 
     def decide(self, signals: Signals, batch: int, device) -> StepDecision:
         raise NotImplementedError
@@ -203,7 +206,10 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
                     logits, sig = run.forward(tok)
                     nd = control.decide(sig, B, dev)
                 if content is not None:
-                    abstained |= nd.abstain & content[tok] & ~finished
+                    gate = content[tok]
+                    if sig_d.p_slot is not None and control.abstain_slot is not None:
+                        gate = gate & (sig_d.p_slot >= control.abstain_slot)
+                    abstained |= nd.abstain & gate & ~finished
             # ---- record ----
             toks.append(tok)
             for k, v in (("p_stop", sig.p_stop), ("p_dev", sig.p_dev), ("p_slot", sig_d.p_slot),

@@ -62,6 +62,7 @@ class BanAtStart(Control):
         self.inner, self.banned = inner, banned
         self.policy, self.name, self.tap_layers = inner.policy, inner.name, inner.tap_layers
         self.max_retries, self.abstains = inner.max_retries, inner.abstains
+        self.abstain_slot = inner.abstain_slot
 
     def decide(self, signals, batch, device):
         return self.inner.decide(signals, batch, device)

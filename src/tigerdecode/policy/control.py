@@ -17,10 +17,11 @@ class PolicyControl(Control):
         self.policy, self.n_members = policy, n_members
         self.max_retries = policy.max_retries if policy.use_resample else 0
         self.abstains = policy.abstains
+        self.abstain_slot = policy.abstain_slot if policy.use_slot else None
 
     def decide(self, signals: Signals, batch: int, device) -> StepDecision:
         return self.policy.step(signals.p_stop, signals.p_dev, self.n_members, batch=batch,
-                                device=device)
+                                device=device, p_slot=signals.p_slot)
 
     def retry(self, d: StepDecision, attempt: int) -> StepDecision:
         return self.policy.retry(d, attempt)

@@ -63,10 +63,13 @@ class Policy:
     abstain_below: float = 1.0
     abstain_rise: float = 0.05
     abstain_message: str = "I don't know."
+    slot_hold: float = 0.75
+    abstain_slot: float = 0.5
     use_eos_bias: bool = True
     use_tighten: bool = False
     use_resample: bool = False
     use_abstain: bool = True
+    use_slot: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "creativity", check_creativity(self.creativity))
@@ -75,7 +78,7 @@ class Policy:
             if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"Policy.{name} must be a finite number >= 0, got {v!r}")
         for name in ("top_p_min", "top_p_max", "top_p_floor", "min_p_max", "dev_low", "dev_high",
-                     "resample_at", "abstain_at", "abstain_below"):
+                     "resample_at", "abstain_at", "abstain_below", "slot_hold", "abstain_slot"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and 0.0 <= v <= 1.0):
                 raise ValueError(f"Policy.{name} must lie in [0, 1], got {v!r}")
@@ -97,6 +100,14 @@ class Policy:
     def guard(self) -> float:
         """How strongly the heads steer at this creativity: 1 at c = 0, 0 from guard_until."""
         return max(0.0, 1.0 - self.creativity / self.guard_until)
+
+    @property
+    def slot_guard(self) -> float:
+        """How firmly fact slots stay near-greedy: 1 up to ``slot_hold``, then falling linearly
+        to 0 at c = 1 (full creativity samples fact slots freely too)."""
+        if self.creativity <= self.slot_hold:
+            return 1.0
+        return max(0.0, (1.0 - self.creativity) / max(1.0 - self.slot_hold, 1e-9))
 
     @property
     def temperature(self) -> float:
@@ -136,10 +147,13 @@ class Policy:
     # ---- per-step, per-row decisions -----------------------------------------------------------
 
     def step(self, p_stop: torch.Tensor | None, p_dev: torch.Tensor | None, n_members: int = 1,
-             *, batch: int | None = None, device=None) -> StepDecision:
+             *, batch: int | None = None, device=None,
+             p_slot: torch.Tensor | None = None) -> StepDecision:
         """Decisions for a batch given the heads' outputs for each row's last token.
 
-        ``p_stop``/``p_dev`` are (B,) or None (no heads: the schedule alone)."""
+        ``p_stop``/``p_dev``/``p_slot`` are (B,) or None (no heads: the schedule alone).
+        ``p_slot`` (the next token decides a fact) cools that token toward greedy and toward the
+        factual member by ``1 - slot_guard * p_slot``; other tokens keep the schedule."""
         ref = p_stop if p_stop is not None else p_dev
         if ref is not None:
             batch, device = ref.shape[0], ref.device
@@ -152,6 +166,8 @@ class Policy:
             cool = 1.0 - g * r  # (B,) in [0, 1]
         else:
             cool = full(1.0)
+        if p_slot is not None and self.use_slot and self.slot_guard > 0:
+            cool = cool * (1.0 - self.slot_guard * p_slot.float().clamp(0, 1))
         temperature = self.temperature * cool
         top_p = self.top_p_floor + (self.top_p - self.top_p_floor) * cool
         min_p = full(self.min_p)
@@ -187,9 +203,10 @@ class Policy:
     # ---- documentation -------------------------------------------------------------------------
 
     def describe(self, n_members: int = 2) -> dict:
-        """The numbers this policy produces with no heads and at p_stop = p_dev = 0.95."""
+        """The numbers this policy produces with no heads and at p_stop = p_dev = p_slot = 0.95."""
         hi = torch.tensor([0.95])
         d = self.step(hi, hi, n_members)
+        s = self.step(None, None, n_members, batch=1, p_slot=hi)
         return {
             "creativity": self.creativity,
             "temperature": round(self.temperature, 4),
@@ -199,6 +216,8 @@ class Policy:
             "top_p@p_dev=.95": round(float(d.top_p[0]), 4),
             "weights@p_dev=.95": [round(float(w), 4) for w in d.weights[0]],
             "eos_bias@p_stop=.95": round(float(d.eos_bias[0]), 4),
+            "temperature@p_slot=.95": round(float(s.temperature[0]), 4),
+            "weights@p_slot=.95": [round(float(w), 4) for w in s.weights[0]],
             "resample_at": round(self.resample_threshold, 4) if self.use_resample else None,
             "abstains": self.abstains,
             "abstain_at": round(self.abstain_threshold, 4) if self.abstains else None,
