@@ -1,0 +1,60 @@
+"""Facts inside creative text: rows recomputed from saved outputs, resumable cells, targets."""
+
+import json
+
+from tigerdecode.api import ControlledGenerator
+from tigerdecode.eval import creative_facts as cf
+from tigerdecode.eval.runner import Cell
+from tigerdecode.qa.data import QAItem
+
+ITEMS = [QAItem(prompt="The capital of Japan is", answers=["Tokyo"], topic="capital", id="a"),
+         QAItem(prompt="The capital of France is", answers=["Paris"], topic="capital", id="b")]
+
+
+def test_mixed_items_are_creative_requests_with_gold_answers():
+    ms = cf.mixed_items(ITEMS, 2)
+    assert len(ms) == 2 and all(m.answers and "#m" in m.id for m in ms)
+
+
+def test_row_from_outputs_scores_the_same_outputs():
+    cell = {"method": "temperature", "setting": "T=1", "gen_method": "temperature",
+            "creativity": 0.5}
+    outs = [{"prompt": "p1", "answers": ["Tokyo"], "text": "Oh Tokyo, bright", "abstained": False},
+            {"prompt": "p1", "answers": ["Tokyo"], "text": "Oh Kyoto bright", "abstained": False},
+            {"prompt": "p2", "answers": ["Paris"], "text": "I don't know.", "abstained": True},
+            {"prompt": "p2", "answers": ["Paris"], "text": "Paris in spring", "abstained": False}]
+    row = cf.row_from_outputs(cell, outs)
+    assert row["task"] == "creative_facts" and row["fact_accuracy"] == 0.5
+    assert row["abstain_rate"] == 0.25 and 0 < row["distinct_2"] <= 1 and row["creativity"] is None
+
+
+def test_cells_resume_and_recompute_from_saved_outputs(tiny_llama, tmp_path):
+    model, tok = tiny_llama
+    gen = ControlledGenerator(model, tok, heads=None)
+    cells = [Cell("greedy", "-", "greedy"), Cell("tigerdecode", "c=0.5", "tigerdecode", 0.5)]
+    cfg = cf.FactsConfig(items=cf.mixed_items(ITEMS, 2), samples=2, max_new_tokens=4,
+                         batch_size=4)
+    rows = cf.run({False: gen}, cells, cfg, tmp_path, progress=False)
+    saved = json.loads((tmp_path / "creative_facts" / f"{cells[1].slug}.json").read_text())
+    assert len(saved["outputs"]) == 4 and saved["row"] == rows[1]
+    assert cf.row_from_outputs(saved["cell"], saved["outputs"]) == rows[1]
+
+    class Boom:
+        def generate_text(self, *a, **k):
+            raise AssertionError("a finished cell was recomputed")
+
+    assert cf.run({False: Boom()}, cells, cfg, tmp_path, progress=False) == rows
+
+
+def test_targets_compare_at_matched_diversity():
+    rows = [{"method": "tigerdecode", "setting": f"c={c}", "creativity": c, "distinct_2": d,
+             "fact_accuracy": a, "abstain_rate": 0.0}
+            for c, d, a in ((0.0, 0.2, 0.4), (0.5, 0.5, 0.38), (1.0, 0.8, 0.3))]
+    rows += [{"method": "greedy", "setting": "-", "creativity": None, "distinct_2": 0.2,
+              "fact_accuracy": 0.4, "abstain_rate": 0.0},
+             {"method": "temperature", "setting": "T=0.6", "creativity": None,
+              "distinct_2": 0.5, "fact_accuracy": 0.2, "abstain_rate": 0.0}]
+    t = cf.targets(rows)
+    by = {c["baseline"]: c for c in t["dominance"]}
+    assert by["temperature"]["ok"] is True and by["greedy"]["ok"] is False
+    assert abs(t["at_T0.6_vs_greedy"] - 0.95) < 1e-9 and t["max_abstain_rate"] == 0.0
