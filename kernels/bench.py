@@ -6,12 +6,11 @@ CPU: PyTorch's packed int4/int8 kernels (bf16 activations, our CPU path) against
 bytes the quantized call must read (weights, scales, activations); the peak is a measured
 device-to-device copy, so "% of peak" is a roofline estimate, not a vendor number.
 
-Run: ``python -m tigerdecode.kernels.bench`` or ``tigerdecode bench kernels``.
+Run: ``tigerdecode bench kernels``.
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
@@ -139,27 +138,17 @@ def device_name() -> str:
     return f"cpu: {platform.processor() or platform.machine()}"
 
 
-def main(argv=None) -> str:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=20, help="timed calls per case (CPU)")
-    ap.add_argument("--quick", action="store_true", help="fewer shapes and rows")
-    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def report(quick: bool = False, reps: int = 20) -> str:
+    """The kernel table for this device (``quick``: fewer shapes), plus the dequantize crossover
+    on a GPU. ``tigerdecode bench kernels`` prints it."""
     gpu = torch.cuda.is_available()
     shapes = None
-    if args.quick:
+    if quick:
         shapes = GPU_SHAPES[:1] if gpu else CPU_SHAPES[:2]
-    rows, peak = bench(shapes=shapes, reps=args.reps)
+    rows, peak = bench(shapes=shapes, reps=reps)
     text = format_table(rows, peak, device_name())
     if gpu:
         xo = crossover()
         text += "\n\nint4 g128 8192x8192, tiled kernel vs dequantize + bf16 matmul (µs):\n"
         text += "\n".join(f"  M={m}: kernel {a:.0f}, dequant+matmul {b:.0f}" for m, (a, b) in xo.items())
-    print(text)
     return text
-
-
-if __name__ == "__main__":
-    main()

@@ -4,8 +4,8 @@ import json
 
 from click.testing import CliRunner
 
-from tigerdecode.cli import main
 from tigerdecode.bench.quant import format_report, run
+from tigerdecode.cli import main
 
 
 def test_quant_bench_runs_on_a_tiny_model(tiny_model_dir, monkeypatch):

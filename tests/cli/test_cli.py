@@ -57,7 +57,7 @@ def test_generate_bad_inputs(tiny_model_dir, tmp_path):
     assert r.exit_code != 0 and "prompt is empty" in r.output
     r = CliRunner().invoke(main, ["generate", "Hi", "--model", str(tiny_model_dir),
                                   "--max-new-tokens", "0"])
-    assert r.exit_code != 0 and "max_new_tokens must lie in" in r.output
+    assert r.exit_code == 2 and "--max-new-tokens" in r.output and "1<=x<=4096" in r.output
     r = CliRunner().invoke(main, ["generate", "Hi", "--model", str(tmp_path)])
     assert r.exit_code != 0 and "no config.json" in r.output
 
@@ -67,3 +67,57 @@ def test_info_lists_versions_and_cache(monkeypatch, tmp_path):
     res = CliRunner().invoke(main, ["info"])
     assert res.exit_code == 0
     assert "torch" in res.output and str(tmp_path) in res.output
+
+
+def _all_commands(group, prefix=()):
+    """(path, command) for every command under ``group``, groups included."""
+    import click
+
+    for name, cmd in group.commands.items():
+        yield (*prefix, name), cmd
+        if isinstance(cmd, click.Group):
+            yield from _all_commands(cmd, (*prefix, name))
+
+
+def test_help_lists_every_command_with_a_one_line_summary():
+    import click
+
+    runner = CliRunner()
+    top = runner.invoke(main, ["--help"])
+    assert top.exit_code == 0
+    expected = {"bench", "data", "demo", "eval", "examples", "generate", "heads", "info", "judge",
+                "policy", "quantize"}
+    assert expected <= set(main.commands)
+    for path, cmd in _all_commands(main):
+        parent = runner.invoke(main, [*path[:-1], "--help"])
+        listed = [ln for ln in parent.output.splitlines() if ln.strip().startswith(path[-1] + " ")]
+        assert listed, f"`tigerdecode {' '.join(path[:-1])} --help` does not list {path[-1]}"
+        summary = listed[0].split(None, 1)[1]
+        assert not summary.endswith("..."), f"{' '.join(path)}: summary cut short: {summary!r}"
+        own = runner.invoke(main, [*path, "--help"])
+        assert own.exit_code == 0 and "Traceback" not in own.output, path
+        if isinstance(cmd, click.Group):
+            assert cmd.commands, path
+
+
+def test_json_flags_print_parseable_json(tiny_model_dir):
+    show = CliRunner().invoke(main, ["policy", "show", "--json"])
+    assert show.exit_code == 0, show.output
+    rows = json.loads(show.stdout)
+    assert [r["creativity"] for r in rows] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert rows[0]["temperature"] == 0.0 and rows[-1]["abstains"] is False
+    gen = CliRunner().invoke(main, ["generate", "Hi", "--model", str(tiny_model_dir),
+                                    "--max-new-tokens", "2", "--json"])
+    assert gen.exit_code == 0, gen.output
+    assert json.loads(gen.stdout)["prompt"] == "Hi"
+
+
+def test_policy_show_table_and_overrides():
+    res = CliRunner().invoke(main, ["policy", "show"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()
+    assert lines[0].startswith("| creativity | temperature |") and len(lines) == 2 + 5
+    flat = CliRunner().invoke(main, ["policy", "show", "--json", "--set", "abstain_rise=0"])
+    assert {r["abstain_at"] for r in json.loads(flat.stdout) if r["abstains"]} == {0.95}
+    bad = CliRunner().invoke(main, ["policy", "show", "--set", "nope=1"])
+    assert bad.exit_code == 2 and "Policy field" in bad.output

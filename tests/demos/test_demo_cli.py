@@ -46,3 +46,33 @@ def test_queue_is_bounded(demo_backend):
         assert app._queue.default_concurrency_limit == 1  # every queued event: one at a time
     finally:
         app.close()
+
+
+def test_demo_screenshot_command(monkeypatch, tiny_model_dir, tmp_path):
+    import tigerdecode.demos.app as app_mod
+    import tigerdecode.demos.screenshot as shot
+
+    launched, taken = [], []
+    monkeypatch.setattr(app_mod, "launch", lambda app, **kw: launched.append(kw))
+    monkeypatch.setattr(shot, "chromium", lambda: "/usr/bin/chromium")
+
+    def fake_screenshot(model, tok, out, **kw):
+        taken.append((out, kw))
+        return out
+
+    monkeypatch.setattr(shot, "screenshot", fake_screenshot)
+    out = tmp_path / "demo.png"
+    run = CliRunner().invoke(main, ["demo", "screenshot", "--model", str(tiny_model_dir),
+                                    "--out", str(out), "--creativity", "0.2", "--raw"])
+    assert run.exit_code == 0, run.output
+    assert run.stdout.strip() == str(out) and not launched  # the group did not serve the app
+    (path, kw), = taken
+    assert path == out and kw["creativity"] == 0.2 and kw["raw"] is True
+
+    def missing():
+        raise FileNotFoundError("chromium is not installed (apt-get install -y chromium)")
+
+    monkeypatch.setattr(shot, "chromium", missing)
+    run = CliRunner().invoke(main, ["demo", "screenshot", "--out", str(out)])
+    assert run.exit_code == 1 and "chromium is not installed" in run.output
+    assert "Traceback" not in run.output

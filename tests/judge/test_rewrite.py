@@ -6,11 +6,11 @@ from test_judge_model import make_judge
 
 from tigerdecode.api import ControlledGenerator
 from tigerdecode.decode.loop import decode
-from tigerdecode.policy.control import PolicyControl
 from tigerdecode.judge.features import from_decode, reencode, rewind_cache, strip_padding
-from tigerdecode.policy.knob import Policy
-from tigerdecode.model.prompting import encode_prompts
 from tigerdecode.judge.rewrite import BanAtStart, JudgeSettings, rewind_point
+from tigerdecode.model.prompting import encode_prompts
+from tigerdecode.policy.control import PolicyControl
+from tigerdecode.policy.knob import Policy
 
 PROMPTS = ["The capital of Japan is", "Name a colour", "Hello there, how are you"]
 N = 8
@@ -192,7 +192,7 @@ def test_judge_eval_cli_prints_the_issue_keys(setup, tiny_model_dir, tmp_path):
     r = CliRunner().invoke(main, ["judge", "eval", "--qa", str(qa), "--limit", "2", "--json",
                                   "--model", str(tiny_model_dir), "--judge",
                                   str(tmp_path / "judge"), "--max-new-tokens", "4", "--set",
-                                  "use_abstain=false", "--open", str(opens), "--details",
+                                  "use_abstain=false", "--open", str(opens), "--out",
                                   str(details)])
     assert r.exit_code == 0, r.output
     d = json.loads(details.read_text())["details"]

@@ -12,9 +12,6 @@ from __future__ import annotations
 import json
 import statistics
 import time
-import warnings
-
-import click
 
 PROMPT = "Write a short story about a lighthouse keeper who finds a strange map."
 
@@ -118,35 +115,3 @@ def table(res: dict) -> str:
               f"controlled batch 8 / batch 1: **{res['batch8_vs_batch1']:.3f}** (target >= 4)",
               "", f"settings: {json.dumps(s)}"]
     return "\n".join(lines)
-
-
-@click.command("generate")
-@click.option("--model", "model_name", default="default", show_default=True)
-@click.option("--max-new-tokens", type=int, default=128, show_default=True)
-@click.option("--repeats", type=int, default=3, show_default=True)
-@click.option("--creativity", type=float, default=0.5, show_default=True)
-@click.option("--threads", type=int, default=None,
-              help="CPU threads for torch (default: torch's own choice). On an oversubscribed "
-                   "machine 1 avoids thread-barrier stalls that distort batched matmuls.")
-@click.option("--json", "as_json", is_flag=True,
-              help='Print {"rows": [...], "controlled_vs_plain": x, "ensemble_vs_plain": y, '
-                   '"batch8_vs_batch1": z}.')
-def bench_generate(model_name, max_new_tokens, repeats, creativity, threads, as_json):
-    """Tokens/s of controlled decoding vs plain model.generate, side by side in one run."""
-    from tigerdecode.policy.knob import check_creativity
-    from tigerdecode.settings import validate_max_new_tokens
-
-    try:
-        validate_max_new_tokens(max_new_tokens)
-        check_creativity(creativity)
-        if not 1 <= repeats <= 50:
-            raise ValueError(f"--repeats must lie in [1, 50], got {repeats}")
-        if threads is not None and not 1 <= threads <= 256:
-            raise ValueError(f"--threads must lie in [1, 256], got {threads}")
-    except ValueError as e:
-        raise click.ClickException(str(e)) from e
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = run_bench(model_name, max_new_tokens, repeats, creativity, progress=not as_json,
-                        threads=threads)
-    click.echo(json.dumps(res) if as_json else table(res))

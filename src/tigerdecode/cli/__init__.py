@@ -10,11 +10,7 @@ import click
 from tigerdecode import __version__
 
 
-def _fail(msg: str) -> None:
-    raise click.ClickException(msg)
-
-
-@click.group()
+@click.group(context_settings={"max_content_width": 100})
 @click.version_option(__version__, prog_name="tigerdecode")
 def main() -> None:
     """tigerdecode: a creativity knob for any Hugging Face causal language model."""
@@ -24,7 +20,7 @@ def main() -> None:
 @click.option("--model", "model_name", default=None,
               help="Also load this model and print its fingerprint.")
 def info(model_name):
-    """Versions, device, default model and cache paths."""
+    """Print versions, device, default model and cache paths."""
     import importlib.util
 
     import torch
@@ -66,21 +62,21 @@ def info(model_name):
         click.echo(f"{k:<{width}}  {v}")
 
 
-@main.group()
-def bench() -> None:
-    """Benchmarks that print tables of ratios measured side by side in one run."""
+# Each command group lives in its own module and joins here, one line each. A command module
+# imports torch and models inside its functions, so `tigerdecode --help` stays fast.
+from tigerdecode.cli import bench as _bench  # noqa: E402
+from tigerdecode.cli import demo as _demo  # noqa: E402
+from tigerdecode.cli import eval as _eval  # noqa: E402
+from tigerdecode.cli import generate as _generate  # noqa: E402
+from tigerdecode.cli import judge as _judge  # noqa: E402
+from tigerdecode.cli import policy as _policy  # noqa: E402
+from tigerdecode.cli import quant as _quant  # noqa: E402
+from tigerdecode.cli import training as _training  # noqa: E402
 
-
-# Subsystems register their command groups below, one line each, e.g.
-#   from tigerdecode.cli.training import heads_group; main.add_command(heads_group)
-# and benchmarks join the `bench` group: bench.add_command(kernels_bench)
-# (a command module imports torch and models inside its functions, so `--help` stays fast).
-from tigerdecode.cli.demo import demo as _demo; main.add_command(_demo)  # noqa: E402,E702,I001
-from tigerdecode.cli.eval import eval_cmd as _eval; main.add_command(_eval)  # noqa: E402,E702,I001
-from tigerdecode.cli import generate as _g; main.add_command(_g.generate); main.add_command(_g.examples); bench.add_command(_g.bench_generate)  # noqa: E402,E702,I001
-from tigerdecode.cli import quant as _q; main.add_command(_q.quantize_cmd); bench.add_command(_q.kernels_bench); bench.add_command(_q.quant_bench_cmd)  # noqa: E402,E702,I001
-from tigerdecode.cli import training as _t; main.add_command(_t.data_group); main.add_command(_t.heads_group)  # noqa: E402,E702,I001
-from tigerdecode.cli.judge import judge_group as _judge; main.add_command(_judge)  # noqa: E402,E702,I001
+for _cmd in (_generate.generate, _generate.examples, _policy.policy_group, _quant.quantize_cmd,
+             _bench.bench_group, _eval.eval_cmd, _training.data_group, _training.heads_group,
+             _judge.judge_group, _demo.demo_group):
+    main.add_command(_cmd)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,14 @@ import re
 
 import click
 
+from tigerdecode.cli.options import (
+    creativity_option,
+    json_option,
+    max_new_tokens_option,
+    model_option,
+    seed_option,
+)
+
 METHOD_CHOICES = ("tigerdecode", "greedy", "temperature", "top_p", "min_p", "factual_nucleus",
                   "dola")
 FACTUAL_EXAMPLES = [
@@ -101,31 +109,29 @@ def _generator(model_name, no_heads, ensemble):
 
 
 def _errors():
+    from tigerdecode.decode.sampling import NonFiniteLogitsError
     from tigerdecode.heads import HeadsError
     from tigerdecode.model.load import ModelLoadError
-    from tigerdecode.decode.sampling import NonFiniteLogitsError
 
     return (ModelLoadError, HeadsError, NonFiniteLogitsError, ValueError)
 
 
 @click.command()
 @click.argument("prompt")
-@click.option("--model", "model_name", default="default", show_default=True,
-              help="'default' (embedded SmolLM2-135M-Instruct), a local HF directory or a hub id.")
-@click.option("--creativity", type=float, default=0.5, show_default=True,
-              help="0 = factual, near-greedy; 1 = free sampling.")
+@model_option()
+@creativity_option(0.5)
 @click.option("--method", type=click.Choice(METHOD_CHOICES), default="tigerdecode",
               show_default=True, help="Controlled decoding or a baseline.")
 @click.option("--temperature", type=float, default=None,
               help="Baselines only: their temperature (temperature/top_p/min_p methods).")
-@click.option("--max-new-tokens", type=int, default=64, show_default=True)
-@click.option("--seed", type=int, default=None, help="Seed for sampling (reproducible output).")
+@max_new_tokens_option(64)
+@seed_option(None)
 @click.option("--raw", is_flag=True, help="Plain completion: skip the chat template.")
 @click.option("--trace", is_flag=True, help="Show the coloured per-token risk view.")
 @click.option("--no-heads", is_flag=True, help="Run without control heads.")
 @click.option("--ensemble/--no-ensemble", default=False, show_default=True,
               help="Blend a factual and a creative persona of the model.")
-@click.option("--json", "as_json", is_flag=True, help="Print the whole GenerationResult as JSON.")
+@json_option("Print the whole GenerationResult as JSON.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="Settings JSON (e.g. exported by the demo's Trade-off tab); options given on "
                    "the command line win over it.")
@@ -135,7 +141,10 @@ def _errors():
               help="With --judge: rewrites before abstaining (default 2; 0 = judge only).")
 def generate(prompt, model_name, creativity, method, temperature, max_new_tokens, seed, raw,
              trace, no_heads, ensemble, as_json, config_file, use_judge, max_rewrites):
-    """Answer PROMPT with controlled decoding."""
+    """Answer PROMPT at a chosen creativity.
+
+    Controlled decoding by default, or a baseline with --method.
+    """
     overrides = {}
     if max_rewrites is not None and not use_judge:
         raise click.UsageError("--max-rewrites applies with --judge")
@@ -179,15 +188,19 @@ def generate(prompt, model_name, creativity, method, temperature, max_new_tokens
 
 
 @click.command()
-@click.option("--model", "model_name", default="default", show_default=True)
-@click.option("--max-new-tokens", type=int, default=48, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--ensemble/--no-ensemble", default=False, show_default=True)
+@model_option()
+@max_new_tokens_option(48)
+@seed_option(0)
+@click.option("--ensemble/--no-ensemble", default=False, show_default=True,
+              help="Blend a factual and a creative persona of the model.")
 @click.option("--width", type=int, default=None, help="Terminal width (default: detected).")
 @click.option("--judge/--no-judge", "use_judge", default=True, show_default=True,
               help="Judge each answer with the shipped judge (when the model has one).")
 def examples(model_name, max_new_tokens, seed, ensemble, width, use_judge):
-    """The example prompts at creativity 0, 0.5 and 1, side by side, with risk views."""
+    """Answer the example prompts at creativity 0, 0.5 and 1.
+
+    Side by side, each with its per-token risk view.
+    """
     import shutil
     import time
 
@@ -237,6 +250,3 @@ def _wrap_plain(text: str, width: int) -> list[str]:
     import textwrap
 
     return textwrap.wrap(text, width) or [""]
-
-
-from tigerdecode.bench.generate import bench_generate  # noqa: E402,F401  (registered by cli.py)

@@ -7,13 +7,30 @@ import time
 
 import click
 
+from tigerdecode.cli.options import (
+    batch_size_option,
+    creativity_option,
+    json_option,
+    limit_option,
+    load_items,
+    max_new_tokens_option,
+    model_option,
+    out_option,
+    qa_option,
+    sample_option,
+    seed_option,
+    set_option,
+    split_option,
+    write_json,
+)
+
 EVAL_KEYS = ("n", "judge_auroc", "judge_ece", "wrong_rate_without", "wrong_rate_with",
              "flip_rate", "abstain_rate", "latency_ratio")
 
 
 @click.group("judge")
 def judge_group() -> None:
-    """The whole-answer judge: train it, evaluate it end to end."""
+    """Train and evaluate the whole-answer judge."""
 
 
 def _layers(spec: str) -> tuple[int, ...]:
@@ -31,17 +48,20 @@ def _layers(spec: str) -> tuple[int, ...]:
 @click.option("--data", "data_dirs", required=True, multiple=True,
               type=click.Path(file_okay=False, exists=True),
               help="A `tigerdecode data build` directory or a judge-data directory; repeatable.")
-@click.option("--out", required=True, type=click.Path(file_okay=False))
-@click.option("--model", "model_name", default="default", show_default=True)
-@click.option("--layers", default="12,16,20,24", show_default=True)
+@out_option("Checkpoint directory to write (replaced atomically).", required=True, folder=True)
+@model_option()
+@click.option("--layers", default="12,16,20,24", show_default=True,
+              help="Comma-separated 1-based layers the judge reads.")
 @click.option("--heads", "heads_spec", default="none", show_default=True,
               help="Control heads whose p_dev the judge reads: none, auto or a path.")
-@click.option("--qa", "qa_path", default=None, type=click.Path(dir_okay=False, exists=True),
-              help="The QA file whose topic split defines train/validation (default: "
-                   "qa_wikidata).")
+@qa_option(help="The QA file whose topic split defines train/validation (default: "
+                "qa_wikidata).")
 @click.option("--threads", type=click.IntRange(1), default=None)
 def train_cmd(data_dirs, out, model_name, layers, heads_spec, qa_path, threads):
-    """Fit the judge on answer-level labels (validation split by topic; Platt calibration)."""
+    """Fit the judge on answer-level labels.
+
+    Validation split by topic; Platt calibration.
+    """
     import torch
 
     from tigerdecode.api import resolve_heads
@@ -133,51 +153,45 @@ def _prompts(items):
 
 
 @judge_group.command("eval")
-@click.option("--qa", "qa_path", required=True, type=click.Path(dir_okay=False, exists=True))
-@click.option("--split", type=click.Choice(["all", "train", "validation", "test"]),
-              default="all", show_default=True, help="Topic split of the file to use.")
-@click.option("--limit", type=click.IntRange(1, 100_000), default=None, help="First N items.")
-@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
-@click.option("--model", "model_name", default="default", show_default=True)
+@qa_option(required=True)
+@split_option()
+@limit_option()
+@sample_option()
+@json_option("Print the metrics as one JSON object.")
+@model_option()
 @click.option("--judge", "judge_spec", default="auto", show_default=True,
               help="auto (the shipped judge) or a checkpoint directory.")
-@click.option("--creativity", type=click.FloatRange(0, 1), default=0.5, show_default=True)
-@click.option("--max-new-tokens", type=click.IntRange(1, 512), default=16, show_default=True)
+@creativity_option(0.5)
+@max_new_tokens_option(16, high=512)
 @click.option("--max-rewrites", type=click.IntRange(0, 8), default=2, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1, 512), default=32, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--details", "details_path", default=None, type=click.Path(dir_okay=False),
-              help="Also write the full report (extra rates, signal AUROCs) here as JSON.")
-@click.option("--threads", type=click.IntRange(1), default=None)
-@click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE",
-              help="Policy field for both arms, e.g. --set use_abstain=false (repeatable).")
-@click.option("--open", "open_path", default=None, type=click.Path(dir_okay=False, exists=True),
+@batch_size_option(32)
+@seed_option(0, "Seed for decoding (and the --sample draw).")
+@out_option("Also write the full report (extra rates, signal AUROCs) to this JSON file.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
+@set_option("Policy field for both arms, e.g. --set use_abstain=false (repeatable).")
+@click.option("--open", "open_path", default=None, type=click.Path(dir_okay=False),
               help="Open prompts JSONL (e.g. data/creative_prompts.jsonl): also count how often "
                    "the judge abstains on free text.")
-@click.option("--n-open", type=click.IntRange(1, 1000), default=20, show_default=True)
-def eval_cmd(qa_path, split, limit, as_json, model_name, judge_spec, creativity, max_new_tokens,
-             max_rewrites, batch_size, seed, details_path, threads, sets, open_path, n_open):
-    """Run the model end to end on a QA file without and with the judge; print judge AUROC /
-    ECE, wrong-answer rates, correct→wrong flips, abstentions and the latency ratio."""
+@click.option("--n-open", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="The first N open prompts.")
+def eval_cmd(qa_path, split, limit, sample, as_json, model_name, judge_spec, creativity,
+             max_new_tokens, max_rewrites, batch_size, seed, out, threads, sets, open_path,
+             n_open):
+    """Score the judge end to end on a QA file.
+
+    Answers without and with the judge; prints judge AUROC / ECE, wrong-answer rates, correct→wrong flips, abstentions and the
+    latency ratio."""
     import torch
     from tqdm import tqdm
 
-    from tigerdecode.qa.data import QAFormatError, load_prompts, load_qa, select_split
     from tigerdecode.model.load import load_model
-    from tigerdecode.eval.tune import parse_sets
 
-    policy = parse_sets(sets)
-    try:
-        opens = [it.prompt for it in load_prompts(open_path, n_open)] if open_path else []
-    except QAFormatError as e:
-        raise click.ClickException(str(e)) from None
-
+    policy = sets
+    opens = ([it.prompt for it in load_items(open_path, limit=n_open, open_prompts=True)]
+             if open_path else [])
     if threads:
         torch.set_num_threads(threads)
-    items = load_qa(qa_path)
-    if split != "all":
-        items = select_split(items, split)
-    items = items[:limit] if limit else items
+    items = load_items(qa_path, split, limit, sample, seed)
     if not items:
         raise click.ClickException(f"{qa_path} has no items in split {split!r}")
     model, tok = load_model(model_name)
@@ -186,9 +200,8 @@ def eval_cmd(qa_path, split, limit, as_json, model_name, judge_spec, creativity,
         res = evaluate(model, tok, items, creativity=creativity, max_new_tokens=max_new_tokens,
                        batch_size=batch_size, max_rewrites=max_rewrites, judge=judge, seed=seed,
                        bar=bar, policy=policy, open_prompts=opens)
-    if details_path:
-        with open(details_path, "w") as f:
-            json.dump(res, f, indent=1)
+    if out:
+        write_json(out, res, indent=1)
     if as_json:
         click.echo(json.dumps({k: res[k] for k in EVAL_KEYS}))
         return

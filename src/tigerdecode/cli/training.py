@@ -4,39 +4,33 @@ evaluate control heads). Heavy imports happen inside the commands so ``--help`` 
 from __future__ import annotations
 
 import json
-import random
 
 import click
 
-SPLIT_CHOICES = ("all", "train", "validation", "test", "train+validation")
+from tigerdecode.cli.options import (
+    batch_size_option,
+    json_option,
+    limit_option,
+    load_items,
+    max_new_tokens_option,
+    model_option,
+    out_option,
+    qa_option,
+    sample_option,
+    seed_option,
+    split_option,
+)
+
+SETTINGS_HELP = "Decoding settings: 'greedy' or TEMPERATURE[:TOP_P], comma-separated."
 
 
-def _select(items, split: str):
-    from tigerdecode.qa.data import select_split
-
-    if split == "all":
-        return items
-    return [it for s in split.split("+") for it in select_split(items, s)]
-
-
-def _items_and_settings(qa_path, split: str, limit, seed: int, settings: str,
-                        open_prompts: bool = False):
-    """The QA items of ``split`` (a seeded sample of ``limit``) and the parsed decoding settings.
-    ``open_prompts``: the file holds open prompts (``tigerdecode.qa.data.load_prompts``)."""
-    from tigerdecode.qa.data import QAFormatError, load_prompts, load_qa
+def _settings(settings: str):
     from tigerdecode.training.sampling import parse_settings
 
     try:
-        setting_list = parse_settings(settings)
+        return parse_settings(settings)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--settings") from None
-    try:
-        items = _select((load_prompts if open_prompts else load_qa)(qa_path), split)
-    except QAFormatError as e:
-        raise click.ClickException(str(e)) from None
-    if limit is not None and limit < len(items):
-        items = random.Random(seed).sample(items, limit)
-    return items, setting_list
 
 
 def _threads(n: int | None) -> None:
@@ -48,34 +42,36 @@ def _threads(n: int | None) -> None:
 
 @click.group("data")
 def data_group() -> None:
-    """Build the specially labelled data the control heads learn from."""
+    """Build the labelled data the control heads learn from."""
 
 
 @data_group.command("build")
-@click.option("--qa", "qa_path", default=None, type=click.Path(dir_okay=False),
-              help="QA JSONL file ({'prompt', 'answers', 'topic'?} a line).")
+@qa_option()
 @click.option("--open", "open_path", default=None, type=click.Path(dir_okay=False),
               help="Instead of --qa: open (creative) prompts ({'prompt', 'kind'?} a line); their "
                    "answers teach p_dev that free text claims no fact.")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Data directory (created; rerun with the same options to resume).")
-@click.option("--model", "model_name", default="default", show_default=True)
-@click.option("--split", type=click.Choice(SPLIT_CHOICES), default="all", show_default=True,
-              help="Keep only the items of these topic splits (tigerdecode.qa.data.split_topics).")
-@click.option("--limit", type=click.IntRange(1), default=None, help="At most N items.")
+@out_option("Data directory (created; rerun with the same options to resume).", required=True,
+            folder=True)
+@model_option()
+@split_option()
+@limit_option()
+@sample_option()
 @click.option("--layers", default="12,16,20,24", show_default=True,
               help="Comma-separated 1-based layers whose hidden states are stored.")
 @click.option("--settings", default="greedy,0.7:0.9,1.0:0.95", show_default=True,
-              help="Decoding settings: 'greedy' or TEMPERATURE[:TOP_P], comma-separated.")
-@click.option("--max-new-tokens", type=click.IntRange(2, 256), default=24, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1, 512), default=32, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+              help=SETTINGS_HELP)
+@max_new_tokens_option(24, low=2, high=256)
+@batch_size_option(32)
+@seed_option(0, "Seed for the --sample draw and for sampling answers.")
 @click.option("--max-minutes", type=click.FloatRange(0, min_open=True), default=None,
               help="Stop cleanly after this long (finished units stay usable; rerun resumes).")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
-def build_cmd(qa_path, open_path, out, model_name, split, limit, layers, settings, max_new_tokens,
-              batch_size, seed, max_minutes, threads) -> None:
-    """Sample the model's own answers, label them, store hidden states (resumable)."""
+def build_cmd(qa_path, open_path, out, model_name, split, limit, sample, layers, settings,
+              max_new_tokens, batch_size, seed, max_minutes, threads) -> None:
+    """Sample, label and store the model's own answers.
+
+    Hidden states of --layers are stored with every answer; rerun to resume.
+    """
     import time
 
     from tigerdecode.model.load import load_model
@@ -92,8 +88,9 @@ def build_cmd(qa_path, open_path, out, model_name, split, limit, layers, setting
     if open_path is not None and split != "all":
         raise click.BadParameter("open prompts have no topic split; leave --split out",
                                  param_hint="--split")
-    items, setting_list = _items_and_settings(qa_path or open_path, split, limit, seed, settings,
-                                              open_prompts=open_path is not None)
+    setting_list = _settings(settings)
+    items = load_items(qa_path or open_path, split, limit, sample, seed,
+                       open_prompts=open_path is not None)
     model, tok = load_model(model_name)
     t0 = time.perf_counter()
     store = build_data(model, tok, items, out, layers=layer_list, settings=setting_list,
@@ -123,8 +120,7 @@ def _layer_sets(spec: str) -> list[list[int]]:
 @click.option("--data", "data_dir", required=True, multiple=True,
               type=click.Path(file_okay=False, exists=True),
               help="Data directory written by `tigerdecode data build` (repeat to combine).")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Checkpoint directory to write (replaced atomically).")
+@out_option("Checkpoint directory to write (replaced atomically).", required=True, folder=True)
 @click.option("--layers", default="16,20,24,16+20+24", show_default=True,
               help="Candidate layer sets, comma-separated; '+' joins layers into one set. "
                    "The best on the validation topics is kept.")
@@ -135,14 +131,17 @@ def _layer_sets(spec: str) -> list[list[int]]:
 @click.option("--val-fraction", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True,
               help="Share of answers whose topics form the validation split.")
 @click.option("--max-epochs", type=click.IntRange(1, 1000), default=40, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option(0, "Seed for training (reproducible heads).")
 @click.option("--restatement", type=click.Choice(["faithful", "skip"]), default="faithful",
               show_default=True, help="p_dev target on the prompt's restatement: 0 (faithful) "
                                       "or left out of the loss (skip).")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 def train_cmd(data_dir, out, layers, kinds, calibration, val_fraction, max_epochs, seed,
               restatement, threads) -> None:
-    """Train p_stop / p_dev heads on stored features, early-stopped on validation topics."""
+    """Train p_stop / p_dev heads on stored features.
+
+    Early-stopped on validation topics; the best layer set and kind is kept.
+    """
     from tigerdecode.training.train import TrainConfig, train_heads
 
     _threads(threads)
@@ -170,32 +169,36 @@ def train_cmd(data_dir, out, layers, kinds, calibration, val_fraction, max_epoch
 @heads_group.command("eval")
 @click.option("--heads", "heads_dir", default=None, type=click.Path(file_okay=False),
               help="Checkpoint directory; default: the heads shipped for the model.")
-@click.option("--qa", "qa_path", required=True, type=click.Path(dir_okay=False))
-@click.option("--model", "model_name", default="default", show_default=True)
-@click.option("--split", type=click.Choice(SPLIT_CHOICES), default="all", show_default=True,
-              help="Keep only the items of these topic splits (e.g. test for qa_wikidata).")
-@click.option("--limit", type=click.IntRange(1), default=None,
-              help="At most N items (a seeded random sample).")
-@click.option("--settings", default="greedy,0.7:0.9,1.0:0.95", show_default=True)
-@click.option("--max-new-tokens", type=click.IntRange(2, 256), default=24, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1, 512), default=32, show_default=True)
-@click.option("--seed", type=int, default=1, show_default=True)
+@qa_option(required=True)
+@model_option()
+@split_option()
+@limit_option()
+@sample_option()
+@click.option("--settings", default="greedy,0.7:0.9,1.0:0.95", show_default=True,
+              help=SETTINGS_HELP)
+@max_new_tokens_option(24, low=2, high=256)
+@batch_size_option(32)
+@seed_option(1, "Seed for the --sample draw and for sampling answers.")
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None,
               help="Keep the sampled features here (resumable); default: a temporary folder.")
 @click.option("--record", default=None,
               help="Also store the full report in the checkpoint's metrics.json under this key.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@json_option("Print the summary as JSON.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
-def eval_cmd(heads_dir, qa_path, model_name, split, limit, settings, max_new_tokens, batch_size,
-             seed, work_dir, record, as_json, threads) -> None:
-    """Sample, label and score answers to a QA file: heads beside the training-free baselines."""
+def eval_cmd(heads_dir, qa_path, model_name, split, limit, sample, settings, max_new_tokens,
+             batch_size, seed, work_dir, record, as_json, threads) -> None:
+    """Score the heads on a QA file beside the baselines.
+
+    Samples and labels answers, then scores heads and training-free baselines.
+    """
 
     from tigerdecode.heads import ControlHeads, HeadsError, find_shipped
     from tigerdecode.model.load import load_model
     from tigerdecode.training.evaluate import evaluate_heads, format_table, summary
 
     _threads(threads)
-    items, setting_list = _items_and_settings(qa_path, split, limit, seed, settings)
+    setting_list = _settings(settings)
+    items = load_items(qa_path, split, limit, sample, seed)
     model, tok = load_model(model_name)
     if heads_dir is None:
         heads_dir = find_shipped(model, tok)
@@ -210,19 +213,19 @@ def eval_cmd(heads_dir, qa_path, model_name, split, limit, settings, max_new_tok
                          max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
                          work_dir=work_dir, progress=not as_json)
     if record:
-        _record(heads_dir, record, qa_path, split, limit, rep)
+        _record(heads_dir, record, qa_path, split, limit, sample, seed, rep)
     click.echo(json.dumps(summary(rep), indent=2) if as_json else format_table(rep))
 
 
-def _record(heads_dir, key: str, qa_path, split, limit, rep: dict) -> None:
+def _record(heads_dir, key: str, qa_path, split, limit, sample, seed, rep: dict) -> None:
     """Add an evaluation report to the checkpoint's metrics.json (atomic replace)."""
-    import os
     from pathlib import Path
+
+    from tigerdecode.cli.options import write_json
 
     path = Path(heads_dir) / "metrics.json"
     metrics = json.loads(path.read_text()) if path.is_file() else {}
+    picked = {"limit": limit} if sample is None else {"sample": sample, "seed": seed}
     metrics.setdefault("evaluations", {})[key] = {
-        "qa": str(qa_path), "split": split, "limit": limit, **rep}
-    tmp = path.with_name(".metrics.json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp, path)
+        "qa": str(qa_path), "split": split, **picked, **rep}
+    write_json(path, metrics)

@@ -9,20 +9,15 @@ undo-and-resample on p_dev, abstention. Facts are judged right/wrong by the rule
 the heads' training data; on the open prompts it reports how often the guard fires (abstentions,
 resamples) and the distinct-2 it leaves, since a guard that fires on free text kills the knob.
 
-    python -m tigerdecode.eval.tune --limit 96 --creativity 0.25,0.5 --json out.json \
+    tigerdecode policy tune --sample 96 --creativity 0.25,0.5 --out out.json \
         --set abstain_at=0.8 --set resample_at=0.6
 """
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import tempfile
 import time
 import warnings
-
-import click
 
 VARIANTS = {
     "plain": dict(use_eos_bias=False, use_tighten=False, use_resample=False, use_abstain=False),
@@ -36,37 +31,25 @@ VARIANTS = {
 }
 
 
-def parse_sets(sets) -> dict:
-    """``--set FIELD=VALUE`` options as Policy overrides (values read as JSON where they parse:
-    ``0.9``, ``false``; otherwise kept as strings). A name that is not a Policy field is a
-    ``click.BadParameter``."""
-    from dataclasses import fields
+def qa_items(split: str = "validation", limit: int | None = None, sample: int | None = None,
+             seed: int = 0) -> list:
+    """The qa_wikidata items of ``split``: the first ``limit``, or a seeded random ``sample``.
 
-    from tigerdecode.policy.knob import Policy
-
-    known = {f.name for f in fields(Policy)} - {"creativity", "extra"}
-    overrides = {}
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep or key not in known:
-            raise click.BadParameter(f"expected FIELD=VALUE with a Policy field, got {item!r}",
-                                     param_hint="--set")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    return overrides
-
-
-def qa_items(limit: int, split: str = "validation", seed: int = 0):
+    The sample is drawn as the first N of a seeded shuffle, the draw the documented ablations
+    (docs/results) used, so they reproduce."""
     from tigerdecode.qa.data import load_qa, qa_wikidata_path, select_split
 
     items = select_split(load_qa(qa_wikidata_path()), split)
-    random.Random(seed).shuffle(items)
-    return items[:limit]
+    if limit is not None:
+        return items[:limit]
+    if sample is not None:
+        random.Random(seed).shuffle(items)
+        return items[:sample]
+    return items
 
 
 def open_prompts(limit: int) -> list[str]:
+    """``limit`` of the heads' open training prompts (a fixed seeded shuffle, as measured)."""
     from tigerdecode.qa.data import dataset_path, load_prompts
 
     items = load_prompts(dataset_path("open_prompts_train.jsonl"))
@@ -74,28 +57,30 @@ def open_prompts(limit: int) -> list[str]:
     return [it.prompt for it in items[:limit]]
 
 
-def run(limit=96, creativities=(0.25, 0.5), variants=None, max_new_tokens=16, batch=16,
+def run(limit=None, creativities=(0.25, 0.5), variants=None, max_new_tokens=16, batch=16,
         seed=0, progress=True, split="validation", n_open=24, open_tokens=32,
-        overrides=None, bars=()) -> dict:
-    import torch
+        overrides=None, bars=(), sample=None, model_name="default") -> dict:
+    """Decode every variant at every creativity; one row each (right/wrong/abstain on the QA
+    items, abstentions, resampled tokens and distinct-2 on the open prompts)."""
     from tqdm import tqdm
 
-    torch.set_num_threads(1)  # the shared 2-core machine is oversubscribed; see the README
     from tigerdecode.api import ControlledGenerator
     from tigerdecode.decode.loop import content_mask
     from tigerdecode.eval.metrics import distinct_n
+    from tigerdecode.heads import HeadsError
     from tigerdecode.model.load import load_model
     from tigerdecode.qa.labels import label_answer
     from tigerdecode.qa.prompts import format_prompt  # the heads' training prompt
 
-    model, tok = load_model()
+    model, tok = load_model(model_name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         gen = ControlledGenerator(model, tok, heads="auto")
     if gen.heads is None:
-        raise click.ClickException("no shipped heads for the default model; nothing to compare")
+        raise HeadsError(f"no shipped heads for model {model_name!r}; the variants differ only "
+                         "in how they use the heads, so there is nothing to compare")
     content = content_mask(tok, model.config.vocab_size, "cpu") if bars else None
-    items = qa_items(limit, split, seed)
+    items = qa_items(split, limit, sample, seed)
     opens = open_prompts(n_open)
     names = list(variants or VARIANTS)
     rows = []
@@ -152,11 +137,12 @@ def run(limit=96, creativities=(0.25, 0.5), variants=None, max_new_tokens=16, ba
                      "wrong_caught": sum(x >= b for x in peaks["wrong"]),
                      "wrong": len(peaks["wrong"])} for b in bars]
     bar.close()
-    return {"rows": rows, "settings": {"limit": limit, "max_new_tokens": max_new_tokens,
+    return {"rows": rows, "settings": {"limit": limit, "sample": sample, "model": model_name,
+                                       "max_new_tokens": max_new_tokens,
                                        "seed": seed, "split": split, "n_open": len(opens),
                                        "open_tokens": open_tokens,
                                        "overrides": overrides or {}, "bars": list(bars),
-                                       "prompts": "chat, training.sampling.format_prompt"}}
+                                       "prompts": "chat, tigerdecode.qa.prompts.format_prompt"}}
 
 
 def table(res: dict) -> str:
@@ -181,48 +167,3 @@ def bars_table(res: dict) -> str:
                          f"{b['right_kept']}/{b['right']} ({b['right_kept'] / max(1, b['right']):.0%}) | "
                          f"{b['wrong_caught']}/{b['wrong']} ({b['wrong_caught'] / max(1, b['wrong']):.0%}) |")
     return "\n".join(lines)
-
-
-@click.command()
-@click.option("--limit", type=int, default=96, show_default=True)
-@click.option("--creativity", "creativities", default="0.25,0.5", show_default=True)
-@click.option("--variants", default=None, help=f"Comma-separated subset of {list(VARIANTS)}.")
-@click.option("--max-new-tokens", type=int, default=16, show_default=True)
-@click.option("--split", type=click.Choice(["validation", "test", "train"]), default="validation",
-              show_default=True, help="qa_wikidata topic split to decode.")
-@click.option("--n-open", type=click.IntRange(0, 200), default=24, show_default=True,
-              help="Open prompts (data/open_prompts_train.jsonl) to check the guard on.")
-@click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE",
-              help="Policy field for every variant, e.g. --set abstain_at=0.8 (repeatable).")
-@click.option("--bars", default=None,
-              help="Comma-separated abstention bars, e.g. 0.9,0.95: for variants decoded without "
-                   "abstention, how many right answers each would keep and wrong ones catch.")
-@click.option("--json", "json_path", default=None, help="Also write the results here.")
-def main(limit, creativities, variants, max_new_tokens, split, n_open, sets, bars, json_path):
-    """Ablate the head uses on qa_wikidata topics (validation by default) and open prompts."""
-    cs = tuple(float(x) for x in creativities.split(","))
-    names = variants.split(",") if variants else None
-    if names and set(names) - set(VARIANTS):
-        raise click.BadParameter(f"unknown variants {sorted(set(names) - set(VARIANTS))}")
-    overrides = parse_sets(sets)
-    try:
-        bar_list = tuple(float(x) for x in bars.split(",")) if bars else ()
-    except ValueError:
-        raise click.BadParameter(f"expected numbers like 0.9,0.95, got {bars!r}",
-                                 param_hint="--bars") from None
-    if any(not 0 <= b <= 1 for b in bar_list):
-        raise click.BadParameter(f"bars must lie in [0, 1], got {bars!r}", param_hint="--bars")
-    res = run(limit, cs, names, max_new_tokens, split=split, n_open=n_open,
-              overrides=overrides, bars=bar_list)
-    click.echo(table(res))
-    if bar_list:
-        click.echo("\n" + bars_table(res))
-    if json_path:
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(json_path)))
-        with os.fdopen(fd, "w") as f:
-            json.dump(res, f, indent=2)
-        os.replace(tmp, json_path)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,133 @@
+"""``tigerdecode policy show`` (the numbers the knob produces) and ``tigerdecode policy tune``
+(the ablation of the head uses that chose the defaults, ``tigerdecode.eval.tune``)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from tigerdecode.cli.options import (
+    batch_size_option,
+    creativity_option,
+    json_option,
+    limit_option,
+    max_new_tokens_option,
+    model_option,
+    out_option,
+    sample_option,
+    seed_option,
+    set_option,
+    split_option,
+    write_json,
+)
+
+SHOW_LEVELS = (0.0, 0.25, 0.5, 0.75, 1.0)
+TUNE_SAMPLE = 96  # QA items when neither --limit nor --sample is given
+
+
+@click.group("policy")
+def policy_group() -> None:
+    """Show the creativity policy; ablate its head uses."""
+
+
+def _cell(v) -> str:
+    if isinstance(v, list):
+        return "/".join(f"{x:g}" for x in v)
+    if isinstance(v, float):
+        return f"{v:g}"
+    return "—" if v is None else str(v)
+
+
+def policy_table(rows: list[dict]) -> str:
+    """``Policy.describe()`` rows as a markdown table, one row per creativity."""
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---:|" * len(keys)]
+    lines += ["| " + " | ".join(_cell(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+@policy_group.command("show")
+@set_option("Policy field for every level, e.g. --set abstain_rise=0 (repeatable).")
+@json_option("Print the rows as a JSON list.")
+def show_cmd(sets, as_json):
+    """Print the Policy's numbers at creativity 0 to 1.
+
+    Rows for 0, .25, .5, .75 and 1 from ``Policy(c).describe()`` (no model needed).
+    """
+    from tigerdecode.policy.knob import Policy
+
+    try:
+        rows = [Policy(c, **sets).describe() for c in SHOW_LEVELS]
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(rows) if as_json else policy_table(rows))
+
+
+@policy_group.command("tune")
+@model_option()
+@split_option("validation", choices=("train", "validation", "test"))
+@limit_option("Use the first N items of the qa_wikidata split.")
+@sample_option(f"Use a random N items of the split, drawn with --seed (the default, with "
+               f"N = {TUNE_SAMPLE}).")
+@seed_option(0, "Seed for the --sample draw and for decoding.")
+@creativity_option("0.25,0.5", many=True, help="Comma-separated creativities to decode at.")
+@click.option("--variants", default=None,
+              help="Comma-separated subset of the head uses: "
+                   "plain, eos_bias, tighten, resample, abstain, resample+abstain, all.")
+@max_new_tokens_option(16)
+@batch_size_option(16)
+@click.option("--n-open", type=click.IntRange(0, 200), default=24, show_default=True,
+              help="Open prompts (data/open_prompts_train.jsonl, a fixed shuffle) to check the "
+                   "guard on.")
+@set_option("Policy field for every variant, e.g. --set abstain_at=0.8 (repeatable).")
+@click.option("--bars", default=None,
+              help="Comma-separated abstention bars, e.g. 0.9,0.95: for variants decoded without "
+                   "abstention, how many right answers each would keep and wrong ones catch.")
+@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="torch CPU threads (1 keeps a shared machine's timings steady).")
+@json_option("Print the results (rows and settings) as JSON instead of the tables.")
+@out_option("Also write the results to this JSON file.")
+def tune_cmd(model_name, split, limit, sample, seed, creativities, variants, max_new_tokens,
+             batch_size, n_open, sets, bars, threads, as_json, out):
+    """Ablate the head uses on QA and open prompts.
+
+    Variants: none, EOS bias, tighten, resample, abstain; same prompts, seeds, creativities.
+    """
+    import torch
+
+    from tigerdecode.eval.tune import VARIANTS, bars_table, run, table
+    from tigerdecode.heads import HeadsError
+    from tigerdecode.model.load import ModelLoadError
+
+    names = variants.split(",") if variants else None
+    if names and set(names) - set(VARIANTS):
+        raise click.BadParameter(f"unknown variants {sorted(set(names) - set(VARIANTS))}; "
+                                 f"choose from {list(VARIANTS)}", param_hint="--variants")
+    try:
+        bar_list = tuple(float(x) for x in bars.split(",")) if bars else ()
+    except ValueError:
+        raise click.BadParameter(f"expected numbers like 0.9,0.95, got {bars!r}",
+                                 param_hint="--bars") from None
+    if any(not 0 <= b <= 1 for b in bar_list):
+        raise click.BadParameter(f"bars must lie in [0, 1], got {bars!r}", param_hint="--bars")
+    if limit is not None and sample is not None:
+        raise click.UsageError("give --limit N (the first N items) or --sample N (a random N), "
+                               "not both")
+    if limit is None and sample is None:
+        sample = TUNE_SAMPLE
+    torch.set_num_threads(threads)
+    try:
+        res = run(limit, creativities, names, max_new_tokens, batch=batch_size, seed=seed,
+                  progress=not as_json, split=split, n_open=n_open, overrides=sets,
+                  bars=bar_list, sample=sample, model_name=model_name)
+    except (ModelLoadError, HeadsError) as e:
+        raise click.ClickException(str(e)) from None
+    if out:
+        write_json(out, res)
+    if as_json:
+        click.echo(json.dumps(res))
+        return
+    click.echo(table(res))
+    if bar_list:
+        click.echo("\n" + bars_table(res))
