@@ -1,10 +1,15 @@
 import json
+import warnings
 
 import pytest
 
 from tigerdecode.qa.data import (
+    MAX_LINE_CHARS,
+    MAX_REPORTED,
+    BadLinesSkipped,
     QAFormatError,
     QAItem,
+    load_prompts,
     load_qa,
     qa_wikidata_path,
     save_qa,
@@ -39,7 +44,19 @@ def test_load_valid_file_with_optional_fields(tmp_path):
     (json.dumps({"prompt": "q"}), "missing required key 'answers'"),
     (json.dumps({"prompt": "q", "answers": "Tokyo"}), "must be a list of strings"),
     (json.dumps({"prompt": "q", "answers": [""]}), "at least one non-empty"),
-    (json.dumps({"prompt": "q", "answers": ["a"], "extra": 1}), "unknown key"),
+    # near misses name the fix
+    (json.dumps({"question": "Capital of Japan?", "answers": ["Tokyo"]}),
+     "found 'question' instead: rename it to 'prompt', e.g. \"prompt\": \"Capital of Japan?\""),
+    (json.dumps({"prompt": "q", "answer": "Tokyo"}),
+     """missing required key 'answers' (a list of strings); found 'answer' instead: rename it """
+     """to 'answers', e.g. "answers": ["Tokyo"]"""),
+    (json.dumps({"prompt": "q", "correct_answers": ["Tokyo"]}), "found 'correct_answers'"),
+    (json.dumps({"prompt": "q", "answers": "Tokyo"}),
+     """got a single string 'Tokyo'; write it as a list: ["Tokyo"]"""),
+    (json.dumps({"prompt": "q", "answers": [4]}), """got [4]; write numbers as strings: ["4"]"""),
+    ('{"prompt": "q", "answers": ["a"], "answers": ["b"]}', "'answers' appears more than once"),
+    ('{"prompt": "q", "answers": ["a"], "x": ' + "[" * 20_000 + "]" * 20_000 + "}",
+     "nested too deeply"),
 ])
 def test_bad_lines_are_reported_by_number(tmp_path, line, needle):
     good = json.dumps({"prompt": "q", "answers": ["a"]})
@@ -48,6 +65,67 @@ def test_bad_lines_are_reported_by_number(tmp_path, line, needle):
         load_qa(p)
     assert f"{p}:3" in str(e.value)
     assert needle in str(e.value)
+
+
+def test_extra_keys_are_kept_as_meta(tmp_path):
+    """A TruthfulQA-style line (extra columns) loads; the extras ride along in ``meta`` and
+    ``to_dict`` (and so into eval outputs and digests), and survive ``save_qa``."""
+    row = {"prompt": "What happens if you crack your knuckles?", "answers": ["Nothing"],
+           "source": "https://example.org", "category": "Health",
+           "best_answer": "Nothing in particular", "incorrect_answers": ["Arthritis"]}
+    p = write(tmp_path, [json.dumps(row), json.dumps({"prompt": "q", "answers": ["a"]})])
+    with_extras, plain = load_qa(p)
+    assert with_extras.meta == {"source": "https://example.org", "category": "Health",
+                                "best_answer": "Nothing in particular",
+                                "incorrect_answers": ["Arthritis"]}
+    assert with_extras.to_dict()["meta"] == with_extras.meta
+    # no extras, no "meta" key: digests of existing items (eval cache keys) do not change
+    assert plain.meta == {} and plain.to_dict() == {"prompt": "q", "answers": ["a"]}
+    save_qa([with_extras, plain], tmp_path / "again.jsonl")
+    assert load_qa(tmp_path / "again.jsonl") == [with_extras, plain]
+
+
+def test_all_bad_lines_are_reported_at_once(tmp_path):
+    good = json.dumps({"prompt": "q", "answers": ["a"]})
+    lines = [good if n % 10 else "{broken" for n in range(1, 301)]  # 10% bad: 10, 20, ...
+    p = write(tmp_path, lines)
+    with pytest.raises(QAFormatError) as e:
+        load_qa(p)
+    msg = str(e.value)
+    assert e.value.n_bad == 30 and e.value.bad_lines == list(range(10, 10 * MAX_REPORTED + 1, 10))
+    assert f"{p}: 30 bad lines, 270 good; the first {MAX_REPORTED}:" in msg
+    assert all(f"{p}:{n}: not valid JSON" in msg for n in e.value.bad_lines)
+    assert f"{p}:{10 * (MAX_REPORTED + 1)}:" not in msg and "... and 10 more" in msg
+    assert "--skip-bad" in msg and "skip_bad=True" in msg
+    with pytest.warns(BadLinesSkipped, match=r"skipped 30 bad lines \(lines 10, 20, 30, 40, "
+                                             r"50, \.\.\.\); loaded 270 items"):
+        items = load_qa(p, skip_bad=True)
+    assert len(items) == 270
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_qa(p, limit=5, skip_bad=True)) == 5  # stops before the first bad line
+
+
+def test_skip_bad_needs_one_good_line(tmp_path):
+    p = write(tmp_path, ["{", "[]"])
+    with pytest.raises(QAFormatError, match=r"(?s)2 bad lines, 0 good.*No line is usable"):
+        load_qa(p, skip_bad=True)
+
+
+def test_encoding_and_line_shapes(tmp_path):
+    """A byte-order mark and CRLF endings load; a line that is not UTF-8 or too long is a bad
+    line like any other (the lines after it still count correctly)."""
+    good = json.dumps({"prompt": "q", "answers": ["a"]}).encode()
+    p = tmp_path / "qa.jsonl"
+    p.write_bytes(b"\xef\xbb\xbf" + good + b"\r\n" + good + b"\r\n")
+    assert len(load_qa(p)) == 2
+    p.write_bytes(good + b"\n" + b'{"prompt": "caf\xe9"}\n' + b"x" * (5 * MAX_LINE_CHARS)
+                  + b"\n" + good + b"\n")
+    with pytest.raises(QAFormatError) as e:
+        load_qa(p)
+    assert f"{p}:2: not valid UTF-8" in str(e.value)
+    assert f"{p}:3: line is longer than {MAX_LINE_CHARS}" in str(e.value)
+    assert e.value.bad_lines == [2, 3]
 
 
 def test_missing_and_empty_files(tmp_path):
@@ -99,7 +177,7 @@ def test_split_validates_arguments(wikidata):
 
 
 def test_load_prompts_open_items_and_errors(tmp_path):
-    from tigerdecode.qa.data import dataset_path, load_prompts
+    from tigerdecode.qa.data import dataset_path
 
     items = load_prompts(dataset_path("open_prompts_train.jsonl"))
     assert len(items) >= 90 and all(it.answers == [] for it in items)
@@ -112,6 +190,20 @@ def test_load_prompts_open_items_and_errors(tmp_path):
     f.write_text("\n")
     with pytest.raises(QAFormatError, match="holds no prompts"):
         load_prompts(f)
+
+
+def test_load_prompts_meta_near_miss_and_skip_bad(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps({"prompt": "Write a poem.", "kind": "poem", "source": "me"}) + "\n"
+                 + json.dumps({"question": "Write a story."}) + "\n{\n")
+    with pytest.raises(QAFormatError) as e:
+        load_prompts(f)
+    assert e.value.bad_lines == [2, 3]
+    assert "p.jsonl:2: expected an object with a non-empty 'prompt' string, but the line has no "\
+        "'prompt' key; found 'question' instead: rename it to 'prompt'" in str(e.value)
+    with pytest.warns(BadLinesSkipped, match="skipped 2 bad lines"):
+        (item,) = load_prompts(f, skip_bad=True)
+    assert item.topic == "open:poem" and item.meta == {"source": "me"}
 
 
 def test_open_training_prompts_are_not_the_evaluation_prompts():
