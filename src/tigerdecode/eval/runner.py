@@ -167,7 +167,7 @@ def run_cell(gen, cell: Cell, cfg: EvalConfig, bar) -> dict:
            "tokens_per_s": (ft + ct) / max(fs + cs, 1e-9),
            "n_qa": len(cfg.qa), "n_creative": len(texts)}
     outputs = {"factual": [{"id": it.id, "prompt": it.prompt, "answers": it.answers,
-                            "text": r.text, "outcome": o}
+                            "text": r.text, "outcome": o, **({"meta": it.meta} if it.meta else {})}
                            for it, r, o in zip(cfg.qa, fact, outcomes, strict=True)],
                "creative": [{"prompt": p, "text": t}
                             for p, t in zip(creative_prompts, texts, strict=True)]}
