@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tigerdecode.qa.data import QAItem
 from tigerdecode.heads import ControlHeads
+from tigerdecode.qa.data import QAItem
 from tigerdecode.training.build import build_data
 from tigerdecode.training.report import score_split
 from tigerdecode.training.sampling import DEFAULT_SETTINGS, Setting
@@ -25,9 +25,14 @@ def score_store(heads: ControlHeads, store: FeatureStore) -> dict:
     rows = np.arange(len(t["answer"]))
     states = {x: torch.from_numpy(t[f"layer_{x}"]) for x in heads.layers}  # {L: (N, H)}
     z = heads.logits(states)
-    p_stop, p_dev = heads(states)[:2]
+    p_stop, p_dev, p_slot = heads(states)
     rep = score_split(t, answers, rows, z["dev"].cpu().numpy(), z["stop"].cpu().numpy(),
                       p_dev=p_dev.cpu().numpy(), p_stop=p_stop.cpu().numpy())
+    if p_slot is not None:
+        from tigerdecode.training.train import slot_report
+
+        rep["p_slot"] = slot_report(t, rows, p_slot.cpu().numpy())
+        rep["p_slot"].pop("train", None)
     by_setting = {}
     setting_of = np.array([a["setting"] for a in answers])
     for name in sorted(set(setting_of)):
@@ -83,6 +88,7 @@ def summary(rep: dict) -> dict:
         "p_stop": {"auroc": s["auroc"], "auprc": s["auprc"], "ece": s.get("ece")},
         "baselines": {name: dict(b) for name, b in rep["baselines"].items()},
         "answer_error_rate": rep["answer_error_rate"],
+        **({"p_slot": rep["p_slot"]} if rep.get("p_slot") else {}),
     }
 
 
@@ -103,6 +109,12 @@ def format_table(rep: dict) -> str:
     lines += ["", f"p_dev token: AUPRC {f(d['token_auprc'])}  ECE {f(d.get('ece'))}  "
               f"Brier {f(d.get('brier'))}",
               f"p_stop: AUPRC {f(s['auprc'])}  ECE {f(s.get('ece'))}  Brier {f(s.get('brier'))}"]
+    if rep.get("p_slot") and rep["p_slot"].get("auroc") is not None:
+        ps = rep["p_slot"]
+        lines.append(f"p_slot (next token decides a fact; {ps['positives']}/{ps['n_tokens']} "
+                     f"tokens): AUROC {f(ps['auroc'])} vs entropy "
+                     f"{f(ps['baselines']['entropy'])}, 1-maxprob "
+                     f"{f(ps['baselines']['1-maxprob'])}")
     for name, v in rep.get("settings", {}).items():
         best_tok = max((b.get("token_auroc") or 0 for b in v["baselines"].values()), default=0)
         best_ans = max((b.get("answer_auroc") or 0 for b in v["baselines"].values()), default=0)

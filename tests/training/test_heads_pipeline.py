@@ -46,7 +46,13 @@ def test_build_train_eval(tiny_model_dir, qa_file, tmp_path):
     metrics = json.loads((tmp_path / "h" / "metrics.json").read_text())
     assert len(metrics["trials"]) == 6 and metrics["data"]["n_answers"] == 24
     assert cfg["head"]["layers"] == metrics["selected"]["layers"]
-    assert cfg["calibration"] == {"stop": "platt", "dev": "platt"}
+    assert cfg["calibration"]["stop"] == "platt" and cfg["calibration"]["dev"] == "platt"
+    # the forward-looking head trains when the data holds enough fact-slot tokens
+    assert ("slot" in cfg["calibration"]) == (metrics["slot"] is not None)
+    if metrics["slot"] is not None:
+        assert cfg["head"]["outputs"] == ["stop", "dev", "slot"]
+        assert 0 <= metrics["slot"]["auroc"] <= 1
+        assert set(metrics["slot"]["baselines"]) == {"entropy", "1-maxprob"}
     assert 0 <= metrics["validation"]["p_dev"]["ece"] <= 1
 
     res = run.invoke(main, ["heads", "eval", "--heads", str(tmp_path / "h"), "--qa", str(qa_file),
