@@ -40,6 +40,24 @@ def _threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
+def forms_option():
+    return click.option(
+        "--forms", default="completion", show_default=True,
+        help="Prompt forms of each QA item, comma-separated: completion (as in the file), "
+             "question (\"What is the capital of X?\"), mixed (a creative request that must "
+             "name the fact); see tigerdecode.qa.forms.")
+
+
+def _with_forms(items, forms: str, seed: int):
+    from tigerdecode.qa.forms import with_forms
+
+    try:
+        return with_forms(items, tuple(f.strip() for f in forms.split(",") if f.strip()),
+                          seed=seed)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--forms") from None
+
+
 @click.group("data")
 def data_group() -> None:
     """Build the labelled data the control heads learn from."""
@@ -56,6 +74,7 @@ def data_group() -> None:
 @split_option()
 @limit_option()
 @sample_option()
+@forms_option()
 @click.option("--layers", default="12,16,20,24", show_default=True,
               help="Comma-separated 1-based layers whose hidden states are stored.")
 @click.option("--settings", default="greedy,0.7:0.9,1.0:0.95", show_default=True,
@@ -66,8 +85,8 @@ def data_group() -> None:
 @click.option("--max-minutes", type=click.FloatRange(0, min_open=True), default=None,
               help="Stop cleanly after this long (finished units stay usable; rerun resumes).")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
-def build_cmd(qa_path, open_path, out, model_name, split, limit, sample, layers, settings,
-              max_new_tokens, batch_size, seed, max_minutes, threads) -> None:
+def build_cmd(qa_path, open_path, out, model_name, split, limit, sample, forms, layers,
+              settings, max_new_tokens, batch_size, seed, max_minutes, threads) -> None:
     """Sample, label and store the model's own answers.
 
     Hidden states of --layers are stored with every answer; rerun to resume.
@@ -91,6 +110,8 @@ def build_cmd(qa_path, open_path, out, model_name, split, limit, sample, layers,
     setting_list = _settings(settings)
     items = load_items(qa_path or open_path, split, limit, sample, seed,
                        open_prompts=open_path is not None)
+    if open_path is None:
+        items = _with_forms(items, forms, seed)
     model, tok = load_model(model_name)
     t0 = time.perf_counter()
     store = build_data(model, tok, items, out, layers=layer_list, settings=setting_list,
@@ -174,6 +195,7 @@ def train_cmd(data_dir, out, layers, kinds, calibration, val_fraction, max_epoch
 @split_option()
 @limit_option()
 @sample_option()
+@forms_option()
 @click.option("--settings", default="greedy,0.7:0.9,1.0:0.95", show_default=True,
               help=SETTINGS_HELP)
 @max_new_tokens_option(24, low=2, high=256)
@@ -185,8 +207,8 @@ def train_cmd(data_dir, out, layers, kinds, calibration, val_fraction, max_epoch
               help="Also store the full report in the checkpoint's metrics.json under this key.")
 @json_option("Print the summary as JSON.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
-def eval_cmd(heads_dir, qa_path, model_name, split, limit, sample, settings, max_new_tokens,
-             batch_size, seed, work_dir, record, as_json, threads) -> None:
+def eval_cmd(heads_dir, qa_path, model_name, split, limit, sample, forms, settings,
+             max_new_tokens, batch_size, seed, work_dir, record, as_json, threads) -> None:
     """Score the heads on a QA file beside the baselines.
 
     Samples and labels answers, then scores heads and training-free baselines.
@@ -198,7 +220,7 @@ def eval_cmd(heads_dir, qa_path, model_name, split, limit, sample, settings, max
 
     _threads(threads)
     setting_list = _settings(settings)
-    items = load_items(qa_path, split, limit, sample, seed)
+    items = _with_forms(load_items(qa_path, split, limit, sample, seed), forms, seed)
     model, tok = load_model(model_name)
     if heads_dir is None:
         heads_dir = find_shipped(model, tok)
