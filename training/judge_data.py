@@ -20,7 +20,8 @@ def sample_judge_data(model, tokenizer, items, out_dir, *, creativity=0.5, max_n
                       batch_size=32, seed=0, layers=(12, 16, 20, 24)):
     """Answer ``items`` (QAItems) with ``ControlledGenerator`` (heads off) and store features,
     labels (1 = wrong, by ``label_answer``), topics and texts."""
-    from tigerdecode.decode.loop import PolicyControl, decode
+    from tigerdecode.decode.loop import decode
+    from tigerdecode.policy.control import PolicyControl
     from tigerdecode.judge.features import from_decode, reencode
     from tigerdecode.policy.knob import Policy
     from tigerdecode.decode.sampling import eos_ids_of

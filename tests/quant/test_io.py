@@ -151,3 +151,19 @@ def test_cli_quantize_then_generate_and_load_model(tiny_model_dir, tmp_path):
     r = CliRunner().invoke(main, ["quantize", str(tiny_model_dir), "--bits", "3", "--out",
                                   str(tmp_path / "bad")])
     assert r.exit_code != 0 and "'3' is not one of '4', '8'" in r.output
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_tied_float_lm_head_reloads(tokenizer, tmp_path, arch):
+    """The LM head left in float on a tied model is stored once; loading ties it again."""
+    model = build_tiny_model(arch, tokenizer, layers=2)
+    model.config.tie_word_embeddings = True
+    model.get_output_embeddings().weight = model.get_input_embeddings().weight
+    model = quantize_model(model, 4, 32)
+    _set_backend(model, "torch")
+    ids = tokenizer("Once upon a time", return_tensors="pt").input_ids
+    before = _greedy(model, ids)
+    loaded, _ = load_quantized(save_quantized(model, tokenizer, tmp_path / f"{arch}-int4"))
+    _set_backend(loaded, "torch")
+    assert loaded.get_input_embeddings().weight is loaded.get_output_embeddings().weight
+    assert torch.equal(_greedy(loaded, ids), before)

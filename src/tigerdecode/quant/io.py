@@ -163,10 +163,15 @@ def load_quantized(path, *, dtype: torch.dtype | None = None, device=None):
         setattr(model.get_submodule(parent) if parent else model, child,
                 QuantEmbedding(head, dtype, getattr(emb, "padding_idx", None)))
     try:
-        st_load(model, str(path / WEIGHTS_FILE), strict=True)
+        missing, unexpected = st_load(model, str(path / WEIGHTS_FILE), strict=False)
     except RuntimeError as e:
         raise QuantFormatError(f"{path / WEIGHTS_FILE} does not match the model built from "
                                f"config.json and {QUANT_FILE}: {e}") from e
+    missing = _retie(model, set(missing))
+    if missing or unexpected:
+        raise QuantFormatError(f"{path / WEIGHTS_FILE} does not match the model built from "
+                               f"config.json and {QUANT_FILE}: missing {sorted(missing)}, "
+                               f"unexpected {sorted(unexpected)}")
     model.tigerdecode_quant = plan
     tok = AutoTokenizer.from_pretrained(str(path))
     if tok.pad_token_id is None:
@@ -174,6 +179,25 @@ def load_quantized(path, *, dtype: torch.dtype | None = None, device=None):
     if device is not None:
         model = model.to(device)
     return model.eval(), tok
+
+
+def _retie(model, missing: set[str]) -> set[str]:
+    """safetensors stores a tied embedding once (under one of its names); point the float
+    embedding and the float LM head at the same tensor again. Returns what is still missing."""
+    inp, out = model.get_input_embeddings(), model.get_output_embeddings()
+    if inp is None or out is None or not isinstance(getattr(inp, "weight", None),
+                                                    torch.nn.Parameter) or \
+            not isinstance(getattr(out, "weight", None), torch.nn.Parameter):
+        return missing
+    names = {id(m): n for n, m in model.named_modules()}
+    in_key, out_key = f"{names[id(inp)]}.weight", f"{names[id(out)]}.weight"
+    if in_key in missing and out_key not in missing and inp.weight.shape == out.weight.shape:
+        inp.weight = out.weight
+        missing.discard(in_key)
+    elif out_key in missing and in_key not in missing and inp.weight.shape == out.weight.shape:
+        out.weight = inp.weight
+        missing.discard(out_key)
+    return missing
 
 
 def _no_init():
