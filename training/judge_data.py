@@ -21,11 +21,11 @@ def sample_judge_data(model, tokenizer, items, out_dir, *, creativity=0.5, max_n
     """Answer ``items`` (QAItems) with ``ControlledGenerator`` (heads off) and store features,
     labels (1 = wrong, by ``label_answer``), topics and texts."""
     from tigerdecode.decode.loop import decode
-    from tigerdecode.policy.control import PolicyControl
-    from tigerdecode.judge.features import from_decode, reencode
-    from tigerdecode.policy.knob import Policy
     from tigerdecode.decode.sampling import eos_ids_of
+    from tigerdecode.judge.features import from_decode, reencode
     from tigerdecode.model.prompting import encode_prompts
+    from tigerdecode.policy.control import PolicyControl
+    from tigerdecode.policy.knob import Policy
     from tigerdecode.qa.labels import label_answer
     from tigerdecode.qa.prompts import format_prompt
 
