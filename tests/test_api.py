@@ -8,11 +8,11 @@ import torch
 
 import tigerdecode
 from tigerdecode.api import NO_HEADS_NOTE
+from tigerdecode.decode.sampling import NonFiniteLogitsError
 from tigerdecode.heads import ControlHeads, HeadConfig, HeadsError
 from tigerdecode.model.load import fingerprint
-from tigerdecode.policy.knob import CreativityError
-from tigerdecode.decode.sampling import NonFiniteLogitsError
 from tigerdecode.model.prompting import PromptError, encode_prompts
+from tigerdecode.policy.knob import CreativityError
 from tigerdecode.result import GenerationResult
 from tiny_models import build_tiny_model
 

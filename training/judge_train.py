@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tigerdecode.training.metrics import auroc, ece
 from tigerdecode.qa.prompts import format_prompt
+from tigerdecode.training.metrics import auroc, ece
 
 # How each token-level aggregate points: +1 when larger means "more likely wrong".
 SIGNAL_SIGN = {"mean_logprob": -1, "min_logprob": -1, "first_logprob": -1, "mean_entropy": 1,
@@ -114,9 +114,9 @@ def train_judge(model, tokenizer, data_dirs, out, cfg: JudgeTrainConfig, heads=N
     """Fit, calibrate, evaluate on validation topics, save; returns (judge, metrics)."""
     from sklearn.linear_model import LogisticRegression
 
-    from tigerdecode.qa.data import load_qa, qa_wikidata_path, split_topics
     from tigerdecode.judge.model import Judge, JudgeConfig, heads_digest
     from tigerdecode.model.load import fingerprint, text_config
+    from tigerdecode.qa.data import load_qa, qa_wikidata_path, split_topics
 
     parts = [load_training_set(model, tokenizer, d, cfg, heads) for d in data_dirs]
     names = parts[0][3]

@@ -19,6 +19,7 @@ from tigerdecode.model.load import text_config
 from tigerdecode.model.prompting import context_window, encode_prompts
 from tigerdecode.model.taps import decoder_blocks, num_layers
 
+
 @dataclass(frozen=True)
 class Setting:
     """One decoding setting: greedy when ``temperature == 0``."""

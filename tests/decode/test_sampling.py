@@ -5,10 +5,6 @@ import math
 import pytest
 import torch
 
-from tigerdecode.heads import ControlHeads, HeadConfig
-from tigerdecode.model.load import fingerprint
-from tigerdecode.policy.knob import Policy
-from tigerdecode.policy.processor import ControlledLogitsProcessor
 from tigerdecode.decode.sampling import (
     NonFiniteLogitsError,
     StepDecision,
@@ -20,7 +16,11 @@ from tigerdecode.decode.sampling import (
     check_finite,
     process,
 )
+from tigerdecode.heads import ControlHeads, HeadConfig
+from tigerdecode.model.load import fingerprint
 from tigerdecode.model.prompting import encode_prompts
+from tigerdecode.policy.knob import Policy
+from tigerdecode.policy.processor import ControlledLogitsProcessor
 
 LOGP = torch.log(torch.tensor([[0.5, 0.2, 0.1, 0.1, 0.05, 0.05, 0, 0, 0, 0]]) + 1e-9)
 

@@ -7,10 +7,10 @@ import pytest
 from click.testing import CliRunner
 
 from tigerdecode.api import ControlledGenerator
-from tigerdecode.qa.data import QAItem
 from tigerdecode.eval.metrics import distinct_n, factual_rates, self_bleu
 from tigerdecode.eval.report import COLUMNS, targets, write_report
 from tigerdecode.eval.runner import Cell, EvalConfig, grid, judge_outcome, run_eval
+from tigerdecode.qa.data import QAItem
 
 QA = [QAItem("The capital of Japan is", ["Tokyo"], id="1", topic="capital"),
       QAItem("The capital of France is", ["Paris"], id="2", topic="capital"),

@@ -3,8 +3,14 @@
 import pytest
 import torch
 
-from tigerdecode.judge.model import Judge, JudgeConfig, JudgeError, find_shipped_judge, resolve_judge
 from tigerdecode.judge.features import LOGIT_FEATURES, prompt_pass, reencode, strip_padding
+from tigerdecode.judge.model import (
+    Judge,
+    JudgeConfig,
+    JudgeError,
+    find_shipped_judge,
+    resolve_judge,
+)
 from tigerdecode.model.load import fingerprint
 from tigerdecode.model.prompting import encode_prompts
 from tiny_models import build_tiny_model

@@ -5,8 +5,8 @@ import json
 from pathlib import Path
 
 from tigerdecode.api import ControlledGenerator
-from tigerdecode.qa.data import load_prompts
 from tigerdecode.judge.model import Judge, find_shipped_judge
+from tigerdecode.qa.data import load_prompts
 
 SHIPPED = Path(__file__).resolve().parents[2] / "heads" / "smollm2-135m-instruct-judge"
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from tigerdecode.api import ControlledGenerator, generate
-from tigerdecode.policy.control import PolicyControl
 from tigerdecode.methods.ensemble import Ensemble, EnsembleError, Member
-from tigerdecode.policy.knob import Policy
 from tigerdecode.model.prompting import encode_prompts
+from tigerdecode.policy.control import PolicyControl
+from tigerdecode.policy.knob import Policy
 from tiny_models import build_tiny_model
 
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from tigerdecode import quantize_model
-from tigerdecode.quant.gptq import calibration_batches, gptq_int4
 from tigerdecode.kernels import QuantizationError, quantize_weight
+from tigerdecode.quant.gptq import calibration_batches, gptq_int4
 from tiny_models import build_tiny_model
 
 

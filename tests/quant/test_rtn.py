@@ -9,8 +9,8 @@ from torch import nn
 from tigerdecode import quantize_model
 from tigerdecode.kernels import QuantizationError
 from tigerdecode.kernels.configs import interpreting
-from tigerdecode.quant.rtn import quantized_bytes
 from tigerdecode.quant.layers import QuantEmbedding, QuantLinear
+from tigerdecode.quant.rtn import quantized_bytes
 from tiny_models import build_tiny_model
 
 
