@@ -1,4 +1,4 @@
-"""Take the README's screenshot from a real run: serve the app on a model, open a deep link that
+"""Take the demo guide's screenshot (docs/demo.md) from a real run: serve the app on a model, open a deep link that
 generates an answer in headless chromium, save the PNG (``tigerdecode demo screenshot``)."""
 
 from __future__ import annotations

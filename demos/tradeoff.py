@@ -36,14 +36,16 @@ class ResultsError(ValueError):
 
 def default_results_path() -> Path:
     """Where the demo looks when ``--results`` is not given: a results file in the cache, else
-    what ``tigerdecode eval`` wrote under ``runs/`` (full run first, then ``--quick``), else a
-    copy in the source tree's ``data/``; the full run's path when none exists, so the
+    what ``tigerdecode eval`` wrote under ``runs/`` (full run first, then ``--quick``), else the
+    project's recorded run (``docs/results/eval-results.json`` in a source checkout); the full
+    run's path when none exists, so the
     empty-state message can name it."""
     from tigerdecode.model.load import cache_dir
 
     candidates = [cache_dir() / "eval" / "results.json",
                   Path("runs/eval-full/results.json"), Path("runs/eval-quick/results.json"),
-                  Path(__file__).resolve().parent.parent / "data" / "eval_results.json"]
+                  Path(__file__).resolve().parent.parent / "docs" / "results" /
+                  "eval-results.json"]
     return next((p for p in candidates if p.is_file()), candidates[1])
 
 

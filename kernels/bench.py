@@ -115,7 +115,7 @@ def crossover(N: int = 8192, K: int = 8192, ms=(16, 32, 64, 128, 256, 512, 1024)
 
 
 def format_table(rows: list, peak: float, device: str) -> str:
-    """The markdown table the README quotes."""
+    """The markdown table docs/results/quantization.md quotes."""
     base = rows[0]["baseline"] if rows else "fp32"
     extra = " | bf16 µs" if base == "fp32" else ""
     lines = [f"device: {device}; measured copy bandwidth {peak:.1f} GB/s "

@@ -2,7 +2,7 @@
 
 The data directory (``tigerdecode data build``) holds every sampled answer's token ids and its
 ``correct`` label. Features are recomputed here by the very pass the judge runs at inference
-(``judge_features.reencode``), so train and run time read the same numbers. The split is by
+(``judge.features.reencode``), so train and run time read the same numbers. The split is by
 topic (``split_topics``: train topics fit the head, validation topics pick the L2 strength and fit
 the Platt calibration); the test topics are never touched here.
 """

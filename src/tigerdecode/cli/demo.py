@@ -1,5 +1,5 @@
 """``tigerdecode demo``: load the model once and serve the Gradio app; ``tigerdecode demo
-screenshot``: the README's screenshot from a real run."""
+screenshot``: the demo guide's screenshot (docs/demo.md) from a real run."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def demo_group(ctx, host, port, model_name, results, concurrency):
 
 
 @demo_group.command("screenshot")
-@out_option("PNG to write.", default=Path("docs/demo.png"))
+@out_option("PNG to write.", default=Path("docs/img/demo.png"))
 @model_option()
 @click.option("--prompt", default="What is the capital of Japan?", show_default=True)
 @creativity_option(0.3)

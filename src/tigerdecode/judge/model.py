@@ -1,6 +1,6 @@
 """Judge: a calibrated probability that a finished answer is wrong.
 
-It reads one re-encoding pass of prompt + answer (``judge_features.reencode``): pooled states of
+It reads one re-encoding pass of prompt + answer (``judge.features.reencode``): pooled states of
 chosen layers plus aggregates of the token-level signals (log-probs, entropies, and the control
 heads' ``p_dev`` when trained with them), standardised, through a linear head and a calibrator.
 Checkpoints follow the heads' rules: ``config.json`` (with the model fingerprint),
