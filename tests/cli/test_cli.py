@@ -121,3 +121,20 @@ def test_policy_show_table_and_overrides():
     assert {r["abstain_at"] for r in json.loads(flat.stdout) if r["abstains"]} == {0.95}
     bad = CliRunner().invoke(main, ["policy", "show", "--set", "nope=1"])
     assert bad.exit_code == 2 and "Policy field" in bad.output
+
+
+def test_skip_bad_reads_past_bad_lines(tmp_path):
+    from click.testing import CliRunner
+
+    from tigerdecode.cli import main
+
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"prompt": "p1", "answers": ["a"], "topic": "t"}\nnot json\n'
+                  '{"prompt": "p2", "answers": ["b"], "topic": "t"}\n')
+    args = ["data", "build", "--qa", str(qa), "--out", str(tmp_path / "d"), "--model",
+            str(tmp_path / "no-such-model")]
+    bad = CliRunner().invoke(main, args)
+    assert bad.exit_code != 0 and "qa.jsonl:2" in bad.output and "no-such-model" not in bad.output
+    skipped = CliRunner().invoke(main, ["--skip-bad", *args])
+    # the file is read past its bad line; the run then stops at the missing model
+    assert "skipped 1" in skipped.output.lower() and "no-such-model" in skipped.output

@@ -10,9 +10,27 @@ import click
 from tigerdecode import __version__
 
 
-@click.group(context_settings={"max_content_width": 100})
+# errors that describe bad input (what was wrong, how to fix it): shown as one line, no traceback
+USER_ERRORS = {"ModelLoadError", "HeadsError", "JudgeError", "QAFormatError", "ConfigError",
+               "DataStoreError", "QuantizationError", "QuantFormatError", "PromptError",
+               "CreativityError", "NonFiniteLogitsError"}
+
+
+class _Main(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except Exception as e:
+            if any(c.__name__ in USER_ERRORS for c in type(e).__mro__):
+                raise click.ClickException(str(e)) from None
+            raise
+
+
+@click.group(cls=_Main, context_settings={"max_content_width": 100})
 @click.version_option(__version__, prog_name="tigerdecode")
-def main() -> None:
+@click.option("--skip-bad", is_flag=True,
+              help="Read QA / prompt files past bad lines (they are reported, then skipped).")
+def main(skip_bad) -> None:
     """tigerdecode: a creativity knob for any Hugging Face causal language model."""
 
 

@@ -157,15 +157,29 @@ def pick(items: list, limit: int | None = None, sample: int | None = None, seed:
 
 
 def load_items(path, split: str = "all", limit: int | None = None, sample: int | None = None,
-               seed: int = 0, open_prompts: bool = False) -> list:
+               seed: int = 0, open_prompts: bool = False, skip_bad: bool | None = None) -> list:
     """QA items (or open prompts) of a file: ``--split`` first, then ``--limit`` / ``--sample``.
-    A malformed file is a ``click.ClickException`` naming the line."""
-    from tigerdecode.qa.data import QAFormatError, load_prompts, load_qa
+    A malformed file is a ``click.ClickException`` naming the bad lines; with ``skip_bad``
+    (default: ``tigerdecode --skip-bad``) the good lines are used and the skipped ones are
+    reported on stderr."""
+    import warnings
 
+    from tigerdecode.qa.data import BadLinesSkipped, QAFormatError, load_prompts, load_qa
+
+    if skip_bad is None:
+        ctx = click.get_current_context(silent=True)
+        skip_bad = bool(ctx is not None and ctx.find_root().params.get("skip_bad"))
     try:
-        items = (load_prompts if open_prompts else load_qa)(path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", BadLinesSkipped)
+            items = (load_prompts if open_prompts else load_qa)(path, skip_bad=skip_bad)
     except QAFormatError as e:
         raise click.ClickException(str(e)) from None
+    for w in caught:
+        if issubclass(w.category, BadLinesSkipped):
+            click.echo(f"warning: {w.message}", err=True)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return pick(select(items, split), limit, sample, seed)
 
 
