@@ -9,7 +9,6 @@ import click
 
 from tigerdecode import __version__
 
-
 # errors that describe bad input (what was wrong, how to fix it): shown as one line, no traceback
 USER_ERRORS = {"ModelLoadError", "HeadsError", "JudgeError", "QAFormatError", "ConfigError",
                "DataStoreError", "QuantizationError", "QuantFormatError", "PromptError",
