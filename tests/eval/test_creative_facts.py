@@ -58,3 +58,19 @@ def test_targets_compare_at_matched_diversity():
     by = {c["baseline"]: c for c in t["dominance"]}
     assert by["temperature"]["ok"] is True and by["greedy"]["ok"] is False
     assert abs(t["at_T0.6_vs_greedy"] - 0.95) < 1e-9 and t["max_abstain_rate"] == 0.0
+
+
+def test_eval_cli_task_creative_facts(tiny_model_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from tigerdecode.cli import main
+
+    args = ["eval", "--task", "creative_facts", "--quick", "--model", str(tiny_model_dir),
+            "--heads", "none", "--methods", "greedy,tigerdecode", "--out", str(tmp_path)]
+    res = CliRunner().invoke(main, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout.strip().splitlines()[-1])
+    assert [r["method"] for r in doc["rows"]] == ["greedy"] + ["tigerdecode"] * 3
+    assert all(r["task"] == "creative_facts" and r["n"] == 8 for r in doc["rows"])
+    assert {"fact_accuracy", "distinct_2", "abstain_rate"} <= set(doc["rows"][0])
+    assert (tmp_path / "creative_facts" / "results.json").is_file()
