@@ -22,16 +22,27 @@ from tigerdecode.training.store import FeatureStore
 def score_store(heads: ControlHeads, store: FeatureStore) -> dict:
     """Head and baseline metrics over every answer stored in ``store``."""
     t, answers = store.load(heads.layers)
-    rows = np.arange(len(t["answer"]))
+    factual = np.array([not a.get("open") and a.get("form") != "mixed" for a in answers])
+    every = np.arange(len(t["answer"]))
     states = {x: torch.from_numpy(t[f"layer_{x}"]) for x in heads.layers}  # {L: (N, H)}
     z = heads.logits(states)
     p_stop, p_dev, p_slot = heads(states)
-    rep = score_split(t, answers, rows, z["dev"].cpu().numpy(), z["stop"].cpu().numpy(),
-                      p_dev=p_dev.cpu().numpy(), p_stop=p_stop.cpu().numpy())
     if p_slot is not None:
         from tigerdecode.training.train import slot_report
 
-        rep["p_slot"] = slot_report(t, rows, p_slot.cpu().numpy())
+        slot = slot_report(t, every, p_slot.cpu().numpy())
+    # p_dev / p_stop are scored on factual answers (mixed text has neither label)
+    keep = factual[t["answer"]]
+    t = {k: v[keep] for k, v in t.items()}
+    t["answer"] = _reindex(t["answer"], factual)
+    answers = [a for a, f in zip(answers, factual, strict=True) if f]
+    rows = np.arange(len(t["answer"]))
+    z = {k: v[torch.from_numpy(keep)] for k, v in z.items()}
+    p_stop, p_dev = p_stop[torch.from_numpy(keep)], p_dev[torch.from_numpy(keep)]
+    rep = score_split(t, answers, rows, z["dev"].cpu().numpy(), z["stop"].cpu().numpy(),
+                      p_dev=p_dev.cpu().numpy(), p_stop=p_stop.cpu().numpy())
+    if p_slot is not None:
+        rep["p_slot"] = slot
         rep["p_slot"].pop("train", None)
     by_setting = {}
     setting_of = np.array([a["setting"] for a in answers])
@@ -48,6 +59,12 @@ def score_store(heads: ControlHeads, store: FeatureStore) -> dict:
             "baselines": sub["baselines"]}
     rep["settings"] = by_setting
     return rep
+
+
+def _reindex(answer: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """Answer indices after dropping the answers where ``kept`` is False."""
+    new = np.cumsum(kept) - 1
+    return new[answer]
 
 
 def evaluate_heads(model, tokenizer, heads: ControlHeads, items: list[QAItem], *,

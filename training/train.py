@@ -209,8 +209,11 @@ def train_heads(data_dir, out=None, tc: TrainConfig | None = None, log=print) ->
     val_ans = topic_split(answers, tc.val_fraction, tc.seed)
     is_val = val_ans[t["answer"]]
     tr, va = np.flatnonzero(~is_val), np.flatnonzero(is_val)
-    is_open = np.array([bool(a.get("open")) for a in answers])[t["answer"]]
-    va_qa = ~is_open[va]  # metrics: factual answers only; open text is reported on its own
+    # metrics: factual answers only (completion and question form); open text is reported on
+    # its own, mixed (creative-with-fact) text only through the slot head
+    is_open = np.array([bool(a.get("open")) or a.get("form") == "mixed"
+                        for a in answers])[t["answer"]]
+    va_qa = ~is_open[va]
     targets = {"stop": t["stop"], "dev": dev_targets(t["dev"], tc.faithful_restatement)}
     hidden = t[f"layer_{cands[0][0]}"].shape[1]
     fp = Fingerprint.from_dict(manifest["config"]["fingerprint"])
