@@ -188,6 +188,36 @@ def _train_slot(heads: ControlHeads, t, tr, va, tc: TrainConfig, log) -> dict | 
     return rep
 
 
+def add_slot(base_dir, data_dir, out=None, tc: TrainConfig | None = None,
+             log=print) -> tuple[ControlHeads, dict]:
+    """Keep a checkpoint's ``p_stop`` / ``p_dev`` as they are and train only the forward-looking
+    ``slot`` output beside them (same layers, kind and feature standardisation), on the data
+    in ``data_dir``; validation by topic as in :func:`train_heads`."""
+    tc = tc or TrainConfig()
+    t0 = time.perf_counter()
+    heads = ControlHeads.load(base_dir)
+    base_metrics = json.loads((Path(base_dir) / "metrics.json").read_text()) \
+        if (Path(base_dir) / "metrics.json").is_file() else {}
+    dirs = [data_dir] if isinstance(data_dir, str | Path) else list(data_dir)
+    fp = Fingerprint.from_dict(FeatureStore(dirs[0]).manifest()["config"]["fingerprint"])
+    if heads.fingerprint is not None and heads.fingerprint != fp:
+        raise ValueError(f"{base_dir} was trained for {heads.fingerprint}; the data was built "
+                         f"on {fp}")
+    t, answers = load_many(dirs, heads.layers)
+    is_val = topic_split(answers, tc.val_fraction, tc.seed)[t["answer"]]
+    tr, va = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    rep = _train_slot(heads, t, tr, va, tc, log)
+    if rep is None:
+        raise ValueError(f"the data in {[str(d) for d in dirs]} holds too few fact-slot tokens "
+                         f"(need {MIN_SLOT_POSITIVES}); build it with --forms")
+    metrics = {**base_metrics, "slot": {**rep, "data": [str(d) for d in dirs],
+                                        "base": str(base_dir),
+                                        "train_seconds": round(time.perf_counter() - t0, 1)}}
+    if out is not None:
+        heads.save(out, metrics)
+    return heads, metrics
+
+
 def _features(t: dict[str, np.ndarray], layers: list[int], rows: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.concatenate([t[f"layer_{x}"][rows] for x in layers], axis=1)
                             ).float()  # (N, L*H)

@@ -156,14 +156,18 @@ def _layer_sets(spec: str) -> list[list[int]]:
 @click.option("--restatement", type=click.Choice(["faithful", "skip"]), default="faithful",
               show_default=True, help="p_dev target on the prompt's restatement: 0 (faithful) "
                                       "or left out of the loss (skip).")
+@click.option("--add-slot-to", "base_dir", default=None, type=click.Path(file_okay=False,
+              exists=True), help="Keep this checkpoint's p_stop / p_dev and train only the "
+                                 "forward-looking p_slot beside them (same layers).")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 def train_cmd(data_dir, out, layers, kinds, calibration, val_fraction, max_epochs, seed,
-              restatement, threads) -> None:
-    """Train p_stop / p_dev heads on stored features.
+              restatement, base_dir, threads) -> None:
+    """Train p_stop / p_dev (and p_slot) heads on stored features.
 
-    Early-stopped on validation topics; the best layer set and kind is kept.
+    Early-stopped on validation topics; the best layer set and kind is kept. p_slot trains
+    when the data holds fact-slot labels (`data build --forms ...`).
     """
-    from tigerdecode.training.train import TrainConfig, train_heads
+    from tigerdecode.training.train import TrainConfig, add_slot, train_heads
 
     _threads(threads)
     kind_list = [k.strip() for k in kinds.split(",") if k.strip()]
@@ -174,6 +178,15 @@ def train_cmd(data_dir, out, layers, kinds, calibration, val_fraction, max_epoch
     tc = TrainConfig(candidates=_layer_sets(layers), kinds=kind_list, calibration=calibration,
                      val_fraction=val_fraction, max_epochs=max_epochs, seed=seed,
                      faithful_restatement=restatement == "faithful")
+    if base_dir is not None:
+        try:
+            _, metrics = add_slot(base_dir, data_dir, out, tc, log=click.echo)
+        except ValueError as e:
+            raise click.ClickException(str(e)) from None
+        s = metrics["slot"]
+        click.echo(f"saved {out}: p_stop/p_dev of {base_dir}, p_slot validation AUROC "
+                   f"{s['auroc']:.3f} (entropy {s['baselines']['entropy']:.3f})")
+        return
     try:
         _, metrics = train_heads(data_dir, out, tc, log=click.echo)
     except ValueError as e:
