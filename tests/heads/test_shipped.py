@@ -48,3 +48,19 @@ def test_shipped_heads_flag_a_wrong_fact(default_model):
         assert ((dev >= 0) & (dev <= 1)).all()
         p_dev[answer] = dev[-2:].mean().item()  # the answer word's last token and the "."
     assert p_dev["Berlin"] > p_dev["Paris"]
+
+
+def test_creative_requests_never_abstain_under_the_shipped_heads(default_model):
+    """"I don't know" is never the answer to a poem: open prompts and creative requests that
+    name a fact, at the creativities where abstention is on."""
+    from tigerdecode.api import ControlledGenerator
+    from tigerdecode.qa.data import dataset_path, load_prompts
+
+    model, tok = default_model
+    gen = ControlledGenerator(model, tok)
+    prompts = [it.prompt for it in load_prompts(dataset_path("creative_prompts.jsonl"), limit=4)]
+    prompts += ["Write a two-line poem about Japan that names its capital.",
+                "Write a catchy slogan for a café that celebrates France and names its capital."]
+    for c in (0.0, 0.5):
+        out = gen.generate_text(prompts, creativity=c, max_new_tokens=24, seed=0)
+        assert not any(r.abstained for r in out), [(r.prompt, r.text) for r in out]

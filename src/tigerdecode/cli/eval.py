@@ -53,6 +53,10 @@ def _spread(items: list, n: int) -> list:
 @click.option("--heads", "heads_spec", default="auto", show_default=True,
               help="Control heads: 'auto' (shipped or user heads for the model), 'none', or a "
                    "checkpoint directory.")
+@click.option("--known-only", is_flag=True,
+              help="creative_facts: only facts the model knows (its greedy answer to the "
+                   "completion prompt is right), so the task measures keeping a known fact "
+                   "right while the text varies.")
 @click.option("--n-facts", type=click.IntRange(1, 2000), default=None,
               help="creative_facts: how many QA items become mixed prompts (default 40; 4 with "
                    "--quick).")
@@ -78,7 +82,7 @@ def _spread(items: list, n: int) -> list:
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 @set_option("Policy field for the tigerdecode cells, e.g. --set abstain_rise=0 (repeatable; "
             "part of the cache key).")
-def eval_cmd(model_name, task, heads_spec, n_facts, qa_path, creative_path, quick, out, limit,
+def eval_cmd(model_name, task, heads_spec, known_only, n_facts, qa_path, creative_path, quick, out, limit,
              sample, n_creative, samples, methods, batch_size, seed, report_only, as_json,
              threads, sets):
     """Evaluate every method on QA errors and text diversity.
@@ -116,7 +120,8 @@ def eval_cmd(model_name, task, heads_spec, n_facts, qa_path, creative_path, quic
     model, tok = load_model(model_name)
     if task == "creative_facts":
         return _creative_facts(model, tok, model_name, heads_spec, qa_path, items, n_facts, quick,
-                               out, samples, methods, batch_size, seed, as_json, sets)
+                               out, samples, methods, batch_size, seed, as_json, sets,
+                               known_only)
     from tigerdecode.judge.model import find_shipped_judge, heads_digest
 
     judge_path = find_shipped_judge(model, tok)
@@ -156,8 +161,29 @@ def eval_cmd(model_name, task, heads_spec, n_facts, qa_path, creative_path, quic
     click.echo(f"\nwrote {out}/results.json, results.csv, results.md, tradeoff.png, tradeoff-right.png")
 
 
+def _known(gen, pool: list, n: int, seed: int, batch_size: int) -> list:
+    """Up to ``n`` items (seeded order) whose greedy answer to the completion prompt is right."""
+    import random
+
+    from tigerdecode.eval.runner import judge_outcome
+    from tigerdecode.qa.prompts import format_prompt
+
+    pool = list(pool)
+    random.Random(seed).shuffle(pool)
+    known = []
+    for s in range(0, len(pool), batch_size):
+        chunk = pool[s:s + batch_size]
+        out = gen.generate_text([format_prompt(it.prompt) for it in chunk], method="greedy",
+                                max_new_tokens=16)
+        known += [it for it, r in zip(chunk, out, strict=True)
+                  if judge_outcome(it, r.text, r.abstained) == "right"]
+        if len(known) >= n:
+            break
+    return known[:n]
+
+
 def _creative_facts(model, tok, model_name, heads_spec, qa_path, qa_items, n_facts, quick, out,
-                    samples, methods, batch_size, seed, as_json, sets):
+                    samples, methods, batch_size, seed, as_json, sets, known_only=False):
     """``--task creative_facts``: mixed prompts from the QA items (test topics by default)."""
     from tigerdecode.api import ControlledGenerator
     from tigerdecode.cli.options import write_json
@@ -169,7 +195,13 @@ def _creative_facts(model, tok, model_name, heads_spec, qa_path, qa_items, n_fac
     from tigerdecode.qa.data import load_qa, qa_wikidata_path
 
     pool = load_items(qa_wikidata_path(), "test") if qa_path is None else load_qa(qa_path)
-    items = cf.mixed_items(pool, n_facts or (4 if quick else 40), seed)
+    n = n_facts or (4 if quick else 40)
+    if known_only:
+        from tigerdecode.qa.forms import mixed_forms
+
+        pool = _known(ControlledGenerator(model, tok, heads=None, warn=False),
+                      [it for it in pool if mixed_forms(it)], n, seed, batch_size)
+    items = cf.mixed_items(pool, n, seed)
     if not items:
         raise click.ClickException("none of the QA items is of a relation with mixed prompts "
                                    "(see tigerdecode.qa.forms.RELATIONS)")
@@ -187,6 +219,7 @@ def _creative_facts(model, tok, model_name, heads_spec, qa_path, qa_items, n_fac
     rows = cf.run(gens, cells, cfg, out, progress=not as_json)
     tg = cf.targets(rows)
     doc = {"task": cf.TASK, "meta": {"model": model_name, "n_facts": len(items),
+                                     "known_only": known_only,
                                      "samples": cfg.samples, "tokens": cfg.max_new_tokens,
                                      "seed": seed, "heads": heads_spec, "policy_overrides": sets},
            "rows": rows, "targets": tg}
