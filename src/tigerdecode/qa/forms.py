@@ -197,12 +197,6 @@ def _match(item: QAItem) -> tuple[str, str] | None:
     return None
 
 
-def subject_of(item: QAItem) -> str | None:
-    """The subject of a relation prompt (``"Japan"`` of ``"The capital of Japan is"``)."""
-    m = _match(item)
-    return None if m is None else m[0]
-
-
 def question_form(item: QAItem) -> QAItem | None:
     """The item asked as a question (``"What is the capital of Japan?"``), or None."""
     m = _match(item)
