@@ -72,11 +72,20 @@ def add_eos_bias(scores: torch.Tensor, eos_ids: list[int], bias: torch.Tensor) -
     return out
 
 
+def _shift_to_max(scores: torch.Tensor) -> torch.Tensor:
+    """``scores`` minus each row's top value (the same softmax), so dividing by a tiny
+    temperature or tempering huge logits cannot overflow to ``inf - inf = nan``; a row with no
+    finite top value is left as it is."""
+    top = scores.amax(-1, keepdim=True)
+    return scores - torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+
+
 def apply_temperature(scores: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
-    """Divide by the per-row temperature; rows at temperature 0 keep only their argmax."""
+    """Divide by the per-row temperature (after shifting each row's top score to 0: the same
+    distribution, no overflow); rows at temperature 0 keep only their argmax."""
     greedy = temperature <= 0
     t = torch.where(greedy, torch.ones_like(temperature), temperature).to(scores.dtype)
-    out = scores / t[:, None]
+    out = _shift_to_max(scores) / t[:, None]
     if bool(greedy.any()):
         top = scores.argmax(-1, keepdim=True)
         only = torch.full_like(scores, NEG_INF).scatter(-1, top, 0.0)
@@ -124,8 +133,9 @@ def draw(scores: torch.Tensor, d: StepDecision, eos_ids: list[int],
     """One token per row from ``softmax(process([scores], d, eos_ids))``: (B, V) → (B,).
 
     ``scores`` are the blended scores (one member's logits as they are). Also the finiteness
-    check: NaN or +inf anywhere in a row reaches its top value, which every path reads."""
-    s = add_eos_bias(scores, eos_ids, d.eos_bias)
+    check: NaN or +inf anywhere in a row reaches its top value, which every path reads.
+    fp16/bf16 scores are drawn in fp32."""
+    s = add_eos_bias(scores.float(), eos_ids, d.eos_bias)
     greedy = d.temperature <= 0
     top = s.argmax(-1)  # (B,) NaN wins an argmax, so the check below sees it
     _check_top(s.gather(-1, top[:, None]).squeeze(-1))
@@ -144,7 +154,7 @@ def nucleus(s: torch.Tensor, d: StepDecision) -> tuple[torch.Tensor, torch.Tenso
     selection) weighed by the full softmax, and sort the whole row only when its top tokens hold
     less than ``top_p``. Greedy rows come out at temperature 1 (the caller takes their argmax)."""
     t = torch.where(d.temperature <= 0, torch.ones_like(d.temperature), d.temperature)
-    s = s / t[:, None].to(s.dtype)  # (B, V) tempered; a new tensor
+    s = _shift_to_max(s) / t[:, None].to(s.dtype)  # (B, V) tempered; a new tensor, top at 0
     V = s.shape[-1]
     need_p = d.top_p < 1
     if bool(need_p.any()):
