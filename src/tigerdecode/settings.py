@@ -89,6 +89,9 @@ def _check_method(value) -> str:
 def _check_value(key: str, value):
     if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int) and not -2**63 <= value < 2**63:
+        raise ConfigError(f"override {key!r} is an integer of {len(str(abs(value)))} digits; "
+                          "expected one between -2**63 and 2**63 - 1")
     if isinstance(value, int | float):
         if not math.isfinite(value):
             raise ConfigError(f"override {key!r} must be a finite number, got {value}")
@@ -137,6 +140,15 @@ def from_dict(d) -> DecodeSettings:
                           overrides=d.get("overrides") or {}, source=d.get("source"))
 
 
+def _unique_keys(pairs: list) -> dict:
+    d = dict(pairs)
+    if len(d) < len(pairs):
+        seen: set = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"key {dup!r} appears more than once in one object; keep one")
+    return d
+
+
 def load_settings(path: str | os.PathLike) -> DecodeSettings:
     """Read and validate a settings file."""
     p = Path(path)
@@ -146,9 +158,12 @@ def load_settings(path: str | os.PathLike) -> DecodeSettings:
     if size > MAX_FILE_BYTES:
         raise ConfigError(f"settings file {str(p)!r} is {size} bytes; at most "
                           f"{MAX_FILE_BYTES} are accepted (it should be a few hundred)")
-    try:
-        d = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    try:  # utf-8-sig: a byte-order mark (some Windows editors add one) is skipped
+        d = json.loads(p.read_text(encoding="utf-8-sig"), object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise ConfigError(f"settings file {str(p)!r} is nested too deeply; expected a flat "
+                          "JSON object such as the demo exports") from None
+    except ValueError as e:  # bad JSON or UTF-8, a repeated key, a 5000-digit number
         raise ConfigError(f"settings file {str(p)!r} is not valid JSON: {e}") from None
     try:
         return from_dict(d)

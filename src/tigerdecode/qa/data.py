@@ -128,9 +128,24 @@ def _json_object(line: str, where: str) -> dict:
             from None
     except RecursionError:
         raise QAFormatError(f"{where}: JSON nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise QAFormatError(f"{where}: not usable JSON ({e})") from None
     if not isinstance(obj, dict):
         raise QAFormatError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    if "\\u" in line and not _encodable(obj):
+        raise QAFormatError(f"{where}: holds a lone surrogate escape (e.g. \"\\ud800\"), "
+                            "which is not a character; expected valid Unicode text")
     return obj
+
+
+def _encodable(obj) -> bool:
+    """Whether every string in a parsed line is valid Unicode (JSON's ``\\ud800`` escape gives
+    a lone surrogate that no tokenizer or UTF-8 file can take)."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _prompt(obj: dict, where: str, expected: str = "'prompt' must be a non-empty string") -> str:
@@ -279,10 +294,13 @@ def save_qa(items: list[QAItem], path: str | Path) -> None:
     """Write items as JSONL atomically (temp file, then rename)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for it in items:
-            fh.write(json.dumps(it.to_dict(), ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            for it in items:
+                fh.write(json.dumps(it.to_dict(), ensure_ascii=False) + "\n")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # an interrupted or failed write leaves nothing behind
 
 
 def dataset_path(name: str) -> Path:
