@@ -73,7 +73,13 @@ class Calibrator(nn.Module):
         for name in ("iso_x", "iso_y"):
             key = prefix + name
             if key in state:
-                setattr(self, name, torch.empty_like(state[key]))
+                if state[key].ndim != 1 or state[key].numel() < 1:
+                    raise ValueError(f"{key} has shape {list(state[key].shape)}; expected a "
+                                     "non-empty 1-D table")
+                setattr(self, name, torch.empty(state[key].shape, device=self.iso_x.device))
+        if self.iso_x.shape != self.iso_y.shape:
+            raise ValueError(f"{prefix}iso_x and iso_y differ in length ({self.iso_x.numel()} "
+                             f"and {self.iso_y.numel()}); expected one (x, y) pair per point")
 
 
 def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:

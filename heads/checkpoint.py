@@ -34,10 +34,10 @@ def read_checkpoint(path: str | Path, weights: str, fmt: int, error: type[Except
             raise error(f"{what} checkpoint {path} has no {name}; expected a directory with "
                         f"config.json and {weights} written by tigerdecode")
     try:
-        cfg = json.loads((path / "config.json").read_text())
+        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
         fp = Fingerprint.from_dict(cfg["fingerprint"]) if cfg.get("fingerprint") else None
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
-        raise error(f"{what} checkpoint {path}/config.json is corrupt: {e}") from e
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
+        raise error(f"{what} checkpoint {path}/config.json is corrupt: {e}") from None
     if cfg.get("format") != fmt:
         raise error(f"{what} checkpoint {path} has format {cfg.get('format')!r}; this "
                     f"tigerdecode reads format {fmt}")
@@ -46,6 +46,30 @@ def read_checkpoint(path: str | Path, weights: str, fmt: int, error: type[Except
     except (SafetensorError, OSError) as e:
         raise error(f"{what} checkpoint {path}/{weights} is corrupt: {e}") from e
     return cfg, fp, state
+
+
+def check_state(build, state: dict, error: type[Exception], where) -> None:
+    """Raise ``error`` unless ``state`` has exactly the tensors (names, shapes, floating dtypes)
+    of the module ``build()`` makes. The module is built on the meta device first, so a config
+    that asks for a huge layer fails here instead of allocating it."""
+    import torch
+
+    with torch.device("meta"):
+        want = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    problems = [f"missing {sorted(set(want) - set(got))}"] if set(want) - set(got) else []
+    if set(got) - set(want):
+        problems.append(f"unexpected {sorted(set(got) - set(want))}")
+    problems += [f"{k} has shape {list(got[k])}, expected {list(want[k])}"
+                 for k in sorted(set(want) & set(got)) if got[k] != want[k]]
+    problems += [f"{k} is {v.dtype}, expected a floating-point tensor"
+                 for k, v in sorted(state.items()) if not v.is_floating_point()]
+    problems += [f"{k} holds NaN or inf values" for k, v in sorted(state.items())
+                 if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if problems:
+        raise error(f"{where} does not match its config.json: {'; '.join(problems[:5])}"
+                    + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+                    + "; re-save it with tigerdecode, or fix config.json")
 
 
 def check_fingerprint(expected: Fingerprint | None, model, tokenizer, where,

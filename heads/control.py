@@ -10,14 +10,20 @@ a small MLP per output, followed by a calibrator. Checkpoints are safetensors + 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from numbers import Integral
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from tigerdecode.heads.calibration import Calibrator
+from tigerdecode.heads.calibration import METHODS, Calibrator
 from tigerdecode.heads.checkpoint import check_fingerprint as _check
-from tigerdecode.heads.checkpoint import find_checkpoint, read_checkpoint, save_checkpoint
+from tigerdecode.heads.checkpoint import (
+    check_state,
+    find_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from tigerdecode.model.load import Fingerprint
 
 OUTPUTS = ("stop", "dev", "slot")
@@ -49,10 +55,13 @@ class HeadConfig:
         self.outputs = [o for o in OUTPUTS if o in self.outputs]
         if self.kind not in KINDS:
             raise ValueError(f"head kind must be one of {KINDS}, got {self.kind!r}")
-        if not self.layers or any(int(x) < 1 for x in self.layers):
+        if not isinstance(self.layers, list | tuple) or not self.layers or \
+                any(isinstance(x, bool) or not isinstance(x, Integral) or x < 1 for x in self.layers):
             raise ValueError(f"layers must be a non-empty list of ints >= 1, got {self.layers}")
-        if self.hidden_size < 1:
-            raise ValueError(f"hidden_size must be >= 1, got {self.hidden_size}")
+        for name in ("hidden_size", "mlp_hidden"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, Integral) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
         self.layers = [int(x) for x in self.layers]
 
     @property
@@ -126,17 +135,29 @@ class ControlHeads(nn.Module):
             config = HeadConfig(**cfg["head"])
         except (KeyError, TypeError, ValueError) as e:
             raise HeadsError(f"heads checkpoint {path}/config.json is corrupt: {e}") from e
+        calibration = cfg.get("calibration", {})
+        if not isinstance(calibration, dict) or not set(calibration) <= set(config.outputs) \
+                or not all(isinstance(m, str) and m in METHODS for m in calibration.values()):
+            raise HeadsError(f"heads checkpoint {path}/config.json is corrupt: 'calibration' "
+                             f"must map outputs {config.outputs} to one of {METHODS}, got "
+                             f"{calibration!r:.120}")
         if model is not None and tokenizer is not None:
             check_fingerprint(fp, model, tokenizer, path)
-        heads = cls(config, fp)
-        for o, method in cfg.get("calibration", {}).items():
-            heads.calibrators[o].method = method
-        for o in config.outputs:
-            heads.calibrators[o].resize_for_state(state, f"calibrators.{o}.")
+
+        def build() -> ControlHeads:
+            heads = cls(config, fp)
+            for o, method in calibration.items():
+                heads.calibrators[o].method = method
+            for o in config.outputs:
+                heads.calibrators[o].resize_for_state(state, f"calibrators.{o}.")
+            return heads
+
         try:
-            heads.load_state_dict(state)
-        except RuntimeError as e:
-            raise HeadsError(f"heads checkpoint {path} does not match its config: {e}") from e
+            check_state(build, state, HeadsError, f"heads checkpoint {path}")
+        except ValueError as e:  # a calibration table that is not 1-D
+            raise HeadsError(f"heads checkpoint {path}: {e}") from None
+        heads = build()
+        heads.load_state_dict(state)
         if device is None and model is not None:
             device = next(model.parameters()).device
         return heads.to(device).eval() if device is not None else heads.eval()

@@ -12,14 +12,16 @@ from __future__ import annotations
 import hashlib
 import weakref
 from dataclasses import asdict, dataclass, field
+from numbers import Integral
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from tigerdecode.heads.calibration import Calibrator
+from tigerdecode.heads.calibration import METHODS, Calibrator
 from tigerdecode.heads.checkpoint import (
     check_fingerprint,
+    check_state,
     find_checkpoint,
     read_checkpoint,
     save_checkpoint,
@@ -47,10 +49,19 @@ class JudgeConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if not self.layers or any(int(x) < 1 for x in self.layers):
+        if not isinstance(self.layers, list | tuple) or not self.layers or \
+                any(isinstance(x, bool) or not isinstance(x, Integral) or x < 1 for x in self.layers):
             raise JudgeError(f"layers must be a non-empty list of ints >= 1, got {self.layers}")
+        if isinstance(self.hidden_size, bool) or not isinstance(self.hidden_size, Integral) or \
+                self.hidden_size < 1:
+            raise JudgeError(f"hidden_size must be an integer >= 1, got {self.hidden_size!r}")
+        if not isinstance(self.scalar_names, list) or \
+                not all(isinstance(n, str) for n in self.scalar_names):
+            raise JudgeError(f"scalar_names must be a list of feature names, got "
+                             f"{self.scalar_names!r:.80}")
         for name in ("threshold_at_0", "threshold_at_1"):
-            if not 0 < getattr(self, name) <= 1:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= 1:
                 raise JudgeError(f"{name} must lie in (0, 1], got {getattr(self, name)}")
         self.layers = [int(x) for x in self.layers]
 
@@ -135,15 +146,25 @@ class Judge(nn.Module):
             config = JudgeConfig(**cfg["judge"])
         except (KeyError, TypeError, ValueError) as e:
             raise JudgeError(f"judge checkpoint {path}/config.json is corrupt: {e}") from e
+        method = cfg.get("calibration", "none")
+        if not isinstance(method, str) or method not in METHODS:
+            raise JudgeError(f"judge checkpoint {path}/config.json is corrupt: 'calibration' "
+                             f"must be one of {METHODS}, got {method!r:.80}")
         if model is not None and tokenizer is not None:
             check_judge_fingerprint(fp, model, tokenizer, path)
-        judge = cls(config, fp)
-        judge.calibrator.method = cfg.get("calibration", "none")
-        judge.calibrator.resize_for_state(state, "calibrator.")
+
+        def build() -> Judge:
+            judge = cls(config, fp)
+            judge.calibrator.method = method
+            judge.calibrator.resize_for_state(state, "calibrator.")
+            return judge
+
         try:
-            judge.load_state_dict(state)
-        except RuntimeError as e:
-            raise JudgeError(f"judge checkpoint {path} does not match its config: {e}") from e
+            check_state(build, state, JudgeError, f"judge checkpoint {path}")
+        except ValueError as e:  # JudgeError is one; a calibration table that is not 1-D
+            raise JudgeError(f"judge checkpoint {path}: {e}") from None
+        judge = build()
+        judge.load_state_dict(state)
         if device is None and model is not None:
             device = next(model.parameters()).device
         return judge.to(device).eval() if device is not None else judge.eval()

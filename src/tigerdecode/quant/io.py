@@ -24,6 +24,7 @@ FORMAT_NAME = "tigerdecode-quant"
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 PACKING = {4: "int4-uint32x8-along-k", 8: "int8-row-major-nk"}
+DTYPES = ("float32", "float16", "bfloat16")
 ZERO_MODE = {(4, "int"): "asymmetric-uint4-per-group", (4, "float"): "asymmetric-fp16-min-per-group",
              (8, "int"): "symmetric-per-channel"}
 
@@ -83,9 +84,10 @@ def read_metadata(path) -> dict:
     """The checked format metadata of a quantized directory."""
     path = Path(path)
     try:
-        meta = json.loads((path / QUANT_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise QuantFormatError(f"cannot read {path / QUANT_FILE}: {e}") from e
+        meta = json.loads((path / QUANT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:  # bad JSON or UTF-8, deep nesting
+        raise QuantFormatError(f"cannot read {path / QUANT_FILE}: {e}; expected the JSON "
+                               "object `tigerdecode quantize` writes") from None
     check_metadata(meta, where=str(path / QUANT_FILE))
     from safetensors import safe_open
 
@@ -108,6 +110,8 @@ def _header_from(meta: dict) -> dict:
 
 def check_metadata(meta: dict, where: str = "metadata") -> None:
     """Raise :class:`QuantFormatError` unless ``meta`` describes a format this version reads."""
+    if not isinstance(meta, dict):
+        raise QuantFormatError(f"{where}: expected a JSON object, got {type(meta).__name__}")
     if meta.get("format") != FORMAT_NAME:
         raise QuantFormatError(f"{where}: format {meta.get('format')!r} is not {FORMAT_NAME!r}.")
     if meta.get("version") not in SUPPORTED_VERSIONS:
@@ -128,10 +132,18 @@ def check_metadata(meta: dict, where: str = "metadata") -> None:
             raise QuantFormatError(f"{where}: plan zero mode disagrees with {meta['zero_mode']!r}")
         for spec in meta["plan"]["layers"].values():
             check_format(spec["bits"], spec["group_size"], spec.get("zero_mode", "int"))
-    except (KeyError, TypeError) as e:
-        raise QuantFormatError(f"{where}: missing or malformed field {e}") from e
+            if not isinstance(spec["bias"], bool):
+                raise TypeError(f"'bias' {spec['bias']!r}")
+        if meta.get("dtype", "float32") not in DTYPES:
+            raise QuantFormatError(f"{where}: dtype {meta.get('dtype')!r} is not one of "
+                                   f"{DTYPES}")
+        from tigerdecode.quant.rtn import QuantPlan
+
+        QuantPlan(**meta["plan"])
     except QuantizationError as e:
         raise QuantFormatError(f"{where}: {e}") from e
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise QuantFormatError(f"{where}: missing or malformed field {e}") from e
 
 
 def load_quantized(path, *, dtype: torch.dtype | None = None, device=None):
@@ -139,29 +151,39 @@ def load_quantized(path, *, dtype: torch.dtype | None = None, device=None):
     from safetensors.torch import load_model as st_load
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from tigerdecode.quant.layers import QuantEmbedding, QuantLinear
     from tigerdecode.quant.rtn import QuantPlan
 
     path = Path(path)
     meta = read_metadata(path)
     dtype = dtype or getattr(torch, meta.get("dtype", "float32"))
-    cfg = AutoConfig.from_pretrained(str(path))
-    with _no_init():
-        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    try:
+        cfg = AutoConfig.from_pretrained(str(path))
+    except Exception as e:  # noqa: BLE001 - OSError, ValueError, TypeError, strict-field errors
+        raise QuantFormatError(f"{path}/config.json cannot be read as a model config: {e}") \
+            from None
     plan = QuantPlan(**meta["plan"])
-    for name, spec in plan.layers.items():
-        old = model.get_submodule(name)
-        W = old.weight.t() if type(old).__name__ == "Conv1D" else old.weight  # (N, K)
-        new = QuantLinear(W.shape[1], W.shape[0], spec["bits"], spec["group_size"], spec["bias"],
-                          dtype=dtype, zero_mode=spec.get("zero_mode", "int"))
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, new)
-    if plan.tied_embedding:
-        emb = model.get_submodule(plan.tied_embedding)
-        head = model.get_output_embeddings()
-        parent, _, child = plan.tied_embedding.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child,
-                QuantEmbedding(head, dtype, getattr(emb, "padding_idx", None)))
+
+    def build():
+        with _no_init():
+            model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+        _swap_in_quant_layers(model, plan, dtype)
+        return model
+
+    n_layers = getattr(cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg,
+                       "num_hidden_layers", 0)
+    if isinstance(n_layers, int) and n_layers > _tensor_count(path / WEIGHTS_FILE):
+        raise QuantFormatError(f"{path}/config.json asks for {n_layers} layers, more than "
+                               f"{WEIGHTS_FILE} holds tensors; the config does not belong to "
+                               "these weights")
+    try:  # on the meta device first: a config that asks for huge layers allocates nothing
+        with torch.device("meta"):
+            skeleton = build()
+    except Exception as e:  # noqa: BLE001 - transformers raises many types for a bad config
+        raise QuantFormatError(f"{path}: config.json and {QUANT_FILE} do not describe a model "
+                               f"this tigerdecode can build ({type(e).__name__}: {e}); "
+                               "re-quantize it with `tigerdecode quantize`") from None
+    _check_shapes(skeleton, path / WEIGHTS_FILE)
+    model = build()
     try:
         missing, unexpected = st_load(model, str(path / WEIGHTS_FILE), strict=False)
     except RuntimeError as e:
@@ -179,6 +201,46 @@ def load_quantized(path, *, dtype: torch.dtype | None = None, device=None):
     if device is not None:
         model = model.to(device)
     return model.eval(), tok
+
+
+def _tensor_count(weights: Path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as fh:
+        return len(list(fh.keys()))
+
+
+def _check_shapes(skeleton, weights: Path) -> None:
+    """Every tensor stored in ``weights`` has the shape the model skeleton expects."""
+    from safetensors import safe_open
+
+    want = {k: list(v.shape) for k, v in skeleton.state_dict().items()}
+    with safe_open(str(weights), framework="pt") as fh:
+        bad = [f"{k}: stored {fh.get_slice(k).get_shape()}, expected {want[k]}"
+               for k in fh.keys() if k in want and fh.get_slice(k).get_shape() != want[k]]
+    if bad:
+        raise QuantFormatError(f"{weights} does not match the model built from config.json and "
+                               f"{QUANT_FILE}: {'; '.join(bad[:3])}"
+                               + (f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""))
+
+
+def _swap_in_quant_layers(model, plan, dtype) -> None:
+    """Replace the plan's linear layers (and a tied embedding) with empty quantized ones."""
+    from tigerdecode.quant.layers import QuantEmbedding, QuantLinear
+
+    for name, spec in plan.layers.items():
+        old = model.get_submodule(name)
+        W = old.weight.t() if type(old).__name__ == "Conv1D" else old.weight  # (N, K)
+        new = QuantLinear(W.shape[1], W.shape[0], spec["bits"], spec["group_size"], spec["bias"],
+                          dtype=dtype, zero_mode=spec.get("zero_mode", "int"))
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, new)
+    if plan.tied_embedding:
+        emb = model.get_submodule(plan.tied_embedding)
+        head = model.get_output_embeddings()
+        parent, _, child = plan.tied_embedding.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child,
+                QuantEmbedding(head, dtype, getattr(emb, "padding_idx", None)))
 
 
 def _retie(model, missing: set[str]) -> set[str]:
