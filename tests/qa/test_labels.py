@@ -104,3 +104,32 @@ def test_token_pieces_join_to_the_decoded_text(tokenizer):
     pieces = token_pieces(tokenizer, ids)
     assert len(pieces) == len(ids)
     assert "".join(pieces) == tokenizer.decode(ids, skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("prompt, gold, text", [
+    # the question restated in another order before the copula
+    ("What is the capital of Poland?", ["Warsaw"], "Poland's capital is Warsaw."),
+    ("What is the capital of Denmark?", ["Copenhagen"], "Denmark's capital is Copenhagen."),
+    # connectives between the restatement and the answer
+    ("Who wrote A Christmas Carol?", ["Charles Dickens", "Dickens"],
+     "A Christmas Carol by Charles Dickens."),
+    ("Who wrote The Great Gatsby?", ["F. Scott Fitzgerald"], "The Great Gatsby by F. Scott Fitzgerald."),
+    ("In which city is Big Ben?", ["London"], "Big Ben is located in London."),
+    ("Who wrote Moby-Dick?", ["Herman Melville"], "Moby-Dick was written by Herman Melville."),
+])
+def test_question_restated_in_another_order_or_joined_by_a_connective_is_right(prompt, gold, text):
+    lab = label_answer(prompt, gold, [text], ended_by_eos=True)
+    assert lab.correct, (prompt, text)
+
+
+@pytest.mark.parametrize("prompt, gold, text", [
+    ("What is the capital of Poland?", ["Warsaw"], "Poland's capital is Krakow."),
+    ("Who wrote A Christmas Carol?", ["Charles Dickens"], "A Christmas Carol by Mark Twain."),
+    # after the copula a prompt word is a claim, not a restatement
+    ("What is the capital of Poland?", ["Warsaw"], "The capital is Poland, then Warsaw."),
+    # a connective does not excuse a different claim before the answer
+    ("In which city is Big Ben?", ["London"], "Big Ben is located in the UK's capital, London."),
+])
+def test_reordering_and_connectives_do_not_excuse_a_wrong_claim(prompt, gold, text):
+    lab = label_answer(prompt, gold, [text], ended_by_eos=True)
+    assert not lab.correct, (prompt, text)

@@ -6,13 +6,16 @@ The rules (tested on hand-made cases in tests/training/test_labels.py):
   thousands separators removed (``1,000`` -> ``1000``), punctuation -> space, the articles
   *a / an / the* dropped (kept when every gold answer is only an article, e.g. blood type
   "A"), number words -> digits (``twenty-one`` -> ``21``), whitespace collapsed.
-- **Answer span**: the model often restates the prompt first ("The capital of Japan is Tokyo.").
-  The span starts at the first word that is not part of that restatement: words are skipped while
-  each one occurs in the prompt *later than the previous skipped word* (prompt order; dropping
-  prompt words is allowed) or is a filler such as *is / are / has / does / answer* (a filler that
-  also occurs later in the prompt moves the position on), but never past a point where a gold
-  answer starts. Everything from there to the end of the generation is the
-  span.
+- **Answer span**: the model often restates the prompt first ("The capital of Japan is Tokyo.",
+  "Poland's capital is Warsaw.", "A Christmas Carol by Charles Dickens."). The span starts at the
+  first word that is not part of that restatement: words are skipped while each one occurs in the
+  prompt *later than the previous skipped word* (prompt order; dropping prompt words is allowed),
+  is a filler such as *is / are / has / does / answer* or a connective such as *by / in / located
+  / written* (a filler that also occurs later in the prompt moves the position on), or, before
+  the first copula (*is / are / was / were*), occurs anywhere in the prompt (a question restated
+  in another order: "Poland's capital"); never past a point where a gold answer starts. After the
+  copula a prompt word out of order is a claim ("The language is Alternate"). Everything from
+  there to the end of the generation is the span.
 - **Deviation** (``dev``): inside the span, 0 while the normalised span text so far is a prefix of
   some normalised gold answer, 1 from the first token where it is a prefix of none, and 1 for the
   rest of the span. Once a gold answer is complete (followed by a word boundary) the fact slot is
@@ -52,6 +55,10 @@ _UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight"
           "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
           "eighteen", "nineteen"]
 _TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+# connectives between a restated question and its answer ("... by Charles Dickens", "is located in")
+CONNECTIVES = frozenset({"by", "in", "on", "at", "from", "located", "situated", "written",
+                         "called", "named", "known", "as"})
+COPULAS = frozenset({"is", "are", "was", "were"})
 NUMBER_WORDS = {w: str(i) for i, w in enumerate(_UNITS)} | {
     w: str(20 + 10 * i) for i, w in enumerate(_TENS)}
 OPEN_TEXT = -2  # dev label of every token of an answer to an open (creative) prompt
@@ -98,7 +105,9 @@ def _on_prefix(s: str, golds: list[str]) -> bool:
 def answer_start(prompt: str, text: str, golds: list[str], norm=normalise) -> int:
     """Character offset where the answer span begins (after a restatement of the prompt)."""
     prompt_words = norm(prompt).split()
-    at = -1  # restated words must follow the prompt's word order
+    in_prompt = set(prompt_words)
+    at = -1  # after the copula, restated words must follow the prompt's word order
+    copula = False
     for m in re.finditer(r"\S+", text):
         rest = norm(text[m.start():])
         if rest and _complete(rest, golds):
@@ -107,8 +116,11 @@ def answer_start(prompt: str, text: str, golds: list[str], norm=normalise) -> in
             nxt = next((i for i in range(at + 1, len(prompt_words)) if prompt_words[i] == w), None)
             if nxt is not None:
                 at = nxt
-            elif w not in FILLER:
+            elif w in FILLER or w in CONNECTIVES:
+                pass
+            elif copula or w not in in_prompt:
                 return m.start()
+            copula = copula or w in COPULAS
     return len(text)
 
 
