@@ -74,3 +74,29 @@ def test_eval_cli_task_creative_facts(tiny_model_dir, tmp_path):
     assert all(r["task"] == "creative_facts" and r["n"] == 8 for r in doc["rows"])
     assert {"fact_accuracy", "distinct_2", "abstain_rate"} <= set(doc["rows"][0])
     assert (tmp_path / "creative_facts" / "results.json").is_file()
+
+
+def test_eval_cli_split_picks_the_topic_split(tiny_model_dir, tmp_path):
+    """--split validation draws the mixed prompts from validation topics only (tuning happens
+    there; test topics are reported once)."""
+    from click.testing import CliRunner
+
+    from tigerdecode.cli import main
+    from tigerdecode.qa.data import load_qa, qa_wikidata_path, split_topics
+
+    topics = split_topics(load_qa(qa_wikidata_path()))
+    args = ["eval", "--task", "creative_facts", "--quick", "--model", str(tiny_model_dir),
+            "--heads", "none", "--methods", "greedy", "--json"]
+    seen = {}
+    for split in ("validation", "test"):
+        out = tmp_path / split
+        res = CliRunner().invoke(main, [*args, "--split", split, "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        doc = json.loads(res.stdout.strip().splitlines()[-1])
+        assert doc["meta"]["split"] == split
+        saved = json.loads(next((out / "creative_facts").glob("greedy*.json")).read_text())
+        ids = {o["id"].split("#")[0] for o in saved["outputs"]}
+        by_id = {it.id: it.topic for it in load_qa(qa_wikidata_path())}
+        assert ids and all(by_id[i] in set(topics[split]) for i in ids), split
+        seen[split] = ids
+    assert not seen["validation"] & seen["test"]

@@ -182,8 +182,9 @@ def test_judge_eval_cli_prints_the_issue_keys(setup, tiny_model_dir, tmp_path):
                                   str(tmp_path / "judge"), "--max-new-tokens", "4"])
     assert r.exit_code == 0, r.output
     got = json.loads(r.stdout.strip().splitlines()[-1])  # warnings go to stderr
-    assert tuple(got) == EVAL_KEYS and got["n"] == 2
+    assert tuple(got) == EVAL_KEYS + ("right_rate_without", "right_kept_rate") and got["n"] == 2
     assert got["wrong_rate_without"] == 1.0  # random weights never say "Tokyo"
+    assert got["right_rate_without"] == 0.0 and got["right_kept_rate"] is None  # nothing right
     assert 0 <= got["abstain_rate"] <= 1 and got["latency_ratio"] > 0
     # --set reaches both arms, --open counts the judge's abstentions on free text
     details = tmp_path / "details.json"
@@ -198,6 +199,20 @@ def test_judge_eval_cli_prints_the_issue_keys(setup, tiny_model_dir, tmp_path):
     d = json.loads(details.read_text())["details"]
     assert d["policy"] == {"use_abstain": False}
     assert d["open"]["n"] == 2 and 0 <= d["open"]["abstained"] <= 2
+    # --seeds decodes every item once per seed and pools the rates over all answers
+    r = CliRunner().invoke(main, ["judge", "eval", "--qa", str(qa), "--limit", "2", "--json",
+                                  "--model", str(tiny_model_dir), "--judge",
+                                  str(tmp_path / "judge"), "--max-new-tokens", "4",
+                                  "--seeds", "0,1,2", "--out", str(details)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["n"] == 6
+    d = json.loads(details.read_text())["details"]
+    assert d["seeds"] == [0, 1, 2] and len(d["per_seed"]) == 3
+    assert len(d["outcomes_without"]) == 6
+    for bad in ("0,x", "1,1", ""):
+        r = CliRunner().invoke(main, ["judge", "eval", "--qa", str(qa), "--limit", "2",
+                                      "--model", str(tiny_model_dir), "--seeds", bad])
+        assert r.exit_code == 2 and "--seeds" in r.output, (bad, r.output)
     r = CliRunner().invoke(main, ["judge", "eval", "--qa", str(qa), "--set", "nope=1"])
     assert r.exit_code != 0 and "Policy field" in r.output
     bad = CliRunner().invoke(main, ["generate", "hi", "--max-rewrites", "1"])

@@ -9,6 +9,7 @@ import click
 
 from tigerdecode.cli.options import (
     batch_size_option,
+    forms_option,
     json_option,
     limit_option,
     load_items,
@@ -19,6 +20,7 @@ from tigerdecode.cli.options import (
     sample_option,
     seed_option,
     set_option,
+    with_forms_option,
 )
 
 # (QA items, creative prompts, samples per prompt, fact tokens, creative tokens)
@@ -60,7 +62,13 @@ def _spread(items: list, n: int) -> list:
 @click.option("--n-facts", type=click.IntRange(1, 2000), default=None,
               help="creative_facts: how many QA items become mixed prompts (default 40; 4 with "
                    "--quick).")
-@qa_option(help="QA JSONL (default: held-out test topics of the vendored qa_wikidata).")
+@qa_option(help="QA JSONL (default: the vendored qa_wikidata).")
+@click.option("--split", type=click.Choice(["all", "train", "validation", "test"]), default=None,
+              help="Topic split of the QA items (tigerdecode.qa.data.split_topics); default: test "
+                   "for the vendored qa_wikidata, all for a --qa file. Tune on validation, "
+                   "report test.")
+@forms_option(" tradeoff task: the QA items in these forms (items without a question form "
+              "are kept only in completion form).")
 @click.option("--creative", "creative_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Creative prompts JSONL (default: data/creative_prompts.jsonl).")
 @click.option("--quick", is_flag=True, help="A small run (minutes) for CI and smoke tests.")
@@ -82,7 +90,9 @@ def _spread(items: list, n: int) -> list:
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 @set_option("Policy field for the tigerdecode cells, e.g. --set abstain_rise=0 (repeatable; "
             "part of the cache key).")
-def eval_cmd(model_name, task, heads_spec, known_only, n_facts, qa_path, creative_path, quick, out, limit,
+def eval_cmd(model_name, task, heads_spec, known_only, n_facts, qa_path, split, forms, creative_path,
+             quick,
+             out, limit,
              sample, n_creative, samples, methods, batch_size, seed, report_only, as_json,
              threads, sets):
     """Evaluate every method on QA errors and text diversity.
@@ -103,15 +113,25 @@ def eval_cmd(model_name, task, heads_spec, known_only, n_facts, qa_path, creativ
     policy_overrides = sets
     size = dict(QUICK if quick else FULL)
     if qa_path is None:
-        items = load_items(qa_wikidata_path(), "test")
-        qa_name = "qa_wikidata (test topics)"
+        split = split or "test"
+        items = load_items(qa_wikidata_path(), split)
+        qa_name = f"qa_wikidata ({split} topics)"
     else:
-        items, qa_name = load_items(qa_path), str(qa_path)
+        split = split or "all"
+        items = load_items(qa_path, split)
+        qa_name = str(qa_path) if split == "all" else f"{qa_path} ({split} topics)"
     if limit is None and sample is None:
         items, selection = _spread(items, size["n_qa"]), f"spread {size['n_qa']}"
     else:
         items = pick(items, limit, sample, seed)
         selection = f"first {limit}" if limit is not None else f"sample {sample} (seed {seed})"
+    if forms != "completion":
+        if "mixed" in forms:
+            raise click.BadParameter("the tradeoff task asks QA items as completions or questions; "
+                                     "mixed prompts are --task creative_facts",
+                                     param_hint="--forms")
+        items = with_forms_option(items, forms, seed)
+        selection += f", forms {forms}"
     creative = [it.prompt for it in load_items(
         creative_path or dataset_path("creative_prompts.jsonl"),
         limit=n_creative or size["n_creative"], open_prompts=True)]
@@ -119,7 +139,7 @@ def eval_cmd(model_name, task, heads_spec, known_only, n_facts, qa_path, creativ
     heads_spec = None if heads_spec == "none" else heads_spec
     model, tok = load_model(model_name)
     if task == "creative_facts":
-        return _creative_facts(model, tok, model_name, heads_spec, qa_path, items, n_facts, quick,
+        return _creative_facts(model, tok, model_name, heads_spec, qa_path, split, n_facts, quick,
                                out, samples, methods, batch_size, seed, as_json, sets,
                                known_only)
     from tigerdecode.judge.model import find_shipped_judge, heads_digest
@@ -182,7 +202,7 @@ def _known(gen, pool: list, n: int, seed: int, batch_size: int) -> list:
     return known[:n]
 
 
-def _creative_facts(model, tok, model_name, heads_spec, qa_path, qa_items, n_facts, quick, out,
+def _creative_facts(model, tok, model_name, heads_spec, qa_path, split, n_facts, quick, out,
                     samples, methods, batch_size, seed, as_json, sets, known_only=False):
     """``--task creative_facts``: mixed prompts from the QA items (test topics by default)."""
     from tigerdecode.api import ControlledGenerator
@@ -192,9 +212,9 @@ def _creative_facts(model, tok, model_name, heads_spec, qa_path, qa_items, n_fac
     from tigerdecode.eval.runner import grid, policy_defaults
     from tigerdecode.judge.model import heads_digest
     from tigerdecode.model.load import fingerprint
-    from tigerdecode.qa.data import load_qa, qa_wikidata_path
+    from tigerdecode.qa.data import qa_wikidata_path
 
-    pool = load_items(qa_wikidata_path(), "test") if qa_path is None else load_qa(qa_path)
+    pool = load_items(qa_wikidata_path() if qa_path is None else qa_path, split)
     n = n_facts or (4 if quick else 40)
     if known_only:
         from tigerdecode.qa.forms import mixed_forms
@@ -218,7 +238,7 @@ def _creative_facts(model, tok, model_name, heads_spec, qa_path, qa_items, n_fac
                                 "policy": {**policy_defaults(), **sets}})
     rows = cf.run(gens, cells, cfg, out, progress=not as_json)
     tg = cf.targets(rows)
-    doc = {"task": cf.TASK, "meta": {"model": model_name, "n_facts": len(items),
+    doc = {"task": cf.TASK, "meta": {"model": model_name, "n_facts": len(items), "split": split,
                                      "known_only": known_only,
                                      "samples": cfg.samples, "tokens": cfg.max_new_tokens,
                                      "seed": seed, "heads": heads_spec, "policy_overrides": sets},

@@ -129,10 +129,16 @@ def evaluate(model, tok, items, *, creativity=0.5, max_new_tokens=16, batch_size
         "abstain_rate_without": o0.count("abstain") / n,
         "right_to_abstain_rate": sum(a == "right" and b == "abstain" for a, b in zip(o0, o1, strict=True)) / n,
         "wrong_to_right_rate": sum(a == "wrong" and b == "right" for a, b in zip(o0, o1, strict=True)) / n,
+        # of the answers right without the judge, the share still right with it (accepted or
+        # rewritten into another right answer)
+        "right_kept_rate": _ratio(sum(a == "right" and b == "right"
+                                      for a, b in zip(o0, o1, strict=True)), o0.count("right")),
+        "outcomes_without": o0, "outcomes_with": o1,
         "verdicts": {v: verdicts.count(v) for v in sorted(set(verdicts))},
         "signal_auroc": signals, "seconds_without": t_base, "seconds_with": t_judge,
         "threshold": with_j[0].judge.threshold, "creativity": creativity,
-        "max_new_tokens": max_new_tokens, "max_rewrites": max_rewrites, "policy": policy}
+        "max_new_tokens": max_new_tokens, "max_rewrites": max_rewrites, "policy": policy,
+        "seed": seed}
     if open_prompts:
         opened = []
         for s in range(0, len(open_prompts), batch_size):
@@ -144,6 +150,71 @@ def evaluate(model, tok, items, *, creativity=0.5, max_new_tokens=16, batch_size
                                   "abstained": sum(r.abstained for r in opened),
                                   "rewritten": sum(r.judge.verdict == "rewritten" for r in opened)}
     return res
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return a / b if b else None
+
+
+def pooled(runs: list[dict]) -> dict:
+    """One report from ``evaluate`` runs over several seeds: rates pooled over every answer."""
+    if len(runs) == 1:
+        return runs[0]
+    o0 = [o for r in runs for o in r["details"]["outcomes_without"]]
+    o1 = [o for r in runs for o in r["details"]["outcomes_with"]]
+    n = len(o0)
+    both = list(zip(o0, o1, strict=True))
+    res = {"n": n,
+           # AUROC/ECE are not additive: the mean over seeds (each on its own n answers)
+           "judge_auroc": _mean([r["judge_auroc"] for r in runs]),
+           "judge_ece": _mean([r["judge_ece"] for r in runs]),
+           "wrong_rate_without": o0.count("wrong") / n, "wrong_rate_with": o1.count("wrong") / n,
+           "flip_rate": sum(a == "right" and b == "wrong" for a, b in both) / n,
+           "abstain_rate": o1.count("abstain") / n,
+           "latency_ratio": sum(r["details"]["seconds_with"] for r in runs)
+           / max(sum(r["details"]["seconds_without"] for r in runs), 1e-9)}
+    verdicts: dict[str, int] = {}
+    for r in runs:
+        for k, v in r["details"]["verdicts"].items():
+            verdicts[k] = verdicts.get(k, 0) + v
+    res["details"] = {
+        "seeds": [r["details"]["seed"] for r in runs],
+        "right_rate_without": o0.count("right") / n, "right_rate_with": o1.count("right") / n,
+        "abstain_rate_without": o0.count("abstain") / n,
+        "right_to_abstain_rate": sum(a == "right" and b == "abstain" for a, b in both) / n,
+        "wrong_to_right_rate": sum(a == "wrong" and b == "right" for a, b in both) / n,
+        "right_kept_rate": _ratio(sum(a == "right" and b == "right" for a, b in both),
+                                  o0.count("right")),
+        "verdicts": verdicts,
+        "signal_auroc": {k: _mean([r["details"]["signal_auroc"][k] for r in runs])
+                         for k in runs[0]["details"]["signal_auroc"]},
+        "per_seed": [{k: r[k] for k in EVAL_KEYS} | {
+            "right_rate_without": r["details"]["right_rate_without"],
+            "right_kept_rate": r["details"]["right_kept_rate"]} for r in runs],
+        "outcomes_without": o0, "outcomes_with": o1}
+    for k in ("threshold", "creativity", "max_new_tokens", "max_rewrites", "policy"):
+        res["details"][k] = runs[0]["details"][k]
+    if "open" in runs[0]["details"]:
+        res["details"]["open"] = {k: sum(r["details"]["open"][k] for r in runs)
+                                  for k in ("n", "abstained", "rewritten")}
+    return res
+
+
+def _mean(xs):
+    xs = [x for x in xs if x is not None and x == x]
+    return sum(xs) / len(xs) if xs else None
+
+
+def _seed_list(spec: str) -> list[int]:
+    try:
+        out = [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"--seeds takes comma-separated integers like 0,1,2,3,4; got "
+                                 f"{spec!r}", param_hint="--seeds") from None
+    if not out or min(out) < 0 or len(out) > 64 or len(set(out)) != len(out):
+        raise click.BadParameter(f"--seeds needs 1-64 distinct integers >= 0; got {spec!r}",
+                                 param_hint="--seeds")
+    return out
 
 
 def _prompts(items):
@@ -166,6 +237,9 @@ def _prompts(items):
 @click.option("--max-rewrites", type=click.IntRange(0, 8), default=2, show_default=True)
 @batch_size_option(32)
 @seed_option(0, "Seed for decoding (and the --sample draw).")
+@click.option("--seeds", default=None, metavar="S,S,...",
+              help="Decode every item once per seed (e.g. 0,1,2,3,4) and pool the rates over all "
+                   "answers; --seed still draws --sample.")
 @out_option("Also write the full report (extra rates, signal AUROCs) to this JSON file.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 @set_option("Policy field for both arms, e.g. --set use_abstain=false (repeatable).")
@@ -175,7 +249,7 @@ def _prompts(items):
 @click.option("--n-open", type=click.IntRange(1, 1000), default=20, show_default=True,
               help="The first N open prompts.")
 def eval_cmd(qa_path, split, limit, sample, as_json, model_name, judge_spec, creativity,
-             max_new_tokens, max_rewrites, batch_size, seed, out, threads, sets, open_path,
+             max_new_tokens, max_rewrites, batch_size, seed, seeds, out, threads, sets, open_path,
              n_open):
     """Score the judge end to end on a QA file.
 
@@ -196,14 +270,19 @@ def eval_cmd(qa_path, split, limit, sample, as_json, model_name, judge_spec, cre
         raise click.ClickException(f"{qa_path} has no items in split {split!r}")
     model, tok = load_model(model_name)
     judge = judge_spec if judge_spec != "auto" else True
-    with tqdm(total=len(items), desc="judge eval", unit="item", disable=as_json) as bar:
-        res = evaluate(model, tok, items, creativity=creativity, max_new_tokens=max_new_tokens,
-                       batch_size=batch_size, max_rewrites=max_rewrites, judge=judge, seed=seed,
-                       bar=bar, policy=policy, open_prompts=opens)
+    seed_list = _seed_list(seeds) if seeds is not None else [seed]
+    with tqdm(total=len(items) * len(seed_list), desc="judge eval", unit="item",
+              disable=as_json) as bar:
+        res = pooled([evaluate(model, tok, items, creativity=creativity,
+                               max_new_tokens=max_new_tokens, batch_size=batch_size,
+                               max_rewrites=max_rewrites, judge=judge, seed=s, bar=bar,
+                               policy=policy, open_prompts=opens) for s in seed_list])
     if out:
         write_json(out, res, indent=1)
     if as_json:
-        click.echo(json.dumps({k: res[k] for k in EVAL_KEYS}))
+        click.echo(json.dumps({k: res[k] for k in EVAL_KEYS}
+                              | {k: res["details"][k] for k in ("right_rate_without",
+                                                                "right_kept_rate")}))
         return
     for k in EVAL_KEYS:
         v = res[k]
@@ -212,6 +291,10 @@ def eval_cmd(qa_path, split, limit, sample, as_json, model_name, judge_spec, cre
     best = max(d["signal_auroc"], key=lambda k: d["signal_auroc"][k] or 0)
     click.echo(f"best token-level signal: {best} AUROC {d['signal_auroc'][best]:.4f}; "
                f"verdicts {d['verdicts']}; right→abstain {d['right_to_abstain_rate']:.4f}")
+    kept = d["right_kept_rate"]
+    click.echo(f"right without the judge {d['right_rate_without']:.4f}, with it "
+               f"{d['right_rate_with']:.4f}; right answers the judge keeps "
+               f"{'n/a' if kept is None else f'{kept:.4f}'}")
     if "open" in d:
         click.echo(f"open prompts: {d['open']['abstained']} of {d['open']['n']} abstained with "
                    f"the judge ({d['open']['rewritten']} rewritten)")

@@ -200,3 +200,21 @@ def write_json(path, obj, indent: int | None = 2) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def forms_option(help_extra: str = ""):
+    return click.option(
+        "--forms", default="completion", show_default=True,
+        help="Prompt forms of each QA item, comma-separated: completion (as in the file), "
+             "question (\"What is the capital of X?\"), mixed (a creative request that must "
+             "name the fact); see tigerdecode.qa.forms." + help_extra)
+
+
+def with_forms_option(items, forms: str, seed: int):
+    from tigerdecode.qa.forms import with_forms
+
+    try:
+        return with_forms(items, tuple(f.strip() for f in forms.split(",") if f.strip()),
+                          seed=seed)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--forms") from None

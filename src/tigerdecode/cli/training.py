@@ -9,6 +9,7 @@ import click
 
 from tigerdecode.cli.options import (
     batch_size_option,
+    forms_option,
     json_option,
     limit_option,
     load_items,
@@ -19,6 +20,7 @@ from tigerdecode.cli.options import (
     sample_option,
     seed_option,
     split_option,
+    with_forms_option,
 )
 
 SETTINGS_HELP = "Decoding settings: 'greedy' or TEMPERATURE[:TOP_P], comma-separated."
@@ -38,24 +40,6 @@ def _threads(n: int | None) -> None:
 
     if n:
         torch.set_num_threads(n)
-
-
-def forms_option():
-    return click.option(
-        "--forms", default="completion", show_default=True,
-        help="Prompt forms of each QA item, comma-separated: completion (as in the file), "
-             "question (\"What is the capital of X?\"), mixed (a creative request that must "
-             "name the fact); see tigerdecode.qa.forms.")
-
-
-def _with_forms(items, forms: str, seed: int):
-    from tigerdecode.qa.forms import with_forms
-
-    try:
-        return with_forms(items, tuple(f.strip() for f in forms.split(",") if f.strip()),
-                          seed=seed)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--forms") from None
 
 
 @click.group("data")
@@ -111,7 +95,7 @@ def build_cmd(qa_path, open_path, out, model_name, split, limit, sample, forms, 
     items = load_items(qa_path or open_path, split, limit, sample, seed,
                        open_prompts=open_path is not None)
     if open_path is None:
-        items = _with_forms(items, forms, seed)
+        items = with_forms_option(items, forms, seed)
     model, tok = load_model(model_name)
     t0 = time.perf_counter()
     store = build_data(model, tok, items, out, layers=layer_list, settings=setting_list,
@@ -233,7 +217,7 @@ def eval_cmd(heads_dir, qa_path, model_name, split, limit, sample, forms, settin
 
     _threads(threads)
     setting_list = _settings(settings)
-    items = _with_forms(load_items(qa_path, split, limit, sample, seed), forms, seed)
+    items = with_forms_option(load_items(qa_path, split, limit, sample, seed), forms, seed)
     model, tok = load_model(model_name)
     if heads_dir is None:
         heads_dir = find_shipped(model, tok)
