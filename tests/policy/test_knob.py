@@ -62,6 +62,21 @@ def test_a_likelier_fact_slot_never_loosens_sampling(c, p, q, n):
     assert y.weights[0, 0] >= x.weights[0, 0] - 1e-6  # toward the factual member
 
 
+@settings(max_examples=150, deadline=None)
+@given(a=unit, b=unit, p=unit, gain=st.floats(1.0, 100.0))
+def test_slot_gain_keeps_the_knob_monotone_and_saturates(a, b, p, gain):
+    lo, hi = sorted((a, b))
+    t = torch.tensor([p])
+    x = Policy(lo, slot_gain=gain).step(None, None, 2, batch=1, p_slot=t)
+    y = Policy(hi, slot_gain=gain).step(None, None, 2, batch=1, p_slot=t)
+    assert y.temperature[0] >= x.temperature[0] - 1e-6 and y.top_p[0] >= x.top_p[0] - 1e-6
+    assert y.weights[0, 0] <= x.weights[0, 0] + 1e-6
+    # the gain scales p_slot before the guard; at gain * p_slot >= 1 the slot is fully held
+    d = Policy(0.5, slot_gain=gain).step(None, None, 1, batch=1, p_slot=t)
+    want = 0.5 * (1 - min(1.0, gain * p))
+    assert float(d.temperature[0]) == pytest.approx(want, abs=1e-6)
+
+
 def test_fact_slots_stay_near_greedy_until_creativity_is_close_to_1():
     for c in (0.25, 0.5, 0.75):
         d = _step(c, None, None, 2, p_slot=1.0)

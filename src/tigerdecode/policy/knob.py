@@ -64,6 +64,7 @@ class Policy:
     abstain_rise: float = 0.05
     abstain_message: str = "I don't know."
     slot_hold: float = 0.75
+    slot_gain: float = 1.0
     abstain_slot: float = 0.5
     use_eos_bias: bool = True
     use_tighten: bool = False
@@ -73,7 +74,8 @@ class Policy:
 
     def __post_init__(self):
         object.__setattr__(self, "creativity", check_creativity(self.creativity))
-        for name in ("t_max", "eos_gain", "eos_bias_max", "retry_temperature", "abstain_rise"):
+        for name in ("t_max", "eos_gain", "eos_bias_max", "retry_temperature", "abstain_rise",
+                     "slot_gain"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"Policy.{name} must be a finite number >= 0, got {v!r}")
@@ -153,7 +155,9 @@ class Policy:
 
         ``p_stop``/``p_dev``/``p_slot`` are (B,) or None (no heads: the schedule alone).
         ``p_slot`` (the next token decides a fact) cools that token toward greedy and toward the
-        factual member by ``1 - slot_guard * p_slot``; other tokens keep the schedule."""
+        factual member by ``1 - slot_guard * min(1, slot_gain * p_slot)``; other tokens keep the
+        schedule. ``slot_gain`` > 1 acts on the head's ranking where its probabilities are small
+        (fact slots inside creative text score far below those of a direct answer)."""
         ref = p_stop if p_stop is not None else p_dev
         if ref is not None:
             batch, device = ref.shape[0], ref.device
@@ -167,7 +171,7 @@ class Policy:
         else:
             cool = full(1.0)
         if p_slot is not None and self.use_slot and self.slot_guard > 0:
-            cool = cool * (1.0 - self.slot_guard * p_slot.float().clamp(0, 1))
+            cool = cool * (1.0 - self.slot_guard * (self.slot_gain * p_slot.float()).clamp(0, 1))
         temperature = self.temperature * cool
         top_p = self.top_p_floor + (self.top_p - self.top_p_floor) * cool
         min_p = full(self.min_p)
