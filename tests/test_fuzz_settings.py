@@ -115,6 +115,7 @@ api_kwargs = st.fixed_dictionaries({}, optional={
     "eos_gain": st.floats(-10, 10) | anything,
     "temperature": st.floats(-1, 5) | anything,
     "top_p": st.floats(-1, 2) | anything,
+    "raw": st.booleans() | anything,
     "warp_drive": anything,
 })
 
@@ -143,7 +144,8 @@ def test_generate_never_tracebacks_on_bad_arguments(tiny_llama, kwargs):
     kwargs.pop("judge", None)
     if isinstance(kwargs.get("max_new_tokens"), int) and kwargs["max_new_tokens"] > 2:
         kwargs["max_new_tokens"] = 2
-    kwargs.setdefault("max_new_tokens", 2)
+    if kwargs.get("max_new_tokens") is None:  # None means "not given": the default of 20
+        kwargs["max_new_tokens"] = 2
     ids = tok(["Hello there"], return_tensors="pt")["input_ids"]
     try:
         out = tigerdecode.generate(model, ids, tokenizer=tok, heads=None, **kwargs)
@@ -151,3 +153,13 @@ def test_generate_never_tracebacks_on_bad_arguments(tiny_llama, kwargs):
         assert str(e).strip()
         return
     assert out.shape[0] == 1 and out.shape[1] <= ids.shape[1] + 2
+
+
+@pytest.mark.parametrize("kwargs", [{"creativity": 10**400}, {"eos_gain": 10**400},
+                                    {"t_max": -(10**30)}])
+def test_integers_too_large_for_a_float_are_refused_by_name(kwargs):
+    (key,) = kwargs
+    with pytest.raises(ValueError, match=f"'{key}' is an integer of"):
+        GenerateRequest.build(**kwargs)
+    with pytest.raises(ConfigError, match="digits"):
+        DecodeSettings(**kwargs) if key == "creativity" else DecodeSettings(overrides=kwargs)

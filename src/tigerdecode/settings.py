@@ -69,9 +69,18 @@ class DecodeSettings:
         return {"creativity": self.creativity, "method": self.method, **self.overrides}
 
 
+def _check_int_size(key: str, value) -> None:
+    """An integer too large for a float (``float(10**400)`` raises OverflowError, not a
+    ValueError) is refused here, by name, before any check converts it."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
+        raise ConfigError(f"{key!r} is an integer of {len(str(abs(value)))} digits; expected "
+                          "one between -2**63 and 2**63 - 1")
+
+
 def _check_creativity(value) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"'creativity' must be a number in [0, 1], got {value!r}")
+    _check_int_size("creativity", value)
     value = float(value)
     if not (math.isfinite(value) and 0.0 <= value <= 1.0):
         raise ConfigError(f"'creativity' must lie in [0, 1], got {value}; "
@@ -89,9 +98,7 @@ def _check_method(value) -> str:
 def _check_value(key: str, value):
     if value is None or isinstance(value, bool):
         return value
-    if isinstance(value, int) and not -2**63 <= value < 2**63:
-        raise ConfigError(f"override {key!r} is an integer of {len(str(abs(value)))} digits; "
-                          "expected one between -2**63 and 2**63 - 1")
+    _check_int_size(key, value)
     if isinstance(value, int | float):
         if not math.isfinite(value):
             raise ConfigError(f"override {key!r} must be a finite number, got {value}")
@@ -297,9 +304,13 @@ class GenerateRequest:
         from tigerdecode.methods.baselines import METHODS
         from tigerdecode.policy.knob import Policy, check_creativity
 
+        for key, value in {"creativity": self.creativity, **self.overrides}.items():
+            _check_int_size(key, value)
         self.creativity = check_creativity(self.creativity)
         self.max_new_tokens = validate_max_new_tokens(self.max_new_tokens)
         self.seed = _check_seed(self.seed)
+        if not isinstance(self.raw, bool):
+            raise ValueError(f"raw must be true or false, got {self.raw!r}")
         if self.method != "tigerdecode" and self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose 'tigerdecode' or one of "
                              f"{METHODS}")
