@@ -146,3 +146,12 @@ def test_abstain_bar_rises_with_creativity_and_ends_at_abstain_below():
     # abstain_below = 0: only creativity 0 abstains, at abstain_at
     assert Policy(0, use_abstain=True, abstain_below=0.0).abstains
     assert not Policy(0.01, use_abstain=True, abstain_below=0.0).abstains
+
+
+def test_integers_too_large_for_a_float_are_clear_errors():
+    with pytest.raises(CreativityError, match="digits"):
+        Policy(10 ** 400)
+    with pytest.raises(ValueError, match="eos_gain must be a finite number"):
+        Policy(0.5, eos_gain=10 ** 400)
+    with pytest.raises(ValueError, match="slot_gain must be a finite number"):
+        Policy(0.5, slot_gain=10 ** 400)

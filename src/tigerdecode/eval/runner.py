@@ -56,7 +56,7 @@ def grid(quick: bool = False, methods: list[str] | None = None, judge: bool = Fa
         # The creativity sweep first: an interrupted run has the curve the others are read against.
         cells = [Cell("greedy", "-", "greedy")] + [_c(c) for c in (0.0, 0.25, 0.5, 0.75, 1.0)]
         cells += [Cell("temperature", f"T={t:g}", "temperature", overrides=(("temperature", t),))
-                  for t in (0.3, 0.6, 0.9, 1.2)]
+                  for t in (0.3, 0.5, 0.6, 0.9, 1.2)]
         cells += [Cell("top_p", f"p={p:g}", "top_p", overrides=(("top_p", p),))
                   for p in (0.5, 0.8, 0.95)]
         cells += [Cell("min_p", f"min_p={m:g}", "min_p", overrides=(("min_p", m),))

@@ -33,12 +33,23 @@ class CreativityError(ValueError):
 def check_creativity(c) -> float:
     if isinstance(c, bool) or not isinstance(c, int | float):
         raise CreativityError(f"creativity must be a number in [0, 1], got {c!r}")
-    c = float(c)
+    try:
+        c = float(c)
+    except OverflowError:
+        raise CreativityError(f"creativity must be a number in [0, 1], got an integer of "
+                              f"{len(str(c))} digits") from None
     if math.isnan(c) or not 0.0 <= c <= 1.0:
         raise CreativityError(
             f"creativity must lie in [0, 1] (0 = factual and near-greedy, 1 = free sampling), "
             f"got {c}")
     return c
+
+
+def _finite(v) -> bool:
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 @dataclass(frozen=True)
@@ -77,7 +88,7 @@ class Policy:
         for name in ("t_max", "eos_gain", "eos_bias_max", "retry_temperature", "abstain_rise",
                      "slot_gain"):
             v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+            if not (isinstance(v, int | float) and _finite(v) and v >= 0):
                 raise ValueError(f"Policy.{name} must be a finite number >= 0, got {v!r}")
         for name in ("top_p_min", "top_p_max", "top_p_floor", "min_p_max", "dev_low", "dev_high",
                      "resample_at", "abstain_at", "abstain_below", "slot_hold", "abstain_slot"):
