@@ -100,3 +100,14 @@ def test_eval_cli_split_picks_the_topic_split(tiny_model_dir, tmp_path):
         assert ids and all(by_id[i] in set(topics[split]) for i in ids), split
         seen[split] = ids
     assert not seen["validation"] & seen["test"]
+
+
+def test_eval_cli_tradeoff_forms_refuses_mixed(tmp_path):
+    from click.testing import CliRunner
+
+    from tigerdecode.cli import main
+
+    res = CliRunner().invoke(main, ["eval", "--forms", "question,mixed", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "--task creative_facts" in res.output
+    res = CliRunner().invoke(main, ["eval", "--forms", "questions", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "unknown prompt form" in res.output

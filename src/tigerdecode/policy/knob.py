@@ -75,7 +75,7 @@ class Policy:
     abstain_rise: float = 0.05
     abstain_message: str = "I don't know."
     slot_hold: float = 0.75
-    slot_gain: float = 1.0
+    slot_gain: float = 10.0
     abstain_slot: float = 0.5
     use_eos_bias: bool = True
     use_tighten: bool = False
