@@ -120,20 +120,11 @@ def evaluate(model, tok, items, *, creativity=0.5, max_new_tokens=16, batch_size
     signals = {k: auroc(y, sign * np.array([sg[k] for _, _, sg in scored]))
                for k, sign in SIGNAL_SIGN.items() if k in scored[0][2]}
     verdicts = [r.judge.verdict for r in with_j]
-    res = {"n": n, "judge_auroc": auroc(y, p), "judge_ece": float(ece(y, p)),
-           "wrong_rate_without": o0.count("wrong") / n, "wrong_rate_with": o1.count("wrong") / n,
-           "flip_rate": sum(a == "right" and b == "wrong" for a, b in zip(o0, o1, strict=True)) / n,
-           "abstain_rate": o1.count("abstain") / n, "latency_ratio": t_judge / max(t_base, 1e-9)}
+    top, rest = _rates(o0, o1)
+    res = {"n": n, "judge_auroc": auroc(y, p), "judge_ece": float(ece(y, p)), **top,
+           "latency_ratio": t_judge / max(t_base, 1e-9)}
     res["details"] = {
-        "right_rate_without": o0.count("right") / n, "right_rate_with": o1.count("right") / n,
-        "abstain_rate_without": o0.count("abstain") / n,
-        "right_to_abstain_rate": sum(a == "right" and b == "abstain" for a, b in zip(o0, o1, strict=True)) / n,
-        "wrong_to_right_rate": sum(a == "wrong" and b == "right" for a, b in zip(o0, o1, strict=True)) / n,
-        # of the answers right without the judge, the share still right with it (accepted or
-        # rewritten into another right answer)
-        "right_kept_rate": _ratio(sum(a == "right" and b == "right"
-                                      for a, b in zip(o0, o1, strict=True)), o0.count("right")),
-        "outcomes_without": o0, "outcomes_with": o1,
+        **rest, "outcomes_without": o0, "outcomes_with": o1,
         "verdicts": {v: verdicts.count(v) for v in sorted(set(verdicts))},
         "signal_auroc": signals, "seconds_without": t_base, "seconds_with": t_judge,
         "threshold": with_j[0].judge.threshold, "creativity": creativity,
@@ -152,8 +143,21 @@ def evaluate(model, tok, items, *, creativity=0.5, max_new_tokens=16, batch_size
     return res
 
 
-def _ratio(a: int, b: int) -> float | None:
-    return a / b if b else None
+def _rates(o0: list[str], o1: list[str]) -> tuple[dict, dict]:
+    """The outcome rates without (``o0``) and with (``o1``) the judge: (summary, details)."""
+    n, both = len(o0), list(zip(o0, o1, strict=True))
+    pair = lambda a, b: sum(x == a and y == b for x, y in both)  # noqa: E731
+    top = {"wrong_rate_without": o0.count("wrong") / n, "wrong_rate_with": o1.count("wrong") / n,
+           "flip_rate": pair("right", "wrong") / n, "abstain_rate": o1.count("abstain") / n}
+    rest = {"right_rate_without": o0.count("right") / n, "right_rate_with": o1.count("right") / n,
+            "abstain_rate_without": o0.count("abstain") / n,
+            "right_to_abstain_rate": pair("right", "abstain") / n,
+            "wrong_to_right_rate": pair("wrong", "right") / n,
+            # of the answers right without the judge, the share still right with it (accepted
+            # or rewritten into another right answer)
+            "right_kept_rate": (pair("right", "right") / o0.count("right")
+                                if o0.count("right") else None)}
+    return top, rest
 
 
 def pooled(runs: list[dict]) -> dict:
@@ -162,15 +166,11 @@ def pooled(runs: list[dict]) -> dict:
         return runs[0]
     o0 = [o for r in runs for o in r["details"]["outcomes_without"]]
     o1 = [o for r in runs for o in r["details"]["outcomes_with"]]
-    n = len(o0)
-    both = list(zip(o0, o1, strict=True))
-    res = {"n": n,
+    top, rest = _rates(o0, o1)
+    res = {"n": len(o0),
            # AUROC/ECE are not additive: the mean over seeds (each on its own n answers)
            "judge_auroc": _mean([r["judge_auroc"] for r in runs]),
-           "judge_ece": _mean([r["judge_ece"] for r in runs]),
-           "wrong_rate_without": o0.count("wrong") / n, "wrong_rate_with": o1.count("wrong") / n,
-           "flip_rate": sum(a == "right" and b == "wrong" for a, b in both) / n,
-           "abstain_rate": o1.count("abstain") / n,
+           "judge_ece": _mean([r["judge_ece"] for r in runs]), **top,
            "latency_ratio": sum(r["details"]["seconds_with"] for r in runs)
            / max(sum(r["details"]["seconds_without"] for r in runs), 1e-9)}
     verdicts: dict[str, int] = {}
@@ -178,14 +178,7 @@ def pooled(runs: list[dict]) -> dict:
         for k, v in r["details"]["verdicts"].items():
             verdicts[k] = verdicts.get(k, 0) + v
     res["details"] = {
-        "seeds": [r["details"]["seed"] for r in runs],
-        "right_rate_without": o0.count("right") / n, "right_rate_with": o1.count("right") / n,
-        "abstain_rate_without": o0.count("abstain") / n,
-        "right_to_abstain_rate": sum(a == "right" and b == "abstain" for a, b in both) / n,
-        "wrong_to_right_rate": sum(a == "wrong" and b == "right" for a, b in both) / n,
-        "right_kept_rate": _ratio(sum(a == "right" and b == "right" for a, b in both),
-                                  o0.count("right")),
-        "verdicts": verdicts,
+        "seeds": [r["details"]["seed"] for r in runs], **rest, "verdicts": verdicts,
         "signal_auroc": {k: _mean([r["details"]["signal_auroc"][k] for r in runs])
                          for k in runs[0]["details"]["signal_auroc"]},
         "per_seed": [{k: r[k] for k in EVAL_KEYS} | {
