@@ -1,6 +1,14 @@
-"""ControlHeads: per-token ``p_stop``, ``p_dev`` and (when trained) ``p_slot`` from a frozen
-model's hidden states. ``p_slot`` is forward-looking: read from the state of the last token, it
-says whether the *next* token decides a fact.
+"""ControlHeads: per-token ``p_stop``, ``p_dev`` and (when trained) ``p_slot``, ``p_risk`` and
+``p_factual`` from a frozen model's hidden states.
+
+- ``p_slot`` is forward-looking: read from the state of the last token, it says whether the
+  *next* token decides a fact.
+- ``p_risk`` is forward-looking too: read at a fact slot, before its token is drawn, how likely
+  the fact the model is about to write (near-greedy) is wrong. It is what lets the policy abstain
+  *before* a wrong fact is written; ``p_dev`` only says that one has been.
+- ``p_factual`` is read once, from the prompt's last state: does the request ask for a fact
+  in a short answer (a question, a sentence to finish) rather than for creative text? The policy
+  abstains and biases EOS only on factual requests, so a poem never gets "I don't know."
 
 The heads read one or more tapped layers (see ``tigerdecode.model.taps``), concatenate them,
 standardise the features with statistics fitted at training time, and apply a linear probe or
@@ -26,7 +34,7 @@ from tigerdecode.heads.checkpoint import (
 )
 from tigerdecode.model.load import Fingerprint
 
-OUTPUTS = ("stop", "dev", "slot")
+OUTPUTS = ("stop", "dev", "slot", "risk", "factual")
 DEFAULT_OUTPUTS = ("stop", "dev")
 KINDS = ("linear", "mlp")
 CHECKPOINT_FORMAT = 1
@@ -50,8 +58,8 @@ class HeadConfig:
     def __post_init__(self):
         bad = [o for o in self.outputs if o not in OUTPUTS]
         if bad or "stop" not in self.outputs or "dev" not in self.outputs:
-            raise ValueError(f"head outputs must include 'stop' and 'dev' and may add 'slot'; "
-                             f"got {self.outputs}")
+            raise ValueError(f"head outputs must include 'stop' and 'dev' and may add 'slot', "
+                             f"'risk' and 'factual'; got {self.outputs}")
         self.outputs = [o for o in OUTPUTS if o in self.outputs]
         if self.kind not in KINDS:
             raise ValueError(f"head kind must be one of {KINDS}, got {self.kind!r}")
@@ -77,11 +85,11 @@ def _net(cfg: HeadConfig) -> nn.Module:
 
 
 class ControlHeads(nn.Module):
-    """``p_stop``, ``p_dev`` (and ``p_slot``) for each row of a batch of tapped hidden states.
+    """``p_stop``, ``p_dev`` (and the optional outputs) for each row of tapped hidden states.
 
     ``forward(states)`` takes ``{layer: (..., H)}`` (e.g. ``HiddenStateTap.last()``) and returns
     ``(p_stop, p_dev, p_slot)``, each of shape ``(...)``, calibrated, on the heads' device;
-    ``p_slot`` is None for heads trained without it.
+    ``p_slot`` is None for heads trained without it. :meth:`signals` returns every output.
     """
 
     def __init__(self, config: HeadConfig, fingerprint: Fingerprint | None = None):
@@ -111,9 +119,13 @@ class ControlHeads(nn.Module):
         x = self.features(states)
         return {o: self.nets[o](x).squeeze(-1) for o in self.config.outputs}
 
-    def forward(self, states: dict[int, torch.Tensor]) -> tuple:
+    def signals(self, states: dict[int, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every output's calibrated probability, ``{"stop": (...), "dev": ..., ...}``."""
         z = self.logits(states)
-        p = {o: self.calibrators[o](z[o]) for o in self.config.outputs}
+        return {o: self.calibrators[o](z[o]) for o in self.config.outputs}
+
+    def forward(self, states: dict[int, torch.Tensor]) -> tuple:
+        p = self.signals(states)
         return p["stop"], p["dev"], p.get("slot")
 
     # ---- checkpoints -------------------------------------------------------------------------

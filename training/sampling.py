@@ -112,7 +112,8 @@ class StepRecorder:
 def sample_answers(model, tokenizer, prompts: list[str], layers: list[int], setting: Setting,
                    max_new_tokens: int, seed: int) -> list[dict]:
     """Answer ``prompts`` (already formatted) with one setting; per answer: token ids, states
-    ``{layer: (n, H)}`` fp16 and baseline signals ``(n,)`` for its ``n`` kept tokens."""
+    ``{layer: (n, H)}`` fp16 and baseline signals ``(n,)`` for its ``n`` kept tokens, plus the
+    prompt's last state ``{layer: (H,)}`` and the first token's max prob / entropy."""
     n_layers = num_layers(model)
     if any(not 1 <= x <= n_layers for x in layers):
         raise ValueError(f"layers {layers} out of range for this {n_layers}-layer model")
@@ -140,6 +141,8 @@ def sample_answers(model, tokenizer, prompts: list[str], layers: list[int], sett
     entropy = torch.stack(rec.entropy, dim=1)
     logprob = torch.stack(rec.logprob, dim=1)
     eos_prob = torch.stack(rec.eos_prob, dim=1)  # (B, S): P(EOS) at step k
+    # step 0's state is the prompt's last position: what the heads read before the first draw
+    prompt_states = {x: v[0] for x, v in rec.states.items()}  # (B, H)
     results = []
     for b, row in enumerate(new.tolist()):
         ended = eos in row
@@ -153,6 +156,9 @@ def sample_answers(model, tokenizer, prompts: list[str], layers: list[int], sett
             "maxprob": maxprob[b, :n_keep], "entropy": entropy[b, :n_keep],
             "logprob": logprob[b, :n_keep],
             "next_eos_prob": eos_prob[b, 1:n_keep + 1],  # P(EOS right after token k)
+            "prompt_states": {x: s[b].clone() for x, s in prompt_states.items()},  # {L: (H,)}
+            # the first token's distribution (read from the prompt state)
+            "first_maxprob": float(maxprob[b, 0]), "first_entropy": float(entropy[b, 0]),
         })
     return results
 

@@ -10,7 +10,9 @@ A data directory holds
 - ``shard-NNNNN.safetensors``: per token, ``layer_<L>`` (n, H) fp16 for each stored layer,
   ``answer`` (n,) int32 (row in the answers file), ``pos`` (n,) int32 (token index in the
   answer), ``token_id`` int32, ``dev`` int8 (-1 undefined, 0, 1), ``stop`` int8, and the
-  baselines ``maxprob``, ``entropy``, ``logprob``, ``next_eos_prob`` float32.
+  baselines ``maxprob``, ``entropy``, ``logprob``, ``next_eos_prob`` float32; per answer,
+  ``prompt_layer_<L>`` (n_answers, H) fp16: the prompt's last state, which the heads read before
+  the first token is drawn (builds before it was added lack it; ``load`` then leaves it out).
 - ``shard-NNNNN.jsonl``: one object per answer (item id, topic, setting, text, correct, ...).
 """
 
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file
 from safetensors.torch import save_file
 
@@ -135,3 +137,25 @@ class FeatureStore:
         if not answers:
             raise DataStoreError(f"{self.root} holds no finished units yet")
         return {k: np.concatenate(v) for k, v in parts.items()}, answers
+
+    def load_prompt_states(self, layers: list[int]) -> dict[int, np.ndarray] | None:
+        """Per answer (in :meth:`load`'s order), the prompt's last state ``{layer: (A, H)}``;
+        None when a shard predates them."""
+        out: dict[int, list[np.ndarray]] = {x: [] for x in layers}
+        for unit in self.manifest()["units"]:
+            path = self.root / f"{unit['shard']}.safetensors"
+            try:
+                with safe_open(str(path), framework="np") as f:
+                    names = set(f.keys())
+                    if not all(f"prompt_layer_{x}" in names for x in layers):
+                        return None
+                    for x in layers:
+                        a = f.get_tensor(f"prompt_layer_{x}")
+                        if len(a) != unit["n_answers"]:
+                            raise DataStoreError(f"{self.root}: shard {unit['shard']} does not "
+                                                 "match the manifest; rebuild the data")
+                        out[x].append(a)
+            except (OSError, SafetensorError) as e:
+                raise DataStoreError(f"{self.root}: shard {unit['shard']} is unreadable ({e}); "
+                                     "delete it from the manifest and resume the build") from e
+        return {x: np.concatenate(v) for x, v in out.items()}

@@ -25,6 +25,7 @@ from tigerdecode.heads import Calibrator, ControlHeads, HeadConfig
 from tigerdecode.model.load import Fingerprint
 from tigerdecode.qa.data import split_topics
 from tigerdecode.qa.labels import OPEN_TEXT
+from tigerdecode.training.forward import train_forward
 from tigerdecode.training.report import score_split
 from tigerdecode.training.store import FeatureStore
 
@@ -109,6 +110,14 @@ def load_many(dirs: list, layers: list[int]) -> tuple[dict[str, np.ndarray], lis
         parts.append(t)
         answers += a
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, answers
+
+
+def load_prompts_many(dirs: list, layers: list[int]) -> dict[int, np.ndarray] | None:
+    """The prompt states of :func:`load_many`'s answers, or None if a directory lacks them."""
+    parts = [FeatureStore(d).load_prompt_states(layers) for d in dirs]
+    if any(p is None for p in parts):
+        return None
+    return {x: np.concatenate([p[x] for p in parts]) for x in layers}
 
 
 def dev_targets(dev: np.ndarray, faithful_restatement: bool) -> np.ndarray:
@@ -204,15 +213,19 @@ def add_slot(base_dir, data_dir, out=None, tc: TrainConfig | None = None,
         raise ValueError(f"{base_dir} was trained for {heads.fingerprint}; the data was built "
                          f"on {fp}")
     t, answers = load_many(dirs, heads.layers)
-    is_val = topic_split(answers, tc.val_fraction, tc.seed)[t["answer"]]
+    val_ans = topic_split(answers, tc.val_fraction, tc.seed)
+    is_val = val_ans[t["answer"]]
     tr, va = np.flatnonzero(~is_val), np.flatnonzero(is_val)
     rep = _train_slot(heads, t, tr, va, tc, log)
     if rep is None:
         raise ValueError(f"the data in {[str(d) for d in dirs]} holds too few fact-slot tokens "
                          f"(need {MIN_SLOT_POSITIVES}); build it with --forms")
+    fwd = train_forward(heads, t, answers, load_prompts_many(dirs, heads.layers), val_ans,
+                        calibration=tc.calibration, log=log)
     metrics = {**base_metrics, "slot": {**rep, "data": [str(d) for d in dirs],
                                         "base": str(base_dir),
-                                        "train_seconds": round(time.perf_counter() - t0, 1)}}
+                                        "train_seconds": round(time.perf_counter() - t0, 1)},
+               **fwd}
     if out is not None:
         heads.save(out, metrics)
     return heads, metrics
@@ -289,6 +302,8 @@ def train_heads(data_dir, out=None, tc: TrainConfig | None = None, log=print) ->
             continue
         heads.calibrators[o].fit(z_va[o][keep], y[keep], tc.calibration)
     slot_rep = _train_slot(heads, t, tr, va, tc, log) if "slot" in t else None
+    fwd = train_forward(heads, t, answers, load_prompts_many(dirs, heads.layers), val_ans,
+                        calibration=tc.calibration, log=log) if slot_rep is not None else {}
     with torch.no_grad():
         states = {x: torch.from_numpy(t[f"layer_{x}"][va]) for x in heads.layers}
         p_stop, p_dev, p_slot = heads(states)
@@ -314,6 +329,7 @@ def train_heads(data_dir, out=None, tc: TrainConfig | None = None, log=print) ->
         "trials": trials,
         "validation": val_report,
         "slot": slot_rep,
+        **fwd,
         "calibration": {"method": tc.calibration, "fitted_on": "validation-topic predictions"},
         "train_seconds": round(time.perf_counter() - t0, 1),
     }

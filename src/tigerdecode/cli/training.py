@@ -68,9 +68,13 @@ def data_group() -> None:
 @seed_option(0, "Seed for the --sample draw and for sampling answers.")
 @click.option("--max-minutes", type=click.FloatRange(0, min_open=True), default=None,
               help="Stop cleanly after this long (finished units stay usable; rerun resumes).")
+@click.option("--bare-questions", is_flag=True,
+              help="Ask half the questions as users type them, without the 'Answer briefly.' "
+                   "template (a fixed half, by id), so the heads learn both.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 def build_cmd(qa_path, open_path, out, model_name, split, limit, sample, forms, layers,
-              settings, max_new_tokens, batch_size, seed, max_minutes, threads) -> None:
+              settings, max_new_tokens, batch_size, seed, max_minutes, bare_questions,
+              threads) -> None:
     """Sample, label and store the model's own answers.
 
     Hidden states of --layers are stored with every answer; rerun to resume.
@@ -100,7 +104,8 @@ def build_cmd(qa_path, open_path, out, model_name, split, limit, sample, forms, 
     t0 = time.perf_counter()
     store = build_data(model, tok, items, out, layers=layer_list, settings=setting_list,
                        max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
-                       max_seconds=None if max_minutes is None else 60 * max_minutes)
+                       max_seconds=None if max_minutes is None else 60 * max_minutes,
+                       bare_questions=bare_questions)
     m = store.manifest()
     n_tok = sum(u["n_tokens"] for u in m["units"])
     n_ans = sum(u["n_answers"] for u in m["units"])

@@ -25,13 +25,17 @@ from tigerdecode.decode.sampling import NEG_INF, StepDecision, blend, draw
 
 @dataclass
 class Signals:
-    """What the heads say about each row's last position (None without heads): ``p_stop`` the
-    answer is complete, ``p_dev`` it has left the facts, ``p_slot`` the next token commits to a
-    fact (read before it is drawn). Each (B,)."""
+    """What the heads say about each row's last position (None without heads, or heads without
+    that output): ``p_stop`` the answer is complete, ``p_dev`` it has left the facts, ``p_slot``
+    the next token commits to a fact and ``p_risk`` that fact would be wrong (both read before
+    it is drawn), ``p_factual`` the request asks for a fact (read once, at the prompt). Each
+    (B,)."""
 
     p_stop: torch.Tensor | None = None
     p_dev: torch.Tensor | None = None
     p_slot: torch.Tensor | None = None
+    p_risk: torch.Tensor | None = None
+    p_factual: torch.Tensor | None = None
 
 
 @dataclass
@@ -53,7 +57,8 @@ class Control:
     ``retry``: how often and how a row flagged ``resample`` is redrawn. ``abstains``: whether a
     row flagged ``abstain`` on a content token ends as an abstention; with ``abstain_slot`` set
     and the heads giving ``p_slot``, only on a token drawn at a fact slot (``p_slot`` at least
-    that), so free text never abstains. ``policy``: the
+    that), so free text never abstains; a row flagged ``abstain_now`` ends as an abstention
+    before the step's token is drawn. ``policy``: the
     :class:`~tigerdecode.policy.knob.Policy` when there is one (recorded in results)."""
 
     name = "control"
@@ -87,7 +92,8 @@ class DecodeOutput:
     kept_rows: slice | None = None  # member 0's rows in that cache
 
 
-TRACE_KEYS = ("p_stop", "p_dev", "p_slot", "temperature", "top_p", "weights", "retries")
+TRACE_KEYS = ("p_stop", "p_dev", "p_slot", "p_risk", "temperature", "top_p", "weights",
+              "retries")
 _CONTENT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -120,6 +126,7 @@ class _Members:
             for k, m in enumerate(idxs):
                 self.where[m] = (gi, slice(k * self.B, (k + 1) * self.B))
         self.r0, self.rows0 = self.runners[self.where[0][0]], self.where[0][1]
+        self.p_factual = None  # read once, from the prompt's last state
 
     def forward(self, tokens: torch.Tensor | None = None):
         """Prefill (``tokens`` None) or one step → (per-member (B, V) logits, Signals)."""
@@ -129,8 +136,11 @@ class _Members:
         logits = [outs[g][s].to(dev) for g, s in (self.where[m] for m in range(self.n))]
         if self.heads is None:
             return logits, Signals()
-        return logits, Signals(*(None if p is None else p.to(dev)
-                                 for p in self.heads(self.r0.last_states(self.rows0))))
+        p = {k: v.to(dev) for k, v in self.heads.signals(self.r0.last_states(self.rows0)).items()}
+        if tokens is None:
+            self.p_factual = p.get("factual")
+        return logits, Signals(p["stop"], p["dev"], p.get("slot"), p.get("risk"),
+                               self.p_factual)
 
     def undo(self) -> None:
         for r in self.runners:
@@ -187,7 +197,11 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
 
         for t in range(max_new_tokens):
             ctx.step = t
-            # ---- draw ----
+            # ---- draw (or abstain before drawing: a fact slot whose fact is likely wrong) ----
+            if d.abstain_now is not None and control.abstains:
+                early = d.abstain_now & ~finished
+                abstained |= early
+                finished = finished | early
             tok = torch.where(finished, pad_id, pick(logits, d, t))
             retries = torch.zeros(B, dtype=torch.long, device=dev)
             last = t == max_new_tokens - 1 and heads is None
@@ -213,7 +227,8 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
             # ---- record ----
             toks.append(tok)
             for k, v in (("p_stop", sig.p_stop), ("p_dev", sig.p_dev), ("p_slot", sig_d.p_slot),
-                         ("temperature", d.temperature), ("top_p", d.top_p),
+                         ("p_risk", sig_d.p_risk), ("temperature", d.temperature),
+                         ("top_p", d.top_p),
                          ("weights", d.weights), ("retries", retries)):
                 rec[k].append(v)
             if streamer is not None and not bool(finished[0]):

@@ -37,6 +37,8 @@ class StepDecision:
     eos_bias: torch.Tensor  # (B,) added to the EOS logits
     resample: torch.Tensor  # (B,) bool: undo the last token and draw it again
     abstain: torch.Tensor  # (B,) bool (only meaningful after retries)
+    # (B,) bool or None: end the row as an abstention *instead of* drawing this step's token
+    abstain_now: torch.Tensor | None = None
 
     @classmethod
     def fixed(cls, batch: int, device, temperature: float = 0.0, top_p: float = 1.0,

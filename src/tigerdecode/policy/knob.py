@@ -7,13 +7,21 @@ checks it): more creativity never lowers the temperature, top-p or the creative 
 weight, and never raises min-p, the EOS bias, the chance of a resample or of abstaining.
 
 The schedule: ``temperature = t_max * c`` (c = 0 is greedy); ``top_p`` from ``top_p_min`` to
-``top_p_max``; member weights interpolate factual → creative; the heads act through a guard
-``g = max(0, 1 - c / guard_until)`` that cools the temperature where ``p_dev`` is high
-(``use_tighten``), an EOS bias ``eos_gain * (1 - c) * logit(p_stop)`` once ``p_stop > 0.5``,
-undo-and-resample past ``resample_at + (1 - resample_at) c`` (``use_resample``), and abstention
-on a content token whose ``p_dev`` reaches ``abstain_at + abstain_rise * c`` (never from
-``c = abstain_below``). How the defaults were chosen, with the commands that measured them:
-``docs/results/policy.md``; ``tigerdecode policy show`` prints the table.
+``top_p_max``; member weights interpolate factual → creative. The heads act per token:
+
+- ``p_slot`` (the next token decides a fact) cools that token toward greedy and toward the
+  factual member, firmly up to ``slot_hold``, fading to nothing at c = 1;
+- ``p_factual`` (read once from the prompt: the request asks for a fact, not for creative text)
+  gates everything that ends an answer: the EOS bias and abstention act only on factual
+  requests, so a poem is never cut short by ``p_stop`` nor answered "I don't know.";
+- ``p_risk`` (read at a fact slot before its token is drawn: the fact about to be written is
+  wrong) abstains *before* the wrong token is written once it reaches ``risk_at + risk_rise * c``;
+- ``p_dev`` abstains on a content token drawn at a fact slot past ``abstain_at + abstain_rise *
+  c``; an EOS bias ``eos_gain * (1 - c) * logit(p_stop)`` ends a complete answer; optional
+  cooling on ``p_dev`` (``use_tighten``) and undo-and-resample (``use_resample``).
+
+How the defaults were chosen, with the commands that measured them: ``docs/results/policy.md``
+and ``docs/results/knob.md``; ``tigerdecode policy show`` prints the table.
 """
 
 from __future__ import annotations
@@ -77,11 +85,15 @@ class Policy:
     slot_hold: float = 0.75
     slot_gain: float = 10.0
     abstain_slot: float = 0.5
+    risk_at: float = 0.5
+    risk_rise: float = 0.3
+    factual_at: float = 0.5
     use_eos_bias: bool = True
     use_tighten: bool = False
     use_resample: bool = False
     use_abstain: bool = True
     use_slot: bool = True
+    use_risk: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "creativity", check_creativity(self.creativity))
@@ -91,7 +103,8 @@ class Policy:
             if not (isinstance(v, int | float) and _finite(v) and v >= 0):
                 raise ValueError(f"Policy.{name} must be a finite number >= 0, got {v!r}")
         for name in ("top_p_min", "top_p_max", "top_p_floor", "min_p_max", "dev_low", "dev_high",
-                     "resample_at", "abstain_at", "abstain_below", "slot_hold", "abstain_slot"):
+                     "resample_at", "abstain_at", "abstain_below", "slot_hold", "abstain_slot",
+                     "risk_at", "risk_rise", "factual_at"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and 0.0 <= v <= 1.0):
                 raise ValueError(f"Policy.{name} must lie in [0, 1], got {v!r}")
@@ -148,6 +161,11 @@ class Policy:
         """The ``p_dev`` at which a content token makes the answer abstain at this creativity."""
         return min(1.0, self.abstain_at + self.abstain_rise * self.creativity)
 
+    @property
+    def risk_threshold(self) -> float:
+        """The ``p_risk`` at a fact slot from which the answer abstains at this creativity."""
+        return min(1.0, self.risk_at + self.risk_rise * self.creativity)
+
     def member_weights(self, n: int) -> list[float]:
         """Base weights of ``n`` members ordered factual → creative (sum 1)."""
         if n < 1:
@@ -160,15 +178,19 @@ class Policy:
     # ---- per-step, per-row decisions -----------------------------------------------------------
 
     def step(self, p_stop: torch.Tensor | None, p_dev: torch.Tensor | None, n_members: int = 1,
-             *, batch: int | None = None, device=None,
-             p_slot: torch.Tensor | None = None) -> StepDecision:
+             *, batch: int | None = None, device=None, p_slot: torch.Tensor | None = None,
+             p_risk: torch.Tensor | None = None,
+             p_factual: torch.Tensor | None = None) -> StepDecision:
         """Decisions for a batch given the heads' outputs for each row's last token.
 
-        ``p_stop``/``p_dev``/``p_slot`` are (B,) or None (no heads: the schedule alone).
+        Each signal is (B,) or None (no heads, or heads without it: the schedule alone).
         ``p_slot`` (the next token decides a fact) cools that token toward greedy and toward the
         factual member by ``1 - slot_guard * min(1, slot_gain * p_slot)``; other tokens keep the
         schedule. ``slot_gain`` > 1 acts on the head's ranking where its probabilities are small
-        (fact slots inside creative text score far below those of a direct answer)."""
+        (fact slots inside creative text score far below those of a direct answer).
+        ``p_factual`` < ``factual_at`` (a creative request) switches off the EOS bias and
+        abstention; ``p_risk`` at a fact slot (``slot_gain * p_slot >= abstain_slot``) at or
+        above :attr:`risk_threshold` abstains before the token is drawn (``abstain_now``)."""
         ref = p_stop if p_stop is not None else p_dev
         if ref is not None:
             batch, device = ref.shape[0], ref.device
@@ -191,9 +213,13 @@ class Policy:
         if n_members > 1:
             creative = weights[:, 1:] * cool[:, None]
             weights = torch.cat([1.0 - creative.sum(1, keepdim=True), creative], dim=1)
+        # a factual request (or heads that cannot tell): what ends an answer may act
+        factual = (p_factual.float() >= self.factual_at) if p_factual is not None else \
+            torch.ones(batch, dtype=torch.bool, device=device)
         if p_stop is not None and self.use_eos_bias:
             z = torch.logit(p_stop.float().clamp(1e-6, 1 - 1e-6)).clamp(min=0)
             eos_bias = (self.eos_gain * (1.0 - self.creativity) * z).clamp(max=self.eos_bias_max)
+            eos_bias = eos_bias * factual
         else:
             eos_bias = full(0.0)
         if p_dev is not None and self.use_resample and self.max_retries > 0:
@@ -201,10 +227,16 @@ class Policy:
         else:
             resample = torch.zeros(batch, dtype=torch.bool, device=device)
         if p_dev is not None and self.abstains:
-            abstain = p_dev >= self.abstain_threshold
+            abstain = (p_dev >= self.abstain_threshold) & factual
         else:
             abstain = torch.zeros(batch, dtype=torch.bool, device=device)
-        return StepDecision(temperature, top_p, min_p, weights, eos_bias, resample, abstain)
+        if p_risk is not None and p_slot is not None and self.abstains and self.use_risk:
+            at_slot = (self.slot_gain * p_slot.float()).clamp(0, 1) >= self.abstain_slot
+            abstain_now = factual & at_slot & (p_risk.float() >= self.risk_threshold)
+        else:
+            abstain_now = None
+        return StepDecision(temperature, top_p, min_p, weights, eos_bias, resample, abstain,
+                            abstain_now)
 
     def retry(self, decision: StepDecision, attempt: int) -> StepDecision:
         """A cooler decision for retry ``attempt`` (1-based): factual member only, temperature
@@ -213,7 +245,8 @@ class Policy:
         w[:, 0] = 1.0
         return StepDecision(decision.temperature * self.retry_temperature ** attempt,
                             torch.full_like(decision.top_p, self.top_p_floor), decision.min_p, w,
-                            decision.eos_bias, decision.resample, decision.abstain)
+                            decision.eos_bias, decision.resample, decision.abstain,
+                            decision.abstain_now)
 
     # ---- documentation -------------------------------------------------------------------------
 
@@ -236,6 +269,8 @@ class Policy:
             "resample_at": round(self.resample_threshold, 4) if self.use_resample else None,
             "abstains": self.abstains,
             "abstain_at": round(self.abstain_threshold, 4) if self.abstains else None,
+            "risk_at": round(self.risk_threshold, 4) if self.abstains and self.use_risk
+            else None,
         }
 
     def to_dict(self) -> dict:

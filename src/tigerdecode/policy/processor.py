@@ -24,7 +24,10 @@ class ControlledLogitsProcessor:
 
     Use ``do_sample=True`` with HF's own warpers neutral (temperature 1, top_p 1, top_k 0): this
     processor applies the policy's temperature and top-p itself. Without ``heads`` it applies the
-    schedule only. The processor returns new scores and never modifies its input.
+    schedule only. The processor returns new scores and never modifies its input. The per-token
+    policy acts as in tigerdecode's own loop (fact slots cooled, EOS bias only on factual
+    requests, ``p_factual`` read at the first step of each generation); abstention cannot end a
+    row inside HF's loop, so it does not happen here.
     """
 
     def __init__(self, model, tokenizer=None, *, creativity: float = 0.5, heads=None,
@@ -37,6 +40,8 @@ class ControlledLogitsProcessor:
         self.eos_ids = eos_ids_of(eos_token_id)
         self.tap = HiddenStateTap(model, heads.layers) if heads is not None else None
         self.last: dict[str, torch.Tensor] = {}
+        self._factual: torch.Tensor | None = None
+        self._len = -1  # input length at the last call: a shorter or equal one is a new run
 
     def __enter__(self):
         if self.tap is not None:
@@ -52,14 +57,18 @@ class ControlledLogitsProcessor:
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
         check_finite(scores)
-        p_stop = p_dev = None
+        p: dict[str, torch.Tensor] = {}
         if self.tap is not None:
             if not self.tap.attached:
                 raise RuntimeError("ControlledLogitsProcessor with heads must be used inside "
                                    "`with proc:` (that attaches the hidden-state hooks)")
             with torch.no_grad():
-                p_stop, p_dev = self.heads(self.tap.last())[:2]
-            p_stop, p_dev = p_stop.to(scores.device), p_dev.to(scores.device)
-        d = self.policy.step(p_stop, p_dev, 1, batch=scores.shape[0], device=scores.device)
+                p = {k: v.to(scores.device) for k, v in self.heads.signals(self.tap.last()).items()}
+            if input_ids.shape[-1] <= self._len or self._factual is None:
+                self._factual = p.get("factual")  # the first step reads the prompt's state
+            self._len = input_ids.shape[-1]
+        p_stop, p_dev = p.get("stop"), p.get("dev")
+        d = self.policy.step(p_stop, p_dev, 1, batch=scores.shape[0], device=scores.device,
+                             p_slot=p.get("slot"), p_factual=self._factual)
         self.last = {"p_stop": p_stop, "p_dev": p_dev, "temperature": d.temperature}
         return process([scores], d, self.eos_ids).to(scores.dtype)
