@@ -155,3 +155,49 @@ def test_integers_too_large_for_a_float_are_clear_errors():
         Policy(0.5, eos_gain=10 ** 400)
     with pytest.raises(ValueError, match="slot_gain must be a finite number"):
         Policy(0.5, slot_gain=10 ** 400)
+
+
+def _full(c, p_slot=None, p_risk=None, p_factual=None, p_stop=None, p_dev=None, **kw):
+    t = lambda p: None if p is None else torch.tensor([p])  # noqa: E731
+    return Policy(c, **{**FLAGS, **kw}).step(t(p_stop), t(p_dev), 1, batch=1, p_slot=t(p_slot),
+                                             p_risk=t(p_risk), p_factual=t(p_factual))
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=unit, b=unit, p_stop=maybe_p, p_dev=maybe_p, p_slot=maybe_p, p_risk=maybe_p,
+       p_factual=maybe_p)
+def test_every_decision_is_monotone_in_creativity_with_risk_and_request_kind(
+        a, b, p_stop, p_dev, p_slot, p_risk, p_factual):
+    lo, hi = sorted((a, b))
+    x = _full(lo, p_slot, p_risk, p_factual, p_stop, p_dev)
+    y = _full(hi, p_slot, p_risk, p_factual, p_stop, p_dev)
+    assert y.temperature[0] >= x.temperature[0] - 1e-6 and y.top_p[0] >= x.top_p[0] - 1e-6
+    assert y.eos_bias[0] <= x.eos_bias[0] + 1e-6
+    assert int(y.abstain[0]) <= int(x.abstain[0])
+    now = lambda d: 0 if d.abstain_now is None else int(d.abstain_now[0])  # noqa: E731
+    assert now(y) <= now(x)
+
+
+@settings(max_examples=200, deadline=None)
+@given(c=unit, p_stop=unit, p_dev=unit, p_slot=unit, p_risk=unit, p_factual=st.floats(0, 0.49))
+def test_a_creative_request_never_abstains_nor_gets_an_eos_bias(c, p_stop, p_dev, p_slot, p_risk,
+                                                                 p_factual):
+    d = _full(c, p_slot, p_risk, p_factual, p_stop, p_dev)
+    assert not bool(d.abstain[0]) and not bool(d.abstain_now[0])
+    assert float(d.eos_bias[0]) == 0.0
+
+
+def test_risk_abstains_before_the_token_only_at_a_fact_slot_of_a_factual_request():
+    # c = 0: bar risk_at = 0.5; a slot needs slot_gain * p_slot >= abstain_slot (10 * p >= 0.5)
+    assert Policy(0).risk_threshold == pytest.approx(0.5)
+    assert Policy(0.5).risk_threshold == pytest.approx(0.65)
+    assert bool(_full(0, p_slot=0.06, p_risk=0.6, p_factual=0.9).abstain_now[0])
+    assert not bool(_full(0, p_slot=0.04, p_risk=0.6, p_factual=0.9).abstain_now[0])  # no slot
+    assert not bool(_full(0, p_slot=0.9, p_risk=0.4, p_factual=0.9).abstain_now[0])  # low risk
+    assert not bool(_full(0, p_slot=0.9, p_risk=0.9, p_factual=0.3).abstain_now[0])  # creative
+    assert not bool(_full(0.5, p_slot=0.9, p_risk=0.6, p_factual=0.9).abstain_now[0])  # bar .65
+    assert _full(1.0, p_slot=0.9, p_risk=1.0, p_factual=0.9).abstain_now is None  # never at 1
+    assert _full(0, p_slot=0.9, p_risk=0.9, p_factual=0.9, use_risk=False).abstain_now is None
+    # heads without p_factual keep the old behaviour: the EOS bias acts
+    assert float(_full(0, p_stop=0.95).eos_bias[0]) > 0
+    assert float(_full(0, p_stop=0.95, p_factual=0.2).eos_bias[0]) == 0

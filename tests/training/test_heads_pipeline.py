@@ -154,3 +154,41 @@ def test_open_prompts_teach_p_dev_without_touching_the_fact_metrics(tiny_model_d
     both = run.invoke(main, ["data", "build", "--qa", str(qa_file), "--open", str(opens),
                              "--out", str(tmp_path / "x"), *opts])
     assert both.exit_code != 0 and "exactly one of --qa" in both.output
+
+
+def test_forward_looking_outputs_train_end_to_end_and_drive_generation(tiny_model_dir, qa_file,
+                                                                        tmp_path):
+    """On the tiny fixture: data with prompt states (facts and open prompts) → heads with
+    p_slot, p_risk and p_factual → a generation whose trace carries p_risk."""
+    from tigerdecode.api import ControlledGenerator
+    from tigerdecode.model.load import load_model
+
+    run = CliRunner()
+    opts = ["--settings", "greedy,1.0", "--max-new-tokens", "6", "--batch-size", "8",
+            "--layers", "2", "--model", str(tiny_model_dir)]
+    opens = tmp_path / "open.jsonl"
+    opens.write_text("".join(json.dumps({"prompt": f"Write a {k} about thing {i}.",
+                                         "kind": k}) + "\n"
+                             for i in range(4) for k in ("poem", "story", "song")))
+    for flag, path, out in (("--qa", qa_file, "d"), ("--open", opens, "o")):
+        res = run.invoke(main, ["data", "build", flag, str(path), "--out", str(tmp_path / out),
+                                *opts])
+        assert res.exit_code == 0, res.output
+    res = run.invoke(main, ["heads", "train", "--data", str(tmp_path / "d"), "--data",
+                            str(tmp_path / "o"), "--out", str(tmp_path / "h"), "--layers", "2",
+                            "--max-epochs", "3", "--val-fraction", "0.5"])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((tmp_path / "h" / "config.json").read_text())
+    metrics = json.loads((tmp_path / "h" / "metrics.json").read_text())
+    assert cfg["head"]["outputs"] == ["stop", "dev", "slot", "risk", "factual"], res.output
+    v = metrics["factual"]["validation"]
+    assert v["n_factual"] > 0 and v["n_creative"] > 0 and 0 <= v["auroc"] <= 1
+    first = metrics["risk"]["validation"]["first_slot"]
+    assert first["n"] > 0 and set(first["baselines"]) == {"1-maxprob", "entropy"}
+
+    model, tok = load_model(str(tiny_model_dir))
+    heads = ControlHeads.load(tmp_path / "h", model=model, tokenizer=tok)
+    gen = ControlledGenerator(model, tok, heads=heads)
+    (r,) = gen.generate_text(["The favourite colour of person number 3 is"], creativity=0.0,
+                             max_new_tokens=4, seed=0)
+    assert r.trace and all(t.p_risk is not None and 0 <= t.p_risk <= 1 for t in r.trace)
