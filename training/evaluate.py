@@ -22,6 +22,7 @@ from tigerdecode.training.store import FeatureStore
 def score_store(heads: ControlHeads, store: FeatureStore) -> dict:
     """Head and baseline metrics over every answer stored in ``store``."""
     t, answers = store.load(heads.layers)
+    forward = forward_report(heads, t, answers, store.load_prompt_states(heads.layers))
     factual = np.array([not a.get("open") and a.get("form") != "mixed" for a in answers])
     every = np.arange(len(t["answer"]))
     states = {x: torch.from_numpy(t[f"layer_{x}"]) for x in heads.layers}  # {L: (N, H)}
@@ -58,7 +59,47 @@ def score_store(heads: ControlHeads, store: FeatureStore) -> dict:
             "p_stop": {"auroc": sub["p_stop"]["auroc"]},
             "baselines": sub["baselines"]}
     rep["settings"] = by_setting
+    rep.update(forward)
     return rep
+
+
+@torch.no_grad()
+def forward_report(heads: ControlHeads, t, answers, prompt) -> dict:
+    """``p_risk`` at the fact slots of factual answers and ``p_factual`` on the requests, beside
+    the training-free signals (when the heads have them and the data has prompt states)."""
+    from tigerdecode.training.forward import (
+        factual_rows,
+        risk_features,
+        risk_report,
+        risk_rows,
+    )
+    from tigerdecode.training.metrics import auroc
+
+    out: dict = {}
+    if prompt is None:
+        return out
+    if "risk" in heads.config.outputs:
+        rows = risk_rows(t, answers, prompt)
+        if len(rows["y"]):
+            x = torch.from_numpy(risk_features(heads, t, prompt, rows))
+            p = heads.calibrators["risk"](heads.nets["risk"](x).squeeze(-1)).numpy()
+            greedy = np.array([answers[a]["setting"] == "greedy" for a in rows["answer"]])
+            out["p_risk"] = {"all": risk_report(rows, p),
+                             "greedy": risk_report(rows, p, greedy) if greedy.any() else None}
+    if "factual" in heads.config.outputs:
+        rows = factual_rows(answers)
+        x = torch.from_numpy(np.concatenate([prompt[x_][rows["idx"]].astype(np.float32)
+                                             for x_ in heads.layers], axis=1))
+        x = (x - heads.feat_mean) / heads.feat_std
+        p = heads.calibrators["factual"](heads.nets["factual"](x).squeeze(-1)).numpy()
+        y = rows["y"]
+        out["p_factual"] = {
+            "n_factual": int(y.sum()), "n_creative": int((y == 0).sum()),
+            "auroc": auroc(y, p) if len(np.unique(y)) == 2 else None,
+            "creative_called_factual": float((p[y == 0] >= 0.5).mean()) if (y == 0).any()
+            else None,
+            "factual_called_creative": float((p[y == 1] < 0.5).mean()) if y.any() else None}
+    return out
 
 
 def _reindex(answer: np.ndarray, kept: np.ndarray) -> np.ndarray:
@@ -106,6 +147,7 @@ def summary(rep: dict) -> dict:
         "baselines": {name: dict(b) for name, b in rep["baselines"].items()},
         "answer_error_rate": rep["answer_error_rate"],
         **({"p_slot": rep["p_slot"]} if rep.get("p_slot") else {}),
+        **({k: rep[k] for k in ("p_risk", "p_factual") if rep.get(k)}),
     }
 
 
@@ -132,6 +174,19 @@ def format_table(rep: dict) -> str:
                      f"tokens): AUROC {f(ps['auroc'])} vs entropy "
                      f"{f(ps['baselines']['entropy'])}, 1-maxprob "
                      f"{f(ps['baselines']['1-maxprob'])}")
+    for name, r in (rep.get("p_risk") or {}).items():
+        if r is None:
+            continue
+        fs = r["first_slot"]
+        lines.append(f"p_risk ({name} answers, first fact slot of {fs['n']}, {fs['positives']} "
+                     f"wrong): AUROC {f(fs['auroc'])} vs 1-maxprob "
+                     f"{f(fs['baselines']['1-maxprob'])}, entropy {f(fs['baselines']['entropy'])}")
+    if rep.get("p_factual"):
+        pf = rep["p_factual"]
+        lines.append(f"p_factual ({pf['n_factual']} factual, {pf['n_creative']} creative "
+                     f"requests): AUROC {f(pf['auroc'])}; creative called factual "
+                     f"{f(pf['creative_called_factual'])}, factual called creative "
+                     f"{f(pf['factual_called_creative'])}")
     for name, v in rep.get("settings", {}).items():
         best_tok = max((b.get("token_auroc") or 0 for b in v["baselines"].values()), default=0)
         best_ans = max((b.get("answer_auroc") or 0 for b in v["baselines"].values()), default=0)

@@ -51,6 +51,7 @@ class GenerationResult:
     stop_reason: str | None = None  # "eos" | "max_new_tokens" | "abstain" | "judge" |
     # "stopping_criteria"
     method: str | None = None  # "tigerdecode" or a baseline name
+    p_factual: float | None = None  # the heads: does the request ask for a fact (not creative)?
     notes: list[str] = field(default_factory=list)  # e.g. why the heads are absent
 
     def to_dict(self) -> dict:

@@ -1,5 +1,6 @@
-"""``tigerdecode policy show`` (the numbers the knob produces) and ``tigerdecode policy tune``
-(the ablation of the head uses that chose the defaults, ``tigerdecode.eval.tune``)."""
+"""``tigerdecode policy show`` (the numbers the knob produces), ``tigerdecode policy tune`` (the
+ablation of the head uses that chose the defaults, ``tigerdecode.eval.tune``) and ``tigerdecode
+policy risk`` (the risk-coverage curve behind the abstention bar, ``tigerdecode.eval.risk``)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import click
 from tigerdecode.cli.options import (
     batch_size_option,
     creativity_option,
+    forms_option,
     json_option,
     limit_option,
     max_new_tokens_option,
     model_option,
     out_option,
+    qa_option,
     sample_option,
     seed_option,
     set_option,
@@ -131,3 +134,73 @@ def tune_cmd(model_name, split, limit, sample, seed, creativities, variants, max
     click.echo(table(res))
     if bar_list:
         click.echo("\n" + bars_table(res))
+
+
+@policy_group.command("risk")
+@model_option()
+@click.option("--heads", "heads_dir", default=None, type=click.Path(file_okay=False),
+              help="Heads checkpoint to measure; default: the heads found for the model.")
+@qa_option(help="QA file; default: the bundled qa_wikidata facts.")
+@split_option("validation", choices=("train", "validation", "test"))
+@sample_option("Use a random N items of the split, drawn with --seed (default 150).")
+@seed_option(0, "Seed for the --sample draw and for decoding.")
+@forms_option()
+@creativity_option("0,0.5", many=True, help="Comma-separated creativities; the first and last "
+                                            "give risk_at and risk_rise.")
+@click.option("--budget", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="Error budget: the share of right answers abstention may lose.")
+@click.option("--n-open", type=click.IntRange(0, 200), default=24, show_default=True,
+              help="Open prompts (data/open_prompts_train.jsonl) checked beside the items' "
+                   "mixed prompts: creative requests must never abstain.")
+@max_new_tokens_option(24)
+@batch_size_option(16)
+@set_option("Policy field, e.g. --set slot_gain=10 (repeatable).")
+@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="torch CPU threads.")
+@click.option("--plot", "plot_path", default=None, type=click.Path(dir_okay=False),
+              help="Also draw the risk-coverage curves to this PNG.")
+@json_option("Print the results as JSON instead of the table.")
+@out_option("Also write the results to this JSON file.")
+def risk_cmd(model_name, heads_dir, qa_path, split, sample, seed, forms, creativities, budget,
+             n_open, max_new_tokens, batch_size, sets, threads, plot_path, as_json, out):
+    """Print the risk-coverage curve and the abstention bar it implies.
+
+    Decodes the QA items (in --forms) with abstention off and reports, for every p_risk bar,
+    the right answers kept, the wrong ones caught and the creative requests that would abstain;
+    the bar at each creativity is the lowest within the --budget.
+    """
+    import torch
+
+    from tigerdecode.api import ControlledGenerator
+    from tigerdecode.cli.options import load_items, with_forms_option
+    from tigerdecode.eval import risk
+    from tigerdecode.eval.tune import open_prompts
+    from tigerdecode.heads import ControlHeads, HeadsError
+    from tigerdecode.model.load import ModelLoadError, load_model
+    from tigerdecode.qa.data import qa_wikidata_path
+    from tigerdecode.qa.forms import form_of, with_forms
+
+    torch.set_num_threads(threads)
+    items = load_items(qa_path or qa_wikidata_path(), split, None, sample or 150, seed)
+    asked = [it for it in with_forms_option(items, forms, seed) if form_of(it) != "mixed"]
+    mixed = [it.prompt for it in with_forms(items, ("mixed",), seed=seed)]
+    try:
+        model, tok = load_model(model_name)
+        heads = ControlHeads.load(heads_dir, model=model, tokenizer=tok) if heads_dir else "auto"
+        gen = ControlledGenerator(model, tok, heads=heads, warn=False)
+    except (ModelLoadError, HeadsError) as e:
+        raise click.ClickException(str(e)) from None
+    if gen.heads is None or "risk" not in gen.heads.config.outputs:
+        raise click.ClickException("these heads have no p_risk output; train it with "
+                                   "`tigerdecode heads train` on data built with --forms")
+    res = risk.run(gen, asked, mixed + open_prompts(n_open), creativities, budget=budget,
+                   max_new_tokens=max_new_tokens, batch=batch_size, seed=seed, overrides=sets,
+                   progress=not as_json)
+    res["settings"] = {"split": split, "sample": sample or 150, "seed": seed, "forms": forms,
+                       "n_mixed": len(mixed), "n_open": n_open, "heads": str(heads_dir or "auto"),
+                       "overrides": sets, "max_new_tokens": max_new_tokens}
+    if out:
+        write_json(out, res)
+    if plot_path:
+        risk.plot(res, plot_path)
+    click.echo(json.dumps(res) if as_json else risk.table(res))

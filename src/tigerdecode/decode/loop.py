@@ -90,6 +90,7 @@ class DecodeOutput:
     timings: dict[str, float] = field(default_factory=dict)
     kept: tuple | None = None  # keep_cache=True: (cache, input_ids, prompt mask) of member 0
     kept_rows: slice | None = None  # member 0's rows in that cache
+    p_factual: list[float] | None = None  # per row: the request asks for a fact (the heads')
 
 
 TRACE_KEYS = ("p_stop", "p_dev", "p_slot", "p_risk", "temperature", "top_p", "weights",
@@ -258,6 +259,8 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
         if streamer is not None:
             streamer.end()
     out = _collect(toks, rec, lengths, hit_eos, abstained, stopped, B, t0, t_prefill)
+    if run.p_factual is not None:
+        out.p_factual = run.p_factual.float().cpu().tolist()
     if keep_cache:
         out.kept, out.kept_rows = (run.r0.cache, run.r0.input_ids, run.r0.prompt_mask), run.rows0
     return out

@@ -44,5 +44,6 @@ def to_results(out: DecodeOutput, tokenizer, prompts, creativity, method, contro
             text=policy.abstain_message if abstained else text, token_ids=body, trace=trace,
             timings=dict(out.timings), prompt=prompts[i] if prompts else None,
             creativity=creativity, abstained=abstained, stop_reason=out.stop_reasons[i],
-            method=method, notes=list(notes)))
+            method=method, notes=list(notes),
+            p_factual=None if out.p_factual is None else out.p_factual[i]))
     return results
