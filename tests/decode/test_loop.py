@@ -151,3 +151,32 @@ def test_stopping_criteria_and_min_new_tokens(tiny_llama):
     res = generate(model, **inp, max_new_tokens=5, min_new_tokens=5, creativity=0.0,
                    tokenizer=tok, heads=sure, eos_bias_max=100.0, return_result=True)
     assert len(res[0].token_ids) == 5
+
+
+def test_abstain_now_ends_a_row_before_its_token_is_drawn(tiny_llama):
+    from tigerdecode.decode.loop import Control, decode
+    from tigerdecode.decode.sampling import StepDecision
+
+    model, tok = tiny_llama
+
+    class AbstainRow0AtStep2(Control):
+        abstains = True
+
+        def __init__(self):
+            self.calls = 0
+
+        def decide(self, signals, batch, device):
+            d = StepDecision.fixed(batch, device)
+            d.abstain_now = torch.tensor([self.calls == 2, False], device=device)
+            self.calls += 1
+            return d
+
+    inp = encode_prompts(tok, PROMPTS, raw=True)
+    out = decode([(model, inp["input_ids"], inp["attention_mask"])], AbstainRow0AtStep2(),
+                 max_new_tokens=6, eos_ids=[], pad_id=2, tokenizer=tok)
+    # decisions: prefill (0), after token 1 (1), after token 2 (2) -> row 0 stops before token 3
+    assert out.stop_reasons == ["abstain", "max_new_tokens"]
+    assert out.lengths == [2, 6]
+    ref = model.generate(**inp, max_new_tokens=6, do_sample=False, pad_token_id=2)
+    assert out.tokens[0, :2].tolist() == ref[0, -6:-4].tolist()  # what it wrote before is kept
+    assert out.tokens[1].tolist() == ref[1, -6:].tolist()  # the other row is untouched
