@@ -98,12 +98,18 @@ def load_training_set(model, tokenizer, data_dir, cfg: JudgeTrainConfig, heads=N
         d = np.load(npz, allow_pickle=False)
         return d["x"], d["y"], d["topics"].tolist(), list(meta["scalar_names"])
     answers, ids, max_new = stored_answers(data_dir)
+    # a creative text that must name a fact (a mixed prompt) is not judged: the judge reads
+    # factual answers and open text; whether a poem named its city is not "wrong" for it
+    keep = [i for i, a in enumerate(answers) if a.get("form") != "mixed"]
+    answers, ids = [answers[i] for i in keep], [ids[i] for i in keep]
     if cfg.max_answers is not None:
         answers, ids = answers[:cfg.max_answers], ids[:cfg.max_answers]
     # an answer to an open prompt claims no fact: the judge should accept it (label 0)
     y = np.array([0 if a["correct"] or a.get("open") else 1 for a in answers])
     ended = [a["n_tokens"] < max_new for a in answers]
-    messages = [a["prompt"] if a.get("open") else format_prompt(a["prompt"]) for a in answers]
+    # the message as it was asked (recorded since the build asks some questions bare)
+    messages = [a.get("message") or (a["prompt"] if a.get("open") else format_prompt(a["prompt"]))
+                for a in answers]
     x, names = judge_features(model, tokenizer, messages, ids, ended, list(cfg.layers), heads,
                               cfg.batch_size)
     return x, y, [a.get("topic") or "unknown" for a in answers], names
