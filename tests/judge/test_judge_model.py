@@ -124,3 +124,24 @@ def test_threshold_follows_creativity(tiny_llama):
     assert ts == sorted(ts) and ts[0] == judge.config.threshold_at_0
     with pytest.raises(JudgeError):
         JudgeConfig(layers=[1], hidden_size=8, scalar_names=[], threshold_at_0=0.0)
+
+
+def test_heads_with_risk_add_the_risk_at_the_answers_fact_slots(tiny_llama):
+    """With heads giving p_slot and p_risk, the judge reads the risk before each fact slot:
+    here every position is a slot (p_slot ~ 1) and p_risk is a known constant."""
+    from tigerdecode.heads import ControlHeads, HeadConfig
+    from tigerdecode.judge.features import HEAD_FEATURES, RISK_FEATURES
+
+    model, tok = tiny_llama
+    cfg = HeadConfig([1, 2], model.config.hidden_size, outputs=["stop", "dev", "slot", "risk"])
+    heads = ControlHeads(cfg, fingerprint(model, tok)).eval()
+    with torch.no_grad():
+        for o, bias in (("slot", 20.0), ("risk", 0.0)):
+            heads.nets[o].weight.zero_()
+            heads.nets[o].bias.fill_(bias)  # p_slot = sigmoid(20) ~ 1, p_risk = 0.5
+    r = reencode(model, prompt_pass(model, _prompt_ids(tok, PROMPTS), 0),
+                 [[100, 200], [], [7]], [True, True, False], eos_id=tok.eos_token_id,
+                 pad_id=0, layers=[1], heads=heads)
+    assert r.scalar_names == list(LOGIT_FEATURES) + list(HEAD_FEATURES) + list(RISK_FEATURES)
+    risk = r.scalars[:, -3:]
+    torch.testing.assert_close(risk, torch.tensor([[1.0, 0.5, 0.5]] * 3), atol=1e-4, rtol=0)

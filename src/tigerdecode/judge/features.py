@@ -4,7 +4,8 @@ Per answer it pools the tapped layers (mean over the answer, its end-of-sequence
 plus the last prompt token so an empty answer still has a state; and the last state alone), and
 aggregates token-level signals now that the whole answer is written: the answer tokens'
 log-probabilities, entropies and top probabilities, and the control heads' ``p_dev``/``p_stop``
-when the judge was trained with heads. The pass can keep its KV cache, so a rewrite can rewind
+(and, with heads that give them, ``p_risk`` at the answer's fact slots) when the judge was
+trained with heads. The pass can keep its KV cache, so a rewrite can rewind
 into it instead of recomputing the prefix.
 """
 
@@ -21,6 +22,9 @@ from tigerdecode.model.taps import HiddenStateTap
 LOGIT_FEATURES = ("log_len", "ended", "mean_logprob", "min_logprob", "first_logprob",
                   "mean_entropy", "max_entropy", "min_maxprob")
 HEAD_FEATURES = ("max_pdev", "mean_pdev", "first_pdev", "last_pdev", "last_pstop")
+# with heads that give p_slot and p_risk: the risk read before each fact slot of the answer
+RISK_FEATURES = ("max_pslot", "first_slot_prisk", "max_slot_prisk")
+SLOT_AT = 0.05  # p_slot from which a position counts as a fact slot (the policy's default bar)
 
 
 @dataclass
@@ -133,8 +137,10 @@ def reencode(model, pc: PromptCache, answer_ids: list[list[int]], ended: list[bo
     ent = -(logp.exp() * logp).sum(-1)  # (B, K)
     maxp = logp.max(-1).values.exp()  # (B, K)
     p_stop = p_dev = None
+    risky = heads is not None and {"slot", "risk"} <= set(heads.config.outputs)
     if heads is not None:
-        p_stop, p_dev = heads(states)[:2]  # (B, K) each
+        sig = heads.signals(states)  # each (B, K)
+        p_stop, p_dev = sig["stop"], sig["dev"]
     pooled, scalars, risks = [], [], []
     for i, t in enumerate(tails):
         a, n = len(t), len(answer_ids[i])
@@ -149,11 +155,17 @@ def reencode(model, pc: PromptCache, answer_ids: list[list[int]], ended: list[bo
         if heads is not None:  # the heads' value at token j is read from token j's own state
             pd = p_dev[i, 1:n + 1] if n else p_dev.new_zeros(1)
             feats += [pd.max(), pd.mean(), pd[0], pd[-1], p_stop[i, a]]
+            if risky:  # read before token j is drawn: position j - 1 (0 = last prompt token)
+                ps = sig["slot"][i, :max(n, 1)].float()
+                pr = sig["risk"][i, :max(n, 1)].float() * (ps >= SLOT_AT)
+                at = (ps >= SLOT_AT).nonzero()
+                feats += [ps.max(), pr[at[0, 0]] if len(at) else pr.new_zeros(()), pr.max()]
             risks.append(p_dev[i, 1:n + 1].float().tolist())
         else:
             risks.append((1 - lp[:n].exp()).tolist() if n else [])
         scalars.append(torch.stack([f.float().to(logp.device) for f in feats]))
-    names = list(LOGIT_FEATURES) + (list(HEAD_FEATURES) if heads is not None else [])
+    names = list(LOGIT_FEATURES) + (list(HEAD_FEATURES) if heads is not None else []) + \
+        (list(RISK_FEATURES) if risky else [])
     return Reencoded(torch.stack(pooled).cpu(), torch.stack(scalars).cpu(), names, risks,
                      pc.cache if keep_cache else None, mask,
                      pc.mask.sum(1).tolist())
