@@ -186,6 +186,15 @@ def test_forward_looking_outputs_train_end_to_end_and_drive_generation(tiny_mode
     first = metrics["risk"]["validation"]["first_slot"]
     assert first["n"] > 0 and set(first["baselines"]) == {"1-maxprob", "entropy"}
 
+    res = run.invoke(main, ["heads", "eval", "--heads", str(tmp_path / "h"), "--qa",
+                            str(qa_file), "--open", str(opens), "--limit", "4", "--json",
+                            *opts[:6], "--model", str(tiny_model_dir)])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["p_factual"]["n_factual"] == 4 and out["p_factual"]["n_creative"] == 12
+    assert out["n_answers"] == 8  # p_dev / p_stop: the facts' answers only
+    assert "first_slot" in out["p_risk"]["all"]
+
     model, tok = load_model(str(tiny_model_dir))
     heads = ControlHeads.load(tmp_path / "h", model=model, tokenizer=tok)
     gen = ControlledGenerator(model, tok, heads=heads)

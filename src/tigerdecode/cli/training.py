@@ -205,12 +205,16 @@ def train_cmd(data_dir, out, layers, kinds, calibration, val_fraction, max_epoch
 @seed_option(1, "Seed for the --sample draw and for sampling answers.")
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None,
               help="Keep the sampled features here (resumable); default: a temporary folder.")
+@click.option("--open", "open_path", default=None, type=click.Path(dir_okay=False),
+              help="Also answer these open (creative) prompts: p_factual is scored on them as "
+                   "creative requests (p_dev / p_stop metrics stay on the facts).")
 @click.option("--record", default=None,
               help="Also store the full report in the checkpoint's metrics.json under this key.")
 @json_option("Print the summary as JSON.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 def eval_cmd(heads_dir, qa_path, model_name, split, limit, sample, forms, settings,
-             max_new_tokens, batch_size, seed, work_dir, record, as_json, threads) -> None:
+             max_new_tokens, batch_size, seed, work_dir, open_path, record, as_json,
+             threads) -> None:
     """Score the heads on a QA file beside the baselines.
 
     Samples and labels answers, then scores heads and training-free baselines.
@@ -223,6 +227,8 @@ def eval_cmd(heads_dir, qa_path, model_name, split, limit, sample, forms, settin
     _threads(threads)
     setting_list = _settings(settings)
     items = with_forms_option(load_items(qa_path, split, limit, sample, seed), forms, seed)
+    if open_path is not None:
+        items += load_items(open_path, open_prompts=True)
     model, tok = load_model(model_name)
     if heads_dir is None:
         heads_dir = find_shipped(model, tok)
