@@ -111,14 +111,15 @@ def build_data(model, tokenizer, items: list[QAItem], out: str | Path, *,
                layers=DEFAULT_LAYERS, settings: tuple[Setting, ...] = DEFAULT_SETTINGS,
                max_new_tokens: int = 24, batch_size: int = 32, seed: int = 0,
                progress: bool = True, max_seconds: float | None = None,
-               bare_questions: bool = False) -> FeatureStore:
+               bare_questions: bool = False, on_unit=None) -> FeatureStore:
     """Sample every item under every setting, label, and stream shards to ``out``.
 
     Items are shuffled with ``seed`` (so a partial build covers many topics) and cut into
     batches; a unit is one batch under one setting. Rerunning with the same options resumes.
     ``max_seconds`` stops cleanly after the unit that crosses it (a time budget); the finished
     units are usable as they are. ``bare_questions``: half the questions are asked without the
-    template (:func:`asks_bare`).
+    template (:func:`asks_bare`). ``on_unit(done, total)`` is called after each finished unit
+    (``tigerdecode fit`` drives its overall progress with it).
     """
     import time
 
@@ -145,7 +146,7 @@ def build_data(model, tokenizer, items: list[QAItem], out: str | Path, *,
     todo = [(b, s) for b, s in units if f"b{b:05d}-{s.name}" not in done]
     bar = tqdm(total=len(units), initial=len(units) - len(todo), desc="data build",
                unit="unit", disable=not progress)
-    for b, setting in todo:
+    for i, (b, setting) in enumerate(todo):
         batch = batches[b]
         messages = [user_message(it, bare and asks_bare(it)) for it in batch]
         results = sample_answers(model, tokenizer, messages, layers, setting, max_new_tokens,
@@ -153,6 +154,8 @@ def build_data(model, tokenizer, items: list[QAItem], out: str | Path, *,
         tokens, answers = label_and_pack(tokenizer, batch, results, setting, layers, messages)
         store.add_unit(f"b{b:05d}-{setting.name}", tokens, answers)
         bar.update(1)
+        if on_unit is not None:
+            on_unit(len(units) - len(todo) + i + 1, len(units))
         if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
             break
     bar.close()
