@@ -85,10 +85,14 @@ def _ensemble(model, tokenizer, ensemble):
 
 class ControlledGenerator:
     """Controlled decoding for one model: heads (``"auto"``: the shipped ones when found),
-    an optional ensemble, and every baseline through one call."""
+    an optional ensemble, and every baseline through one call. ``fast``: decode on a static KV
+    cache with a compiled step unless a request says otherwise (``decode/fast.py``)."""
 
-    def __init__(self, model, tokenizer, heads="auto", ensemble=None, *, warn: bool = True):
-        self.model, self.tokenizer = model, tokenizer
+    def __init__(self, model, tokenizer, heads="auto", ensemble=None, *, warn: bool = True,
+                 fast: bool = False):
+        if not isinstance(fast, bool):
+            raise TypeError(f"fast must be true or false, got {fast!r}")
+        self.model, self.tokenizer, self.fast = model, tokenizer, fast
         self.heads = resolve_heads(model, tokenizer, heads)
         self.ensemble = _ensemble(model, tokenizer, ensemble)
         self.notes = [] if self.heads is not None else [NO_HEADS_NOTE]
@@ -106,7 +110,8 @@ class ControlledGenerator:
         """Answer ``prompts``. Keyword arguments are those of
         :class:`~tigerdecode.settings.GenerateRequest` (``creativity``, ``max_new_tokens``,
         ``seed``, ``method``, ``raw``, Policy fields or a baseline's settings, ``judge=True`` and
-        its options, ``min_new_tokens``, ``streamer``, ``stopping_criteria``, ``on_token``)."""
+        its options, ``min_new_tokens``, ``streamer``, ``stopping_criteria``, ``on_token``,
+        ``fast``)."""
         req = GenerateRequest.build(config, creativity=creativity, **kwargs)
         if isinstance(prompts, str):
             prompts = [prompts]
@@ -132,7 +137,8 @@ class ControlledGenerator:
                      pad_id=pad_id, heads=self.heads, tokenizer=tok, seed=req.seed,
                      min_new_tokens=req.min_new_tokens, streamer=req.streamer,
                      on_token=req.on_token, stopping_criteria=req.stopping_criteria,
-                     keep_cache=req.judge is not None)
+                     keep_cache=req.judge is not None,
+                     fast=self.fast if req.fast is None else req.fast)
         results = to_results(out, tok, prompts, req.creativity, req.method, control,
                              self.notes)
         if req.judge is not None:

@@ -261,7 +261,7 @@ def for_command(path, params: dict, given: set[str]) -> dict:
 # ---- the request ------------------------------------------------------------------------------
 
 MAX_NEW_TOKENS_LIMIT = 4096
-LOOP_OPTIONS = ("min_new_tokens", "streamer", "stopping_criteria", "on_token")
+LOOP_OPTIONS = ("min_new_tokens", "streamer", "stopping_criteria", "on_token", "fast")
 
 
 def validate_max_new_tokens(max_new_tokens, limit: int = MAX_NEW_TOKENS_LIMIT) -> int:
@@ -286,6 +286,8 @@ class GenerateRequest:
 
     ``overrides``: Policy fields for ``method="tigerdecode"``, else the baseline's settings
     (``temperature``, ``top_p``, ...). ``judge``: ``(spec, JudgeSettings)`` when the judge is on.
+    ``fast``: decode on a static KV cache with a compiled step (same outputs; None: the
+    generator's default).
     """
 
     creativity: float = 0.5
@@ -299,6 +301,7 @@ class GenerateRequest:
     streamer: object = None
     stopping_criteria: object = None
     on_token: object = None
+    fast: bool | None = None
 
     def __post_init__(self):
         from tigerdecode.methods.baselines import METHODS
@@ -311,6 +314,9 @@ class GenerateRequest:
         self.seed = _check_seed(self.seed)
         if not isinstance(self.raw, bool):
             raise ValueError(f"raw must be true or false, got {self.raw!r}")
+        if self.fast is not None and not isinstance(self.fast, bool):
+            raise ValueError(f"fast must be true, false or None (the generator's default), got "
+                             f"{self.fast!r}")
         if self.method != "tigerdecode" and self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose 'tigerdecode' or one of "
                              f"{METHODS}")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tigerdecode.decode.fast import runner_factory
 from tigerdecode.decode.runner import ModelRunner, left_pad
 from tigerdecode.decode.sampling import NEG_INF, StepDecision, blend, draw
 
@@ -112,7 +113,8 @@ def content_mask(tokenizer, vocab: int, device) -> torch.Tensor:
 class _Members:
     """The members' runners: one per distinct model, members sharing weights as row blocks."""
 
-    def __init__(self, members, heads, control: Control, pad_id: int, prefix_cache):
+    def __init__(self, members, heads, control: Control, pad_id: int, prefix_cache,
+                 new_runner=ModelRunner):
         self.B, self.n, self.heads = members[0][1].shape[0], len(members), heads
         groups: dict[int, list[int]] = {}
         for m, (model, _, _) in enumerate(members):
@@ -121,9 +123,9 @@ class _Members:
         self.runners, self.where = [], {}
         for gi, idxs in enumerate(groups.values()):
             ids, mask = left_pad([(members[m][1], members[m][2]) for m in idxs], pad_id)
-            self.runners.append(ModelRunner(members[idxs[0]][0], ids, mask,
-                                            layers if 0 in idxs else None,
-                                            cache=prefix_cache if 0 in idxs else None))
+            self.runners.append(new_runner(members[idxs[0]][0], ids, mask,
+                                           layers if 0 in idxs else None,
+                                           cache=prefix_cache if 0 in idxs else None))
             for k, m in enumerate(idxs):
                 self.where[m] = (gi, slice(k * self.B, (k + 1) * self.B))
         self.r0, self.rows0 = self.runners[self.where[0][0]], self.where[0][1]
@@ -157,7 +159,7 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
            eos_ids: list[int], pad_id: int, heads=None, tokenizer=None,
            min_new_tokens: int = 0, seed: int | None = None, streamer=None, on_token=None,
            stopping_criteria=None, keep_cache: bool = False,
-           prefix_cache=None) -> DecodeOutput:
+           prefix_cache=None, fast: bool = False) -> DecodeOutput:
     """Generate up to ``max_new_tokens`` for B rows.
 
     ``members``: one ``(model, input_ids (B, T_m), attention_mask (B, T_m))`` per ensemble
@@ -165,10 +167,12 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
     is called for every accepted token; ``streamer`` gets HF's ``put``/``end`` calls (batch 1).
     ``keep_cache``: return member 0's KV cache (the judge reads the answer on top of it);
     ``prefix_cache``: a cache already holding the first positions of member 0's rows (the
-    judge's rewind), so the prefix is not recomputed.
+    judge's rewind), so the prefix is not recomputed. ``fast``: run each model on a static KV
+    cache with a compiled step (``decode/fast.py``; same outputs, falls back when it cannot).
     """
     t0 = time.perf_counter()
-    run = _Members(members, heads, control, pad_id, prefix_cache)
+    run = _Members(members, heads, control, pad_id, prefix_cache,
+                   runner_factory(fast, max_new_tokens))
     B = run.B
     ctx = DecodeContext(eos_ids, run.r0, run.rows0)
     toks, rec = [], {k: [] for k in TRACE_KEYS}

@@ -1,0 +1,200 @@
+"""The fast path (static KV cache, compiled step) equals the eager runner: greedy tokens, head
+outputs, seeded sampling, undo, the judge's cache hand-over, and its fallbacks.
+
+Every architecture runs the static-cache step uncompiled (``fast.COMPILE = False``: compiling
+four tiny models would take a minute); one test compiles it (tiny Llama) and checks the same."""
+
+import warnings
+
+import pytest
+import torch
+from test_loop import PROMPTS, heads_for
+
+from tigerdecode.api import ControlledGenerator, generate
+from tigerdecode.decode import fast
+from tigerdecode.decode.fast import FastRunner, bucket
+from tigerdecode.decode.loop import decode
+from tigerdecode.decode.runner import ModelRunner
+from tigerdecode.model.prompting import encode_prompts
+from tigerdecode.policy.control import PolicyControl
+from tigerdecode.policy.knob import Policy
+from tigerdecode.settings import GenerateRequest
+
+
+@pytest.fixture
+def uncompiled(monkeypatch):
+    monkeypatch.setattr(fast, "COMPILE", False)
+
+
+def _both(model, tok, prompts=PROMPTS, **kw):
+    """The same request through the eager and the fast runner (one set of heads)."""
+    h = heads_for(model, tok)
+    return [ControlledGenerator(model, tok, heads=h, fast=f).generate_text(prompts, raw=True, **kw)
+            for f in (False, True)]
+
+
+def _same(a, b, tol=1e-4):
+    for x, y in zip(a, b, strict=True):
+        assert x.token_ids == y.token_ids and x.stop_reason == y.stop_reason
+        for s, t in zip(x.trace, y.trace, strict=True):
+            assert s.p_dev == pytest.approx(t.p_dev, abs=tol)
+            assert s.p_stop == pytest.approx(t.p_stop, abs=tol)
+
+
+def test_greedy_and_heads_equal_the_eager_path_on_every_architecture(tiny_model, uncompiled):
+    arch, model, tok = tiny_model
+    inp = encode_prompts(tok, PROMPTS, raw=True)
+    h = heads_for(model, tok)
+    ref = model.generate(**inp, max_new_tokens=10, do_sample=False, pad_token_id=2)
+    ours = generate(model, **inp, max_new_tokens=10, creativity=0.0, tokenizer=tok, heads=h,
+                    fast=True)
+    assert torch.equal(ours, ref), arch
+    _same(*_both(model, tok, creativity=0.0, max_new_tokens=10))
+
+
+def test_seeded_sampling_equals_the_eager_path(tiny_model, uncompiled):
+    _, model, tok = tiny_model
+    for c in (0.5, 1.0):
+        kw = dict(creativity=c, max_new_tokens=12, seed=7)
+        _same(*_both(model, tok, **kw))
+
+
+def test_the_last_layer_can_be_tapped(tiny_model, uncompiled):
+    """The heads read the last block's output (before the final norm), as the eager tap does."""
+    _, model, tok = tiny_model
+    inp = encode_prompts(tok, PROMPTS, raw=True)
+    n = model.config.get_text_config().num_hidden_layers
+    runners = [R(model, inp["input_ids"], inp["attention_mask"], [1, n]) for R in
+               (ModelRunner, FastRunner)]
+    with torch.inference_mode():
+        for r in runners:
+            r.prefill()
+            r.step(torch.tensor([5, 6]))
+    a, b = (r.last_states(slice(None)) for r in runners)
+    for k in (1, n):
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-5)
+    assert runners[1].eager is None  # no fallback happened
+
+
+def test_undo_on_the_static_cache_equals_recomputation(tiny_llama, uncompiled):
+    """Feed a, b, undo, c: the same logits and states as a fresh runner fed a, c."""
+    model, tok = tiny_llama
+    inp = encode_prompts(tok, PROMPTS, raw=True)
+    a, b, c = torch.tensor([5, 6]), torch.tensor([7, 8]), torch.tensor([9, 10])
+    with torch.inference_mode():
+        r = FastRunner(model, inp["input_ids"], inp["attention_mask"], [2])
+        r.prefill()
+        r.step(a)
+        r.step(b)
+        r.undo()
+        got = r.step(c)
+        fresh = FastRunner(model, inp["input_ids"], inp["attention_mask"], [2])
+        fresh.prefill()
+        fresh.step(a)
+        want = fresh.step(c)
+        eager = ModelRunner(model, inp["input_ids"], inp["attention_mask"], [2])
+        eager.prefill()
+        eager.step(a)
+        ref = eager.step(c)
+    assert torch.equal(got, want)
+    assert torch.equal(r.last_states(slice(None))[2], fresh.last_states(slice(None))[2])
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    eager.close()
+
+
+def test_undo_and_resample_in_the_loop(tiny_llama, uncompiled):
+    """Every step undone twice and redone (p_dev forced high) still gives plain greedy."""
+    model, tok = tiny_llama
+    inp = encode_prompts(tok, PROMPTS, raw=True)
+    ref = model.generate(**inp, max_new_tokens=8, do_sample=False, pad_token_id=2)
+    h = heads_for(model, tok, dev_bias=30.0)
+    ours = generate(model, **inp, max_new_tokens=8, creativity=0.0, tokenizer=tok, heads=h,
+                    use_resample=True, use_abstain=False, fast=True)
+    assert torch.equal(ours, ref)
+
+
+def test_more_steps_than_the_bucket_holds(tiny_llama, uncompiled):
+    model, tok = tiny_llama
+    inp = encode_prompts(tok, ["Hi"], raw=True)
+    with torch.inference_mode():
+        r = FastRunner(model, inp["input_ids"], inp["attention_mask"], [1])
+        e = ModelRunner(model, inp["input_ids"], inp["attention_mask"], [1])
+        x, y = r.prefill(), e.prefill()
+        assert r.length == bucket(1) == fast.MIN_BUCKET
+        for _ in range(fast.MIN_BUCKET + 3):
+            t = y.argmax(-1)
+            x, y = r.step(t), e.step(t)
+        assert r.length == 2 * fast.MIN_BUCKET
+        assert torch.equal(x.argmax(-1), y.argmax(-1))
+        torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
+    e.close()
+
+
+def test_the_judge_cache_hand_over(tiny_llama, uncompiled):
+    """keep_cache gives the same cache as the eager loop; a prefix cache decodes the same."""
+    model, tok = tiny_llama
+    enc = encode_prompts(tok, PROMPTS, raw=True)
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    outs = [decode([(model, ids, mask)], PolicyControl(Policy(0.0), 1), max_new_tokens=6,
+                   eos_ids=[], pad_id=0, keep_cache=True, fast=f) for f in (False, True)]
+    assert torch.equal(outs[0].tokens, outs[1].tokens)
+    a, b = outs[0].kept[0], outs[1].kept[0]
+    assert a.get_seq_length() == b.get_seq_length()
+    for la, lb in zip(a.layers, b.layers, strict=True):
+        torch.testing.assert_close(la.keys, lb.keys, atol=1e-5, rtol=1e-5)
+    # decode on from the prompt's cache minus its last token (the judge's rewind)
+    T = ids.shape[1]
+    for c in (a, b):
+        c.crop(T - 1 - c.get_seq_length())
+    rew = [decode([(model, ids, mask)], PolicyControl(Policy(0.0), 1), max_new_tokens=6,
+                  eos_ids=[], pad_id=0, prefix_cache=c, fast=f) for c, f in ((a, False),
+                                                                             (b, True))]
+    assert torch.equal(rew[0].tokens, rew[1].tokens)
+    assert torch.equal(rew[1].tokens, outs[0].tokens)
+
+
+def test_compiled_step_equals_the_eager_path(tiny_llama):
+    """One compiled case (inductor): greedy, heads and seeded sampling as the eager loop."""
+    model, tok = tiny_llama
+    inp = encode_prompts(tok, PROMPTS, raw=True)
+    ref = model.generate(**inp, max_new_tokens=10, do_sample=False, pad_token_id=2)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="tigerdecode fast path")  # no fallback
+        ours = generate(model, **inp, max_new_tokens=10, creativity=0.0, tokenizer=tok,
+                        heads=heads_for(model, tok), fast=True)
+        assert torch.equal(ours, ref)
+        for c, seed in ((0.0, None), (0.8, 3)):
+            kw = dict(creativity=c, max_new_tokens=10, seed=seed)
+            _same(*_both(model, tok, **kw))
+
+
+def test_falls_back_with_a_notice_where_it_cannot_run(tiny_llama, monkeypatch):
+    model, tok = tiny_llama
+    inp = encode_prompts(tok, PROMPTS, raw=True)
+    ref = generate(model, **inp, max_new_tokens=6, creativity=0.0, tokenizer=tok, heads=None)
+    monkeypatch.setattr(fast, "_NOTICES", set())
+    monkeypatch.setattr(fast, "unsupported", lambda m: "this model is not supported")
+    with pytest.warns(UserWarning, match="not supported; decoding eagerly"):
+        ours = generate(model, **inp, max_new_tokens=6, creativity=0.0, tokenizer=tok,
+                        heads=None, fast=True)
+    assert torch.equal(ours, ref)
+    monkeypatch.undo()
+
+    def broken():
+        def fail(*a, **k):
+            raise RuntimeError("no C++ compiler")
+        return fail
+
+    monkeypatch.setattr(fast, "_NOTICES", set())
+    monkeypatch.setattr(fast, "_compiled", broken)
+    with pytest.warns(UserWarning, match="torch.compile failed .*uncompiled"):
+        ours = generate(model, **inp, max_new_tokens=6, creativity=0.0, tokenizer=tok,
+                        heads=None, fast=True)
+    assert torch.equal(ours, ref)
+
+
+def test_fast_is_a_validated_request_option():
+    assert GenerateRequest(fast=True).fast is True and GenerateRequest().fast is None
+    with pytest.raises(ValueError, match="fast must be"):
+        GenerateRequest(fast="yes")
+    assert GenerateRequest.build({"overrides": {"fast": True}}).fast is True
