@@ -12,7 +12,7 @@ from tigerdecode import __version__
 # errors that describe bad input (what was wrong, how to fix it): shown as one line, no traceback
 USER_ERRORS = {"ModelLoadError", "HeadsError", "JudgeError", "QAFormatError", "ConfigError",
                "DataStoreError", "QuantizationError", "QuantFormatError", "PromptError",
-               "CreativityError", "NonFiniteLogitsError"}
+               "CreativityError", "NonFiniteLogitsError", "FitError"}
 
 
 class _Main(click.Group):
@@ -35,9 +35,10 @@ def main(skip_bad) -> None:
 
 @main.command()
 @click.option("--model", "model_name", default=None,
-              help="Also load this model and print its fingerprint.")
+              help="Also load this model; print its fingerprint and the heads and judge it uses.")
 def info(model_name):
-    """Print versions, device, default model and cache paths."""
+    """Print versions, device, default model and cache paths (with --model: its fingerprint
+    and the heads and judge it uses)."""
     import importlib.util
 
     import torch
@@ -70,10 +71,15 @@ def info(model_name):
 
         lines["heads"] = str(files("tigerdecode.heads"))
     if model_name:
+        from tigerdecode.heads.checkpoint import find_checkpoint
         from tigerdecode.model.load import fingerprint, load_model
 
         m, tok = load_model(model_name)
         lines["model fingerprint"] = str(fingerprint(m, tok))
+        for kind in ("heads", "judge"):  # what heads="auto" / judge=True load for this model
+            found = find_checkpoint(m, tok, kind)
+            lines[f"{kind} used"] = str(found) if found else \
+                f"none (train them: tigerdecode fit {model_name})"
     width = max(map(len, lines))
     for k, v in lines.items():
         click.echo(f"{k:<{width}}  {v}")
@@ -84,6 +90,7 @@ def info(model_name):
 from tigerdecode.cli import bench as _bench  # noqa: E402
 from tigerdecode.cli import demo as _demo  # noqa: E402
 from tigerdecode.cli import eval as _eval  # noqa: E402
+from tigerdecode.cli import fit as _fit  # noqa: E402
 from tigerdecode.cli import generate as _generate  # noqa: E402
 from tigerdecode.cli import judge as _judge  # noqa: E402
 from tigerdecode.cli import policy as _policy  # noqa: E402
@@ -92,7 +99,7 @@ from tigerdecode.cli import training as _training  # noqa: E402
 
 for _cmd in (_generate.generate, _generate.examples, _policy.policy_group, _quant.quantize_cmd,
              _bench.bench_group, _eval.eval_cmd, _training.data_group, _training.heads_group,
-             _judge.judge_group, _demo.demo_group):
+             _judge.judge_group, _demo.demo_group, _fit.fit_cmd):
     main.add_command(_cmd)
 
 
