@@ -37,8 +37,10 @@ def main(skip_bad) -> None:
 @click.option("--model", "model_name", default=None,
               help="Also load this model; print its fingerprint and the heads and judge it uses.")
 def info(model_name):
-    """Print versions, device, default model and cache paths (with --model: its fingerprint
-    and the heads and judge it uses)."""
+    """Print versions, device, default model and cache paths.
+
+    With --model: its fingerprint and the heads and judge that heads="auto" / judge=True load.
+    """
     import importlib.util
 
     import torch
