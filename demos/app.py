@@ -43,6 +43,14 @@ def _policy_controls() -> list:
     ]
 
 
+def _model_queue(h: Handlers) -> dict:
+    """Generate and Compare share one pool of handler slots, one per request the batcher can
+    hold (waiting or decoding): every request reaches the batcher, which serves it or answers
+    at once that the demo is busy and when to retry (Gradio's own queue never fills first)."""
+    b = h.backend.batcher
+    return {"concurrency_limit": b.max_waiting + b.max_batch, "concurrency_id": "model"}
+
+
 def _generate_tab(h: Handlers, caps: dict):
     lim = h.backend.limits
     with gr.Row():
@@ -88,7 +96,7 @@ def _generate_tab(h: Handlers, caps: dict):
     outputs = [status, pdev, pstop, plot, summary, judge_panel, timings, result_json]
     run.click(h.generate,
               [prompt, creativity, max_new, seed, raw, ensemble, factual, creative, judge,
-               rewrites, *policy], outputs, api_name="generate")
+               rewrites, *policy], outputs, api_name="generate", **_model_queue(h))
     return [prompt, creativity], outputs
 
 
@@ -109,7 +117,7 @@ def _compare_tab(h: Handlers) -> None:
         ours = gr.HighlightedText(label="tigerdecode")
         plain = gr.HighlightedText(label="plain sampling")
     run.click(h.compare, [prompt, creativity, max_new, seed, raw], [note, ours, plain],
-              api_name="compare")
+              api_name="compare", **_model_queue(h))
 
 
 def _tradeoff_tab(h: Handlers):
@@ -169,10 +177,16 @@ def build_app(backend: DemoBackend, results_path=None) -> gr.Blocks:
 
 
 def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None,
-           concurrency: int = 1, max_queue: int = 16, block: bool = True):
-    """Serve on a bounded queue: ``concurrency`` generations at once, ``max_queue`` waiting.
-    Uploads (the Trade-off tab's results file) are refused above the results size bound."""
+           concurrency: int = 1, max_queue: int = 256, block: bool = True):
+    """Serve on a bounded queue: other events (the Trade-off tab) ``concurrency`` at once;
+    Generate and Compare as many as the backend's batcher holds (``_model_queue``); at most
+    ``max_queue`` events wait in Gradio's queue. Uploads (the Trade-off tab's results file)
+    are refused above the results size bound."""
     demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
+    # each waiting request holds a worker thread (blocked, not computing) until it is served
+    limits = {fn.concurrency_id: fn.concurrency_limit for fn in demo.fns.values()}
+    slots = sum(v for v in limits.values() if isinstance(v, int))
     return demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block,
                        show_error=False, quiet=not block, css=CSS,
-                       max_file_size=tradeoff.MAX_RESULTS_BYTES)
+                       max_file_size=tradeoff.MAX_RESULTS_BYTES,
+                       max_threads=max(40, slots + 16))

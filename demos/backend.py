@@ -1,5 +1,7 @@
 """What the demo runs on: one loaded model, its controlled generators (one per ensemble choice,
-built lazily and kept), input bounds, and a lock so one generation uses the model at a time.
+built lazily and kept), input bounds, and a micro-batcher (``batcher.py``) that owns the model:
+requests waiting with the same settings decode together, each row with its own prompt, seed and
+stream, and requests beyond the waiting bound are told to retry.
 
 The app never touches torch directly; everything goes through ``DemoBackend``, so tests can drive
 the same app with a tiny model.
@@ -8,11 +10,14 @@ the same app with a tiny model.
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 import queue
+import secrets
 import threading
 from dataclasses import dataclass
 
+from tigerdecode.demos.batcher import MicroBatcher, RowSeeds
 from tigerdecode.result import GenerationResult, TokenTrace
 
 FACTUAL_PERSONA = ""  # empty: the model's own default system turn (what the heads learned on)
@@ -95,26 +100,36 @@ def _accepts(fn, name: str) -> bool:
         return False
 
 
-def _trace_of(args, kwargs, tokenizer) -> TokenTrace | None:
-    """The token record from an ``on_token`` call: either a ``TokenTrace`` or the decode loop's
-    ``(row, token_id, {"p_stop", "p_dev"})`` (row 0: the demo sends one prompt at a time)."""
+def _trace_of(args, kwargs, tokenizer) -> tuple[int, TokenTrace] | None:
+    """(row, token record) from an ``on_token`` call: either a ``TokenTrace`` (row 0) or the
+    decode loop's ``(row, token_id, {"p_stop", "p_dev"})``."""
     for a in (*args, *kwargs.values()):
         if isinstance(a, TokenTrace):
-            return a
+            return 0, a
     if len(args) == 3 and isinstance(args[1], int) and isinstance(args[2], dict):
         row, tok, info = args
-        if row != 0:
-            return None
-        return TokenTrace(token=tokenizer.decode([tok]), token_id=tok,
-                          p_stop=info.get("p_stop"), p_dev=info.get("p_dev"))
+        return row, TokenTrace(token=tokenizer.decode([tok]), token_id=tok,
+                               p_stop=info.get("p_stop"), p_dev=info.get("p_dev"))
     return None
+
+
+@dataclass
+class _Row:
+    """One request as the batcher hands it to :meth:`DemoBackend._run_batch`."""
+
+    prompt: str
+    seed: int | None
+    on_token: object
+    ensemble: tuple[str, str] | None
+    kw: dict
 
 
 class DemoBackend:
     """One model, loaded once, shared by every request of the app."""
 
     def __init__(self, model, tokenizer, *, model_name: str = "default", heads="auto",
-                 judge="auto", limits: Limits | None = None):
+                 judge="auto", limits: Limits | None = None,
+                 max_batch: int = 16, max_waiting: int = 64):
         self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
         self.heads = heads
         self.limits = limits or Limits()
@@ -122,6 +137,9 @@ class DemoBackend:
         self._generators: dict = {}
         self._cls = self._generator_class()
         self.judge, self.judge_note = self._find_judge(judge)
+        self._solo = itertools.count()
+        self.batcher = MicroBatcher(self._run_batch, max_batch=max_batch,
+                                    max_waiting=max_waiting)
 
     def _find_judge(self, judge) -> tuple[object, str]:
         """(what to pass as ``judge=``, or None; why not, for the UI). ``"auto"`` means the judge
@@ -200,13 +218,53 @@ class DemoBackend:
             if len(persona) > self.limits.max_prompt_chars:
                 raise InputError(f"A persona is {len(persona)} characters; this demo accepts at "
                                  f"most {self.limits.max_prompt_chars}. Shorten it.")
-        kw = dict(creativity=creativity, max_new_tokens=max_new_tokens, seed=seed, raw=raw,
+        kw = dict(creativity=creativity, max_new_tokens=max_new_tokens, raw=raw,
                   method=method, **overrides)
-        if on_token is not None:
-            kw["on_token"] = lambda *a, **k: _forward(on_token, a, k, self.tokenizer)
-        with self._lock:  # taps and caches are per-generator state: one request at a time
-            (result,) = self._generator(ensemble).generate_text([prompt], **kw)
+        job = self.batcher.submit(self._batch_key(ensemble, kw),
+                                  _Row(prompt, seed, on_token, ensemble, kw))
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        result = job.result
+        result.timings["queue_wait_s"] = job.started - job.submitted
         return result
+
+    def _batch_key(self, ensemble, kw: dict):
+        """Requests with equal keys may share a batch: every setting but the prompt and the seed.
+        A judged request, or one whose policy resamples (a retry redraws every row of the
+        batch, which would change its neighbours' draws), decodes alone."""
+        resamples = kw.get("use_resample", policy_defaults().get("use_resample", False))
+        if "judge" in kw or resamples:
+            return ("alone", next(self._solo))
+        return (ensemble, tuple(sorted(kw.items())))
+
+    def _run_batch(self, key, rows: list[_Row]) -> list[GenerationResult]:
+        """Decode ``rows`` (equal settings) as one batch; runs in the batcher's thread. Each row
+        keeps its own seed (a row without one gets a random one) and its own token stream."""
+        seeds = [r.seed for r in rows]
+        if len(rows) == 1 or all(s is None for s in seeds):
+            seed = seeds[0]
+        else:
+            seed = RowSeeds([secrets.randbelow(2**31) if s is None else s for s in seeds])
+        kw = dict(rows[0].kw, seed=seed)
+        if any(r.on_token is not None for r in rows):
+            kw["on_token"] = lambda *a, **k: _forward(rows, a, k, self.tokenizer)
+        with self._lock:  # taps and caches are per-generator state: one batch at a time
+            results = self._generator(rows[0].ensemble).generate_text(
+                [r.prompt for r in rows], **kw)
+        if len(rows) > 1:  # the decode's timings are the batch's: say so
+            for res in results:
+                t = res.timings
+                res.timings = {"batch_rows": len(rows),
+                               "batch_tokens_per_s": t.get("tokens_per_s", 0.0),
+                               "prefill_s": t.get("prefill_s", 0.0),
+                               "total_s": t.get("total_s", 0.0),
+                               "new_tokens": len(res.token_ids)}
+        return results
+
+    def close(self) -> None:
+        """Stop the batcher's worker (requests still waiting are not served)."""
+        self.batcher.close()
 
     def stream(self, prompt: str, **kw):
         """Yield ``("token", TokenTrace)`` as tokens come, then ``("done", GenerationResult)``
@@ -228,7 +286,8 @@ class DemoBackend:
                 return
 
 
-def _forward(on_token, args, kwargs, tokenizer) -> None:
-    t = _trace_of(args, kwargs, tokenizer)
-    if t is not None:
-        on_token(t)
+def _forward(rows: list[_Row], args, kwargs, tokenizer) -> None:
+    """Hand one decoded token to the stream of the row it belongs to."""
+    got = _trace_of(args, kwargs, tokenizer)
+    if got is not None and 0 <= got[0] < len(rows) and rows[got[0]].on_token is not None:
+        rows[got[0]].on_token(got[1])

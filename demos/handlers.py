@@ -13,6 +13,7 @@ import gradio as gr
 
 from tigerdecode.demos import render, tradeoff
 from tigerdecode.demos.backend import DemoBackend, InputError, Unavailable, policy_defaults
+from tigerdecode.demos.batcher import Busy
 from tigerdecode.settings import ConfigError, save_settings
 
 log = logging.getLogger("tigerdecode.demo")
@@ -22,6 +23,8 @@ MAX_EXPORTS = 32  # settings files kept for download at once (older ones are rem
 def message(e: Exception) -> str:
     """A user-facing message for an exception: the text of errors we raise for bad input or
     missing features, a short generic line (the details go to the server log) for the rest."""
+    if isinstance(e, Busy):  # the queue is full: the message says when to retry
+        return f"**Busy:** {e}"
     # Ours, and the library's own ValueErrors (bad creativity, heads for another model, ...),
     # say what was wrong and what is allowed.
     if isinstance(e, InputError | Unavailable | ConfigError | ValueError):

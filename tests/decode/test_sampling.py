@@ -203,3 +203,53 @@ def test_fast_path_is_the_plain_pipelines_distribution(monkeypatch, k):
         greedy = ~sampled
         assert torch.equal(tok[greedy], biased.argmax(-1)[greedy])
         assert bool((want.gather(-1, tok[:, None])[:, 0] > 0).all()), "drew a dropped token"
+
+
+def test_a_greedy_row_leaves_its_generator_as_it_is_when_alone():
+    """In a batch, a row that is greedy this step draws nothing, as it draws nothing alone (an
+    all-greedy step skips the draw); so its later sampled tokens do not depend on its
+    neighbours."""
+    from tigerdecode.decode.sampling import draw
+
+    torch.manual_seed(0)
+    scores = torch.randn(3, 20)
+    d = StepDecision.fixed(3, "cpu", temperature=1.0)
+    d.temperature[1] = 0.0  # row 1 greedy this step
+    gens = [torch.Generator().manual_seed(s) for s in (3, 4, 5)]
+    tok = draw(scores, d, [], gens)
+    assert tok[1] == scores[1].argmax()
+    assert torch.equal(gens[1].get_state(), torch.Generator().manual_seed(4).get_state())
+    assert not torch.equal(gens[0].get_state(), torch.Generator().manual_seed(3).get_state())
+
+
+def test_batched_rows_equal_their_solo_runs_when_greedy_and_sampled_steps_mix(tiny_llama):
+    """decode: each row's tokens equal the row decoded alone with its own seed, under a control
+    that makes rows greedy or sampled at different steps."""
+    from tigerdecode.decode.loop import Control, decode
+    from tigerdecode.demos.batcher import RowSeeds
+
+    class Alternating(Control):
+        def __init__(self, rows):
+            self.rows, self.t = rows, 0
+
+        def decide(self, signals, batch, device):
+            d = StepDecision.fixed(batch, device, temperature=1.0, top_p=0.9)
+            d.temperature = torch.tensor([1.0 if (self.t + r) % 3 else 0.0 for r in self.rows])
+            return d
+
+        def observe(self, tokens, ctx):
+            self.t += 1
+
+    model, tok = tiny_llama
+    prompts = ["Once upon a time", "The capital of France is", "Hi"]
+    seeds = [11, 0, 7]
+
+    def run(idx):
+        enc = encode_prompts(tok, [prompts[i] for i in idx], raw=True)
+        seed = seeds[idx[0]] if len(idx) == 1 else RowSeeds([seeds[i] for i in idx])
+        out = decode([(model, enc["input_ids"], enc["attention_mask"])], Alternating(idx),
+                     max_new_tokens=12, eos_ids=[], pad_id=tok.pad_token_id, seed=seed)
+        return out.tokens.tolist()
+
+    batched = run([0, 1, 2])
+    assert [run([i])[0] for i in range(3)] == batched

@@ -144,7 +144,7 @@ def draw(scores: torch.Tensor, d: StepDecision, eos_ids: list[int],
     if bool(greedy.all()):
         return top
     idx, probs = nucleus(s, d)
-    tok = idx.gather(-1, _multinomial(probs, generators)[:, None])[:, 0]
+    tok = idx.gather(-1, _multinomial(probs, generators, ~greedy)[:, None])[:, 0]
     return torch.where(greedy, top, tok)
 
 
@@ -183,13 +183,19 @@ def nucleus(s: torch.Tensor, d: StepDecision) -> tuple[torch.Tensor, torch.Tenso
     return idx, w
 
 
-def _multinomial(weights: torch.Tensor, generators) -> torch.Tensor:
+def _multinomial(weights: torch.Tensor, generators, sampled: torch.Tensor) -> torch.Tensor:
     """One index per row from non-negative ``weights`` (B, K), each row from its own generator
-    when given, so a row's tokens do not depend on what else is in the batch."""
+    when given, so a row's tokens do not depend on what else is in the batch. Only ``sampled``
+    rows (B,) draw: a greedy row leaves its generator untouched, as it does when it is alone
+    (where an all-greedy step draws nothing); other rows get index 0."""
     if generators is None:
         return torch.multinomial(weights, 1).squeeze(-1)
-    return torch.cat([torch.multinomial(w[None], 1, generator=g).squeeze(-1)
-                      for w, g in zip(weights, generators, strict=True)])
+    if len(generators) != weights.shape[0]:
+        raise ValueError(f"{len(generators)} generators for {weights.shape[0]} rows")
+    out = torch.zeros(weights.shape[0], dtype=torch.long, device=weights.device)
+    for i in sampled.nonzero().flatten().tolist():
+        out[i] = torch.multinomial(weights[i : i + 1], 1, generator=generators[i])[0, 0]
+    return out
 
 
 def check_finite(logits: torch.Tensor, where: str = "the model") -> None:
