@@ -185,9 +185,9 @@ class Fit:
 
     # ---- the plan -------------------------------------------------------------------------
 
-    def make_plan(self, t_start: float) -> Plan:
+    def make_plan(self, t_start: float, record: bool = True) -> Plan:
         """Read the plan of this work directory, or choose one (measuring the model when a budget
-        is given) and record it."""
+        is given) and record it (unless ``record`` is False: a dry run)."""
         path = self.work / "plan.json"
         opts = self.options()
         if path.is_file():
@@ -213,8 +213,10 @@ class Fit:
                                    n_open_available=len(self.open_items(self.open_path, 10**9)),
                                    spent_s=time.perf_counter() - t_start)
             self.check_resources(plan, tp)
-            write_json(self.work / "throughput.json", tp.to_dict())
-        write_json(path, {"options": opts, "plan": plan.to_dict()})
+            if record:
+                write_json(self.work / "throughput.json", tp.to_dict())
+        if record:
+            write_json(path, {"options": opts, "plan": plan.to_dict()})
         return plan
 
     def measure(self) -> Throughput:
@@ -278,17 +280,24 @@ class Fit:
 
     # ---- running --------------------------------------------------------------------------
 
-    def run(self, t_start: float | None = None) -> dict:
+    def run(self, t_start: float | None = None, dry_run: bool = False) -> dict:
         """All stages, skipping those done; ``t_start``: when the command began (a budget
-        counts loading the model too)."""
+        counts loading the model too). ``dry_run``: choose the plan, say it, build nothing."""
         t_start = time.perf_counter() if t_start is None else t_start
-        if self.req.restart and self.work.exists():
+        if self.req.restart and self.work.exists() and not dry_run:
             shutil.rmtree(self.work)
         self.work.mkdir(parents=True, exist_ok=True)
-        plan = self.plan = self._guarded("measure", lambda: self.make_plan(t_start))
+        plan = self.plan = self._guarded("measure",
+                                         lambda: self.make_plan(t_start, record=not dry_run))
         est = plan.estimates or estimate(plan, _nominal_throughput(self.fp.hidden_size))
         self.log(f"plan: {plan.why}; {plan.n_qa} facts x forms, {plan.n_open} open prompts, "
                  f"{plan.n_eval} held-out facts; layers {plan.layers}; work in {self.work}")
+        if dry_run:
+            self.log("estimated minutes per stage: " + ", ".join(
+                f"{s} {est[s] / 60:.1f}" for s in STAGES[1:] if s in est)
+                + ("" if plan.estimates else " (nominal speed: no measurement without a budget)"))
+            return {"out": self.out, "judge_out": self.judge_out, "work": self.work,
+                    "plan": plan, "results": {}, "auto": {}}
         self.overall = Overall({s: est.get(s, 0.0) for s in STAGES[1:]}, self.req.progress)
         results = {}
         try:
@@ -575,11 +584,11 @@ def _nominal_throughput(hidden: int) -> Throughput:
 
 
 def fit(req: FitRequest, *, model=None, tokenizer=None, judge_eval=None, log=print,
-        on_unit=None) -> dict:
+        on_unit=None, dry_run: bool = False) -> dict:
     """Run (or resume) a fit; returns where the heads, judge and work went and each stage's
     summary. ``judge_eval``: the function behind ``tigerdecode judge eval`` (the CLI passes it;
     without it the end-to-end judge evaluation is skipped). ``on_unit(stage, done, total)``
-    is called after every finished data-build unit."""
+    is called after every finished data-build unit. ``dry_run``: only choose and say the plan."""
     if req.budget_minutes is not None and req.quick:
         raise FitError("give --quick or --budget-minutes, not both")
     if req.budget_minutes is not None and not req.budget_minutes > 0:
@@ -591,4 +600,4 @@ def fit(req: FitRequest, *, model=None, tokenizer=None, judge_eval=None, log=pri
 
         model, tokenizer = load_model(req.model)
     return Fit(req, model, tokenizer, judge_eval=judge_eval, log=log,
-               on_unit=on_unit).run(t_start)
+               on_unit=on_unit).run(t_start, dry_run=dry_run)

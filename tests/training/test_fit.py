@@ -252,6 +252,16 @@ def test_cli_budget_too_small_and_conflicting_options(fit_inputs, tmp_path, monk
     assert res.exit_code != 0 and "positive number of minutes" in res.output
 
 
+def test_dry_run_measures_and_says_the_plan(fit_inputs, tmp_path, monkeypatch):
+    monkeypatch.setenv("TIGERDECODE_CACHE", str(tmp_path))
+    res = CliRunner().invoke(main, ["fit", fit_inputs["model"], "--budget-minutes", "30",
+                                    "--dry-run", "--no-progress", *_args(fit_inputs)])
+    assert res.exit_code == 0, res.output
+    assert "plan: --budget-minutes 30: measured" in res.output and "chose 48 facts" in res.output
+    assert "estimated minutes per stage: data-qa" in res.output
+    assert not list(tmp_path.rglob("plan.json")) and not (tmp_path / "heads").exists()
+
+
 # ---- bad input --------------------------------------------------------------------------------
 
 def test_a_path_that_is_no_model(tmp_path, monkeypatch):

@@ -35,8 +35,11 @@ from tigerdecode.cli.options import out_option, seed_option
               help="Delete the work directory (the stored hidden states) after success.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (logs only).")
+@click.option("--dry-run", is_flag=True,
+              help="Choose the plan (measuring the model with --budget-minutes), print it and "
+                   "the estimated minutes per stage, build nothing.")
 def fit_cmd(model_name, budget_minutes, quick, out, work_dir, qa_path, open_path, creative_path,
-            seed, restart, clean, threads, no_progress) -> None:
+            seed, restart, clean, threads, no_progress, dry_run) -> None:
     """Build data, train and evaluate control heads and judge for MODEL.
 
     MODEL is 'default', a Hugging Face directory, a .gguf file or a cached hub id. Stages:
@@ -62,7 +65,9 @@ def fit_cmd(model_name, budget_minutes, quick, out, work_dir, qa_path, open_path
                      command="tigerdecode " + shlex.join(sys.argv[1:]) if sys.argv[1:2] ==
                      ["fit"] else f"tigerdecode fit {model_name}")
     log = click.echo if no_progress else (lambda msg: tqdm.write(str(msg)))
-    res = fit(req, judge_eval=evaluate, log=log)
+    res = fit(req, judge_eval=evaluate, log=log, dry_run=dry_run)
+    if dry_run:
+        return
     h = res["results"]["eval-heads"]
     click.echo(f"heads: {res['out']}\njudge: {res['judge_out']}\nmodel card: "
                f"{res['out']}/MODEL_CARD.md")
