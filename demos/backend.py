@@ -128,9 +128,10 @@ class DemoBackend:
     """One model, loaded once, shared by every request of the app."""
 
     def __init__(self, model, tokenizer, *, model_name: str = "default", heads="auto",
-                 judge="auto", limits: Limits | None = None,
+                 judge="auto", limits: Limits | None = None, fast: bool = False,
                  max_batch: int = 16, max_waiting: int = 64):
         self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
+        self.fast = fast  # decode on the static-cache compiled step (tigerdecode.decode.fast)
         self.heads = heads
         self.limits = limits or Limits()
         self._lock = threading.Lock()
@@ -180,15 +181,19 @@ class DemoBackend:
             raise Unavailable("Controlled generation is not available in this build "
                               "(tigerdecode.ControlledGenerator is missing).")
         if None not in self._generators:
-            self._generators[None] = self._cls(self.model, self.tokenizer, heads=self.heads)
+            self._generators[None] = self._cls(self.model, self.tokenizer, heads=self.heads,
+                                               **self._fast())
         if ensemble not in self._generators:
             if len(self._generators) >= MAX_GENERATORS:
                 del self._generators[next(k for k in self._generators if k is not None)]
             heads = getattr(self._generators[None], "heads", self.heads)
             self._generators[ensemble] = self._cls(
                 self.model, self.tokenizer, heads=heads,
-                ensemble=self._ensemble_spec(*ensemble))
+                ensemble=self._ensemble_spec(*ensemble), **self._fast())
         return self._generators[ensemble]
+
+    def _fast(self) -> dict:
+        return {"fast": True} if self.fast else {}
 
     def _ensemble_spec(self, factual: str, creative: str):
         """A self-ensemble of the loaded weights with a factual and a creative persona (an empty

@@ -27,11 +27,16 @@ def test_bench_quant_out_writes_every_number(tiny_model_dir, monkeypatch, tmp_pa
     assert [p.name for p in tmp_path.iterdir()] == ["q.json"]
 
 
-def test_bench_generate_json(tiny_model_dir):
+def test_bench_generate_json(tiny_model_dir, monkeypatch):
+    from tigerdecode.decode import fast
+
+    monkeypatch.setattr(fast, "COMPILE", False)  # compiling takes long; tests/decode covers it
     res = CliRunner().invoke(main, ["bench", "generate", "--model", str(tiny_model_dir),
                                     "--max-new-tokens", "2", "--repeats", "1", "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    assert len(out["rows"]) == 5 and out["controlled_vs_plain"] > 0
+    assert len(out["rows"]) == 7 and out["controlled_vs_plain"] > 0
+    assert out["fast_vs_plain"] > 0 and out["fast_same_tokens"] is True
+    assert out["llama_cpp_tokens_per_s"] is None and out["fast_vs_llama_cpp"] is None
     bad = CliRunner().invoke(main, ["bench", "generate", "--creativity", "2"])
     assert bad.exit_code == 2 and "creativity must lie in [0, 1]" in bad.output

@@ -10,10 +10,12 @@ import click
 
 from tigerdecode.cli.options import (
     creativity_option,
+    dtype_option,
     json_option,
     max_new_tokens_option,
     model_option,
     out_option,
+    quant_option,
     write_json,
 )
 
@@ -97,14 +99,25 @@ def quant_cmd(model_name, new_tokens, repeats, group_size, lm_head, ppl_tokens, 
 @max_new_tokens_option(128, help="Tokens every configuration decodes (EOS suppressed).")
 @click.option("--repeats", type=click.IntRange(1, 50), default=3, show_default=True,
               help="Interleaved runs per configuration (the table shows medians).")
+@click.option("--batch", type=click.IntRange(2, 256), default=8, show_default=True,
+              help="The larger batch size timed beside batch 1.")
 @creativity_option(0.5)
+@dtype_option()
+@quant_option()
+@click.option("--llama-cpp/--no-llama-cpp", default=True, show_default=True,
+              help="Time llama.cpp on the same GGUF file when llama-cpp-python is installed "
+                   "(pip install 'tigerdecode[bench]').")
 @_threads_option()
-@json_option('Print {"rows": [...], "controlled_vs_plain": x, "ensemble_vs_plain": y, '
-             '"batch8_vs_batch1": z}.')
-def generate_cmd(model_name, max_new_tokens, repeats, creativity, threads, as_json):
-    """Tokens/s of controlled decoding vs plain model.generate.
+@json_option('Print {"rows": [...], "plain_tokens_per_s", "controlled_tokens_per_s", '
+             '"fast_tokens_per_s", "llama_cpp_tokens_per_s", "fast_vs_plain", '
+             '"fast_vs_llama_cpp", ... ratios, "compile_s", "settings"}.')
+def generate_cmd(model_name, max_new_tokens, repeats, batch, creativity, dtype, quant, llama_cpp,
+                 threads, as_json):
+    """Tokens/s: HF generate vs ours vs llama.cpp.
 
-    Side by side in one run, interleaved repeats, medians.
+    Plain model.generate, controlled decoding (eager and the fast path) and, when installed,
+    llama.cpp on the same GGUF: side by side in one run at batch 1 and --batch, interleaved
+    repeats, medians; the fast path's compile time is reported apart.
     """
     _set_threads(threads)
     from tigerdecode.bench.generate import run_bench, table
@@ -113,8 +126,9 @@ def generate_cmd(model_name, max_new_tokens, repeats, creativity, threads, as_js
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = run_bench(model_name, max_new_tokens, repeats, creativity,
-                            progress=not as_json)
+            res = run_bench(model_name, max_new_tokens, repeats, creativity, batch=batch,
+                            progress=not as_json, dtype=dtype,
+                            quant=None if quant == "none" else quant, llama_cpp=llama_cpp)
     except ModelLoadError as e:
         raise click.ClickException(str(e)) from e
     click.echo(json.dumps(res) if as_json else table(res))

@@ -9,20 +9,19 @@ import click
 
 from tigerdecode.cli.options import (
     creativity_option,
+    dtype_option,
+    fast_option,
+    load_model_for,
     max_new_tokens_option,
     model_option,
     out_option,
+    quant_option,
 )
 
 
-def _load(model_name):
-    from tigerdecode.model.load import ModelLoadError, load_model
-
+def _load(model_name, dtype="fp32", quant="none"):
     click.echo(f"loading model {model_name!r} …", err=True)
-    try:
-        return load_model(model_name)
-    except ModelLoadError as e:
-        raise click.ClickException(str(e)) from None
+    return load_model_for(model_name, dtype, quant)
 
 
 @click.group("demo", invoke_without_command=True)
@@ -36,8 +35,11 @@ def _load(model_name):
                    "the cache).")
 @click.option("--concurrency", type=click.IntRange(1, 8), default=1, show_default=True,
               help="Generations served at once (the rest wait in a bounded queue).")
+@fast_option()
+@dtype_option()
+@quant_option()
 @click.pass_context
-def demo_group(ctx, host, port, model_name, results, concurrency):
+def demo_group(ctx, host, port, model_name, results, concurrency, fast, dtype, quant):
     """Serve the interactive demo (or take its screenshot).
 
     With no subcommand it serves the app (creativity slider, per-token risk, compare,
@@ -51,8 +53,9 @@ def demo_group(ctx, host, port, model_name, results, concurrency):
     from tigerdecode.demos.app import build_app, launch
     from tigerdecode.demos.backend import DemoBackend
 
-    model, tok = _load(model_name)
-    app = build_app(DemoBackend(model, tok, model_name=model_name), results_path=results)
+    model, tok = _load(model_name, dtype, quant)
+    app = build_app(DemoBackend(model, tok, model_name=model_name, fast=fast),
+                    results_path=results)
     if host not in ("127.0.0.1", "localhost"):
         click.echo(f"warning: serving on {host}; anyone who can reach it can use the model",
                    err=True)

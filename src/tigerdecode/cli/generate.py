@@ -11,9 +11,13 @@ import click
 
 from tigerdecode.cli.options import (
     creativity_option,
+    dtype_option,
+    fast_option,
     json_option,
+    load_model_for,
     max_new_tokens_option,
     model_option,
+    quant_option,
     seed_option,
 )
 
@@ -95,17 +99,16 @@ def legend(has_heads: bool) -> str:
             click.style("underlined", underline=True) + ": undone and resampled")
 
 
-def _generator(model_name, no_heads, ensemble):
+def _generator(model_name, no_heads, ensemble, dtype="fp32", quant="none", fast=False):
     import warnings
 
     from tigerdecode.api import ControlledGenerator
-    from tigerdecode.model.load import load_model
 
-    model, tok = load_model(model_name)
+    model, tok = load_model_for(model_name, dtype, quant)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return ControlledGenerator(model, tok, heads=None if no_heads else "auto",
-                                   ensemble="self" if ensemble else None)
+                                   ensemble="self" if ensemble else None, fast=fast)
 
 
 def _errors():
@@ -139,8 +142,12 @@ def _errors():
               help="Judge the finished answer (shipped judge) and rewrite or abstain if rejected.")
 @click.option("--max-rewrites", type=int, default=None,
               help="With --judge: rewrites before abstaining (default 2; 0 = judge only).")
+@fast_option()
+@dtype_option()
+@quant_option()
 def generate(prompt, model_name, creativity, method, temperature, max_new_tokens, seed, raw,
-             trace, no_heads, ensemble, as_json, config_file, use_judge, max_rewrites):
+             trace, no_heads, ensemble, as_json, config_file, use_judge, max_rewrites, fast,
+             dtype, quant):
     """Answer PROMPT at a chosen creativity.
 
     Controlled decoding by default, or a baseline with --method.
@@ -170,7 +177,7 @@ def generate(prompt, model_name, creativity, method, temperature, max_new_tokens
         if max_rewrites is not None:
             overrides["max_rewrites"] = max_rewrites
     try:
-        gen = _generator(model_name, no_heads, ensemble)
+        gen = _generator(model_name, no_heads, ensemble, dtype, quant, fast)
         (res,) = gen.generate_text([prompt], creativity=creativity, max_new_tokens=max_new_tokens,
                                    seed=seed, raw=raw, method=method, **overrides)
     except _errors() as e:
@@ -196,7 +203,10 @@ def generate(prompt, model_name, creativity, method, temperature, max_new_tokens
 @click.option("--width", type=int, default=None, help="Terminal width (default: detected).")
 @click.option("--judge/--no-judge", "use_judge", default=True, show_default=True,
               help="Judge each answer with the shipped judge (when the model has one).")
-def examples(model_name, max_new_tokens, seed, ensemble, width, use_judge):
+@fast_option()
+@dtype_option()
+@quant_option()
+def examples(model_name, max_new_tokens, seed, ensemble, width, use_judge, fast, dtype, quant):
     """Answer the example prompts at creativity 0, 0.5 and 1.
 
     Side by side, each with its per-token risk view.
@@ -209,7 +219,7 @@ def examples(model_name, max_new_tokens, seed, ensemble, width, use_judge):
     levels = (0.0, 0.5, 1.0)
     t0 = time.perf_counter()
     try:
-        gen = _generator(model_name, False, ensemble)
+        gen = _generator(model_name, False, ensemble, dtype, quant, fast)
         judge = {"judge": True} if use_judge and find_shipped_judge(gen.model, gen.tokenizer) \
             else {}
         # The judge is trained to spot wrong facts, so only the factual prompts go to it.

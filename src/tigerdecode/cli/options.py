@@ -61,6 +61,37 @@ def out_option(help: str, *, required: bool = False, folder: bool = False, defau
                         show_default=default is not None, help=help)
 
 
+def dtype_option(default: str = "fp32"):
+    return click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default=default,
+                        show_default=True,
+                        help="Weights and activations in fp32, or bf16 (half the bytes read per "
+                             "token; on a CPU with bf16 instructions, faster).")
+
+
+def quant_option():
+    return click.option("--quant", type=click.Choice(["none", "int8", "int4"]), default="none",
+                        show_default=True,
+                        help="Weight-only quantization on load: int8 per channel (output layer "
+                             "too), int4 groups of 32 (output layer kept); fastest with "
+                             "--dtype bf16. A `tigerdecode quantize` directory needs none.")
+
+
+def fast_option():
+    return click.option("--fast/--no-fast", default=False, show_default=True,
+                        help="Decode on a static KV cache with a compiled step (same output; "
+                             "the first call per batch shape compiles, which takes a while).")
+
+
+def load_model_for(model_name: str, dtype: str = "fp32", quant: str = "none"):
+    """``load_model`` with the --dtype / --quant options; a load error is a ClickException."""
+    from tigerdecode.model.load import ModelLoadError, load_model
+
+    try:
+        return load_model(model_name, dtype=dtype, quant=None if quant == "none" else quant)
+    except (ModelLoadError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+
+
 def batch_size_option(default: int, help: str = "Prompts decoded together."):
     return click.option("--batch-size", type=click.IntRange(1, 512), default=default,
                         show_default=True, help=help)

@@ -124,6 +124,11 @@ class QuantLinear(nn.Module):
         return self._cpu[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling() and self._cpu is not None:
+            # traced into a compiled graph (the fast decode step): an eager call before it
+            # chose the CPU kernels and prepared their layout; use that, nothing to decide
+            y = cpu_quant_matmul(x, self._cpu[1])
+            return y if self.bias is None else y + self.bias.to(y.dtype)
         backend = self.resolve_backend(x)
         if backend == "triton":
             y = quant_matmul(x, self.packed())
