@@ -22,10 +22,10 @@ interrupted (the sampling of a unit depends on its own seed only).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
-import os
 import random
 import re
 import shutil
@@ -75,13 +75,29 @@ def fit_name(fp) -> str:
 
 def write_json(path: Path, obj) -> None:
     """Temp file + rename: an interrupted write never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from tigerdecode.fsutil import atomic_write
+
+    atomic_write(path, json.dumps(obj, indent=1))
+
+
+@contextlib.contextmanager
+def work_lock(work: Path):
+    """One fit at a time per work directory (a second one is a clear error, not a race); while
+    held, any temp file under it was left by a run that died, so it is removed."""
+    import fcntl
+
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / ".lock", "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FitError(f"another `tigerdecode fit` is running in {work}; wait for it, or "
+                           "give this one another --work-dir") from None
+        try:
+            remove_partial_files([work])
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _file_hash(path) -> str:
@@ -284,9 +300,14 @@ class Fit:
         """All stages, skipping those done; ``t_start``: when the command began (a budget
         counts loading the model too). ``dry_run``: choose the plan, say it, build nothing."""
         t_start = time.perf_counter() if t_start is None else t_start
-        if self.req.restart and self.work.exists() and not dry_run:
-            shutil.rmtree(self.work)
-        self.work.mkdir(parents=True, exist_ok=True)
+        with work_lock(self.work):
+            if self.req.restart and not dry_run:
+                for p in self.work.iterdir():
+                    if p.name != ".lock":
+                        shutil.rmtree(p) if p.is_dir() else p.unlink()
+            return self._run(t_start, dry_run)
+
+    def _run(self, t_start: float, dry_run: bool) -> dict:
         plan = self.plan = self._guarded("measure",
                                          lambda: self.make_plan(t_start, record=not dry_run))
         est = plan.estimates or estimate(plan, _nominal_throughput(self.fp.hidden_size))

@@ -185,6 +185,8 @@ def test_interrupted_fits_resume_into_the_same_checkpoint(reference, fit_inputs,
 
     res = fit(req, log=lambda m: None)
     assert res["out"] == out
+    leftovers = [p for root in (work, out.parent) for p in root.rglob("*") if ".tmp" in p.name]
+    assert leftovers == []  # the killed runs' temps were swept
     assert _digest(out, SAME_FILES) == _digest(reference["heads"], SAME_FILES)
     judge = out.with_name("heads-judge")
     assert _digest(judge, SAME_JUDGE_FILES) == _digest(reference["judge"], SAME_JUDGE_FILES)
@@ -199,6 +201,19 @@ def test_other_options_do_not_resume_a_work_dir(reference, fit_inputs, tmp_path,
                                     "--no-progress", *_args(fit_inputs)])
     assert res.exit_code != 0
     assert "other options (they differ in seed)" in res.output and "--restart" in res.output
+
+
+def test_one_fit_per_work_dir_and_dead_runs_temps_are_swept(tmp_path):
+    from tigerdecode.training.fit import work_lock
+
+    (tmp_path / "data_qa").mkdir()
+    stale = tmp_path / "data_qa" / ".shard-00003.safetensors.tmp"
+    stale.write_bytes(b"half")
+    with work_lock(tmp_path):
+        assert not stale.exists()
+        with pytest.raises(FitError, match="another `tigerdecode fit` is running"):
+            with work_lock(tmp_path):
+                pass
 
 
 # ---- the budget -------------------------------------------------------------------------------
