@@ -217,10 +217,10 @@ class Fit:
                     "--restart to discard it, or give another --work-dir")
             self.log(f"resuming the fit in {self.work}")
             return Plan.from_dict(rec["plan"])
-        if self.req.quick:
-            plan = quick_plan(self.n_layers)
-        elif self.req.budget_minutes is None:
-            plan = full_plan(self.n_layers)
+        self.check_qa()
+        if self.req.quick or self.req.budget_minutes is None:
+            plan = (quick_plan if self.req.quick else full_plan)(self.n_layers)
+            self.check_resources(plan, _nominal_throughput(self.fp.hidden_size))
         else:
             tp = self.measure()
             pool = len(self.qa_items("train+validation", 10**9, 0))
@@ -234,6 +234,21 @@ class Fit:
         if record:
             write_json(path, {"options": opts, "plan": plan.to_dict()})
         return plan
+
+    def check_qa(self) -> None:
+        """The QA file's relations (``topic``) must fill all three splits: train and validation
+        relations train heads and judge, test relations evaluate them. Checked before any work."""
+        from tigerdecode.qa.data import load_qa, split_topics
+
+        split = split_topics(load_qa(self.qa_path))
+        empty = [s for s in ("train", "validation", "test") if not split[s]]
+        if empty:
+            raise FitError(
+                f"{self.qa_path} splits into {len(split['train'])} train / "
+                f"{len(split['validation'])} validation / {len(split['test'])} test relations; "
+                f"fit needs relations in every split (none in {', '.join(empty)}). Give each "
+                "item a 'topic' (its relation) with at least ~25 topics, none holding more than "
+                "5% of the items (tigerdecode.qa.data.split_topics).")
 
     def measure(self) -> Throughput:
         """Time one data-build batch (greedy, every hook the build uses) and the judge's re-read

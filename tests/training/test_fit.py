@@ -314,6 +314,18 @@ def test_states_of_another_width_than_hidden_size_are_refused(fit_inputs, tmp_pa
         fit.measure()
 
 
+def test_a_qa_file_without_relations_to_split_is_refused_before_any_work(fit_inputs, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("TIGERDECODE_CACHE", str(tmp_path))
+    qa = tmp_path / "flat.jsonl"
+    qa.write_text("".join(json.dumps({"prompt": f"Fact {i} is", "answers": ["x"]}) + "\n"
+                          for i in range(40)))
+    res = CliRunner().invoke(main, ["fit", fit_inputs["model"], "--quick", "--qa", str(qa),
+                                    "--no-progress"])
+    assert res.exit_code != 0 and "1 train / 0 validation / 0 test relations" in res.output
+    assert not list(tmp_path.rglob("manifest.json"))
+
+
 def test_missing_data_files_are_named(fit_inputs, tmp_path, monkeypatch):
     monkeypatch.setenv("TIGERDECODE_CACHE", str(tmp_path))
     res = CliRunner().invoke(main, ["fit", fit_inputs["model"], "--quick", "--qa",
