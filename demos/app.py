@@ -43,12 +43,17 @@ def _policy_controls() -> list:
     ]
 
 
+REFUSE_SLOTS = 16  # handler slots beyond what the batcher holds: where "busy" is answered
+
+
 def _model_queue(h: Handlers) -> dict:
-    """Generate and Compare share one pool of handler slots, one per request the batcher can
-    hold (waiting or decoding): every request reaches the batcher, which serves it or answers
-    at once that the demo is busy and when to retry (Gradio's own queue never fills first)."""
+    """Generate and Compare share one pool of handler slots: one per request the batcher can
+    hold (decoding or waiting) and ``REFUSE_SLOTS`` more, so a request beyond the batcher's
+    bound reaches it and is told at once that the demo is busy and when to retry, instead of
+    waiting unseen in Gradio's own queue."""
     b = h.backend.batcher
-    return {"concurrency_limit": b.max_waiting + b.max_batch, "concurrency_id": "model"}
+    return {"concurrency_limit": b.max_waiting + b.max_batch + REFUSE_SLOTS,
+            "concurrency_id": "model"}
 
 
 def _generate_tab(h: Handlers, caps: dict):

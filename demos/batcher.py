@@ -70,9 +70,8 @@ class MicroBatcher:
                  gather_s: float = 0.02):
         if not 1 <= max_batch <= 256:
             raise ValueError(f"max_batch must lie in [1, 256], got {max_batch}")
-        if not max_batch <= max_waiting <= 4096:
-            raise ValueError(f"max_waiting must lie in [max_batch={max_batch}, 4096], got "
-                             f"{max_waiting}")
+        if not 1 <= max_waiting <= 4096:
+            raise ValueError(f"max_waiting must lie in [1, 4096], got {max_waiting}")
         self.run_batch, self.max_batch, self.max_waiting = run_batch, max_batch, max_waiting
         self.gather_s = gather_s
         self._queue: collections.deque[Job] = collections.deque()

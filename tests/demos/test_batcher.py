@@ -172,4 +172,4 @@ def test_bounds_are_checked():
     with pytest.raises(ValueError, match="max_batch"):
         MicroBatcher(lambda k, p: p, max_batch=0)
     with pytest.raises(ValueError, match="max_waiting"):
-        MicroBatcher(lambda k, p: p, max_batch=8, max_waiting=4)
+        MicroBatcher(lambda k, p: p, max_batch=8, max_waiting=0)

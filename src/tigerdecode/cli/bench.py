@@ -132,3 +132,8 @@ def generate_cmd(model_name, max_new_tokens, repeats, batch, creativity, dtype, 
     except ModelLoadError as e:
         raise click.ClickException(str(e)) from e
     click.echo(json.dumps(res) if as_json else table(res))
+
+
+from tigerdecode.cli.demo import bench_demo_cmd  # noqa: E402 - the demo's own bench, registered here
+
+bench_group.add_command(bench_demo_cmd)

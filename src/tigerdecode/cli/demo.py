@@ -11,6 +11,7 @@ from tigerdecode.cli.options import (
     creativity_option,
     dtype_option,
     fast_option,
+    json_option,
     load_model_for,
     max_new_tokens_option,
     model_option,
@@ -33,13 +34,20 @@ def _load(model_name, dtype="fp32", quant="none"):
 @click.option("--results", "results", type=click.Path(dir_okay=False), default=None,
               help="Evaluation results JSON for the Trade-off tab (default: the latest run in "
                    "the cache).")
+@click.option("--max-batch", type=click.IntRange(1, 64), default=16, show_default=True,
+              help="Requests decoded together: those waiting with the same settings share a "
+                   "batch (1: one at a time).")
+@click.option("--max-waiting", type=click.IntRange(1, 1024), default=64, show_default=True,
+              help="Requests that may wait; beyond it a request is told 'busy, retry in ~N s'.")
 @click.option("--concurrency", type=click.IntRange(1, 8), default=1, show_default=True,
-              help="Generations served at once (the rest wait in a bounded queue).")
+              help="Trade-off tab events served at once (Generate and Compare go through the "
+                   "batcher).")
 @fast_option()
 @dtype_option()
 @quant_option()
 @click.pass_context
-def demo_group(ctx, host, port, model_name, results, concurrency, fast, dtype, quant):
+def demo_group(ctx, host, port, model_name, results, max_batch, max_waiting, concurrency, fast,
+               dtype, quant):
     """Serve the interactive demo (or take its screenshot).
 
     With no subcommand it serves the app (creativity slider, per-token risk, compare,
@@ -54,7 +62,8 @@ def demo_group(ctx, host, port, model_name, results, concurrency, fast, dtype, q
     from tigerdecode.demos.backend import DemoBackend
 
     model, tok = _load(model_name, dtype, quant)
-    app = build_app(DemoBackend(model, tok, model_name=model_name, fast=fast),
+    app = build_app(DemoBackend(model, tok, model_name=model_name, fast=fast,
+                                max_batch=max_batch, max_waiting=max_waiting),
                     results_path=results)
     if host not in ("127.0.0.1", "localhost"):
         click.echo(f"warning: serving on {host}; anyone who can reach it can use the model",
@@ -86,3 +95,61 @@ def screenshot_cmd(out, model_name, prompt, creativity, max_new_tokens, raw, hei
     click.echo(screenshot(model, tok, out, model_name=model_name, prompt=prompt,
                           creativity=creativity, max_new_tokens=max_new_tokens, raw=raw,
                           height=height))
+
+
+@click.command("demo")
+@model_option()
+@click.option("--clients", default="24,64", show_default=True,
+              help="Comma-separated client counts, one load round each (at most 256 clients).")
+@click.option("--requests", type=click.IntRange(1, 100), default=1, show_default=True,
+              help="Requests each client sends in a load round.")
+@max_new_tokens_option(16, help="Tokens per request (the demo's limit applies).")
+@creativity_option(0.5)
+@click.option("--max-batch", type=click.IntRange(1, 64), default=16, show_default=True,
+              help="The demo's --max-batch.")
+@click.option("--max-waiting", type=click.IntRange(1, 1024), default=64, show_default=True,
+              help="The demo's --max-waiting.")
+@click.option("--batching-clients", type=click.IntRange(0, 256), default=16, show_default=True,
+              help="Clients of the round that compares the batching demo with one decoding a "
+                   "request at a time (0: skip it).")
+@click.option("--soak/--no-soak", default=False, show_default=True,
+              help="Also keep clients sending for --soak-minutes and check resident memory.")
+@click.option("--soak-minutes", type=click.FloatRange(0.1, 240), default=10.0,
+              show_default=True)
+@click.option("--soak-clients", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option("--threads", type=click.IntRange(0, 256), default=1, show_default=True,
+              help="CPU threads of the demo process (0: torch's default).")
+@click.option("--timeout-s", type=click.FloatRange(1, 3600), default=600.0, show_default=True,
+              help="Seconds one request may take before it counts as an error.")
+@json_option("Print every round's summary as JSON.")
+def bench_demo_cmd(model_name, clients, requests, max_new_tokens, creativity, max_batch,
+                   max_waiting, batching_clients, soak, soak_minutes, soak_clients, threads,
+                   timeout_s, as_json):
+    """The demo under concurrent clients: served, rejected, latency, tokens/s, memory.
+
+    Starts `tigerdecode demo` on 127.0.0.1 and drives it with gradio_client clients: one
+    round per --clients count, a round at --batching-clients against a demo that decodes one
+    request at a time, and with --soak a timed run whose resident memory must stay within +10%
+    after a warm-up. Every answer is served or 'busy, retry in ~N s'; tracebacks are counted.
+    """
+    import json
+
+    from tigerdecode.bench.demo import BenchConfig, BenchError, run, table
+
+    try:
+        counts = tuple(int(c) for c in clients.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or not all(1 <= c <= 256 for c in counts):
+        raise click.BadParameter(f"expected comma-separated numbers from 1 to 256, got "
+                                 f"{clients!r}", param_hint="--clients")
+    cfg = BenchConfig(model=model_name, clients=counts, requests=requests,
+                      max_new_tokens=max_new_tokens, creativity=creativity, max_batch=max_batch,
+                      max_waiting=max_waiting, batching_clients=batching_clients,
+                      soak_minutes=soak_minutes if soak else 0.0, soak_clients=soak_clients,
+                      threads=threads, timeout_s=timeout_s)
+    try:
+        res = run(cfg, progress=lambda m: click.echo(m, err=True))
+    except BenchError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(res) if as_json else table(res))
