@@ -10,12 +10,12 @@ Meanings are the same in every command:
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import click
+
+from tigerdecode.fsutil import atomic_write
 
 MODEL_HELP = "'default' (embedded SmolLM2-135M-Instruct), a local HF directory or a hub id."
 SPLIT_CHOICES = ("all", "train", "validation", "test", "train+validation")
@@ -216,21 +216,9 @@ def load_items(path, split: str = "all", limit: int | None = None, sample: int |
 
 def write_json(path, obj, indent: int | None = 2) -> Path:
     """Write ``obj`` as JSON to ``path`` through a temp file and a rename, so an interrupted
-    run never leaves half a file behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=indent)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; an output is not
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    run never leaves half a file behind (nor, after ``kill -9``, a temp: the next write sweeps
+    it)."""
+    return atomic_write(path, json.dumps(obj, indent=indent))
 
 
 def forms_option(help_extra: str = ""):
