@@ -81,7 +81,8 @@ def fit_cmd(model_name, budget_minutes, quick, out, work_dir, qa_path, open_path
         note = "" if path is not None and Path(path).resolve() == Path(
             res["out" if kind == "heads" else "judge_out"]).resolve() else \
             " (not these: pass the folder above explicitly)"
-        click.echo(f'{kind}="auto" for this model uses: {path}{note}')
+        how = 'heads="auto"' if kind == "heads" else "judge=True"
+        click.echo(f"{how} for this model uses: {path}{note}")
     if clean:
         shutil.rmtree(res["work"], ignore_errors=True)
         click.echo(f"removed {res['work']}")
