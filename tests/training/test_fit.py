@@ -68,7 +68,19 @@ def _digest(folder: Path, names) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference(fit_inputs, tmp_path_factory):
+def one_thread():
+    """Every fit here on one torch thread, in this process and in the killed children: float
+    sums over another thread count may round differently, and a sampled token can follow."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def reference(fit_inputs, tmp_path_factory, one_thread):
     """One uninterrupted `tigerdecode fit --quick` into the default place of a fresh cache."""
     import os
 
@@ -132,7 +144,9 @@ def test_quick_fit_end_to_end_then_auto_finds_the_heads(reference, fit_inputs, m
 
 KILLER = textwrap.dedent("""
     import os, signal, sys
+    import torch
     from tigerdecode.training.fit import FitRequest, fit
+    torch.set_num_threads(1)  # as the reference run
     stage, at = sys.argv[1], int(sys.argv[2])
     def on_unit(name, done, total):
         if name == stage and done >= at:
@@ -145,7 +159,7 @@ KILLER = textwrap.dedent("""
 
 
 def test_interrupted_fits_resume_into_the_same_checkpoint(reference, fit_inputs, tmp_path,
-                                                          monkeypatch):
+                                                          monkeypatch, one_thread):
     """A full disk in the first data build, SIGKILL later in that build, SIGKILL in the
     held-out evaluation (after the heads were published); each rerun continues, and the
     weights and configs equal the uninterrupted run's byte for byte."""
