@@ -198,3 +198,23 @@ def test_fast_is_a_validated_request_option():
     with pytest.raises(ValueError, match="fast must be"):
         GenerateRequest(fast="yes")
     assert GenerateRequest.build({"overrides": {"fast": True}}).fast is True
+
+
+def test_a_model_changed_after_compiling_never_runs_a_stale_graph(tiny_llama):
+    """Compiled steps skip the per-parameter guards once a variant has run; replacing a layer
+    must still be seen (the runner keys variants by the parameters' identity too)."""
+    import copy
+
+    model = copy.deepcopy(tiny_llama[0])
+    tok = tiny_llama[1]
+    inp = encode_prompts(tok, PROMPTS, raw=True)
+    kw = dict(max_new_tokens=6, creativity=0.0, tokenizer=tok, heads=None)
+    for _ in range(2):  # the second run takes the skip-guards path
+        assert torch.equal(generate(model, **inp, fast=True, **kw), generate(model, **inp, **kw))
+    old = model.model.layers[0].mlp.down_proj
+    new = torch.nn.Linear(old.in_features, old.out_features, bias=False)
+    with torch.no_grad():
+        new.weight.copy_(old.weight * -3.0)
+    model.model.layers[0].mlp.down_proj = new
+    want = generate(model, **inp, **kw)
+    assert torch.equal(generate(model, **inp, fast=True, **kw), want)

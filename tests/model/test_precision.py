@@ -25,10 +25,10 @@ def test_dtype_by_name_or_torch_dtype(tiny_model_dir):
 @pytest.mark.parametrize("quant,bits", [("int8", 8), ("int4", 4)])
 def test_quant_on_load(tiny_model_dir, quant, bits):
     model, tok = load_model(str(tiny_model_dir), quant=quant)
-    layers = [m for m in model.modules() if isinstance(m, QuantLinear)]
+    head = model.get_output_embeddings()
+    layers = [m for m in model.modules() if isinstance(m, QuantLinear) and m is not head]
     assert layers and all(m.bits == bits for m in layers)
-    head_quantized = isinstance(model.get_output_embeddings(), QuantLinear)
-    assert head_quantized == (quant == "int8")
+    assert isinstance(head, QuantLinear) and head.bits == 8  # int4 keeps the output layer int8
     with pytest.raises(ValueError, match="quant must be one of"):
         load_model(str(tiny_model_dir), quant="int3")
 
@@ -51,3 +51,16 @@ def test_cli_precision_and_fast_options(tiny_model_dir, monkeypatch):
         assert len(out["trace"]) == 5
     bad = CliRunner().invoke(main, base + ["--dtype", "fp64"])
     assert bad.exit_code == 2
+
+
+def test_int4_with_an_int8_output_layer_saves_and_loads(tiny_model_dir, tmp_path, monkeypatch):
+    from tigerdecode.quant.io import save_quantized
+
+    monkeypatch.setenv("TIGERDECODE_QUANT_BACKEND", "cpu")
+    model, tok = load_model(str(tiny_model_dir), quant="int4")
+    save_quantized(model, tok, tmp_path / "q", source="tiny")
+    again, _ = load_model(str(tmp_path / "q"))
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.inference_mode():
+        torch.testing.assert_close(again(ids).logits, model(ids).logits)
+    assert again.get_output_embeddings().bits == 8

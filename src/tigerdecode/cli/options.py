@@ -71,9 +71,9 @@ def dtype_option(default: str = "fp32"):
 def quant_option():
     return click.option("--quant", type=click.Choice(["none", "int8", "int4"]), default="none",
                         show_default=True,
-                        help="Weight-only quantization on load: int8 per channel (output layer "
-                             "too), int4 groups of 32 (output layer kept); fastest with "
-                             "--dtype bf16. A `tigerdecode quantize` directory needs none.")
+                        help="Weight-only quantization on load: int8 per channel; int4 in "
+                             "groups of 32 (output layer int8); fastest with --dtype bf16. A "
+                             "`tigerdecode quantize` directory needs none.")
 
 
 def fast_option():

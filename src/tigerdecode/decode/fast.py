@@ -183,13 +183,17 @@ def _step(model, ids, pos, keep, index, keys, values, taps):
 
 
 COMPILE = True  # False: the static-cache step runs uncompiled (tests of every architecture)
+COMPILE_OPTIONS: dict = {}  # inductor options
+SKIP_GUARDS = True  # see FastRunner._run
 _compiled_step = None
+_KNOWN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> compiled step keys
 
 
 def _compiled():
     global _compiled_step
     if _compiled_step is None:
-        _compiled_step = torch.compile(_step, dynamic=False, fullgraph=True)
+        _compiled_step = torch.compile(_step, dynamic=False, fullgraph=True,
+                                       options=COMPILE_OPTIONS or None)
     return _compiled_step
 
 
@@ -284,6 +288,8 @@ class FastRunner:
                                    f"{list(taps)}")
         self.index.fill_(T)
         self.states = dict(zip(taps, states, strict=True))
+        self.signature = hash((type(self.model), *map(id, self.model.parameters()),
+                               *map(id, self.model.buffers())))
         return logits
 
     def _taps(self) -> tuple[tuple[int, ...], bool]:
@@ -301,19 +307,37 @@ class FastRunner:
         taps, untie = self._taps()
         args = (self.model, tokens.to(self.pos.device)[:, None], self.pos[:, None], self.keep,
                 self.index, self.keys, self.values, taps)
-        half = self.keys[0].dtype in (torch.bfloat16, torch.float16)
-        with _untied(self.model, untie), _HalfAttention() if half else contextlib.nullcontext():
+        with _untied(self.model, untie):
             logits, states = self._run(args)
         self.states = dict(zip(taps, states, strict=True))
         return logits
 
+    def _key(self, args) -> tuple:
+        """Everything the compiled variants of one model differ in: shapes, dtype, tapped
+        layers, and the identity of every parameter and buffer (taken at prefill), so a model
+        changed in between (quantized, cast, weights replaced) is never run on a stale graph."""
+        return (tuple(self.keep.shape), self.keys[0].dtype, len(self.keys), args[7],
+                torch.is_inference_mode_enabled(), self.signature)
+
     def _run(self, args):
         if self.use_compile:
             at = int(self.index)
+            known = _KNOWN.setdefault(self.model, set())
+            key = self._key(args)
+            half = self.keys[0].dtype in (torch.bfloat16, torch.float16)
             try:
                 with torch._dynamo.config.patch(recompile_limit=max(
-                        RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit)):
-                    return _compiled()(*args)
+                        RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit)), \
+                        _HalfAttention() if half else contextlib.nullcontext():
+                    if SKIP_GUARDS and key in known:
+                        # This exact variant ran before, so its graph exists: evaluate only the
+                        # guards that tell the compiled variants apart (checking every parameter
+                        # each step costs milliseconds on a CPU, a third of a small model's step).
+                        with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
+                            return _compiled()(*args)
+                    out = _compiled()(*args)
+                    known.add(key)
+                    return out
             except Exception as e:  # no C++ compiler, an op inductor cannot lower, ...
                 self.index.fill_(at)
                 self.use_compile = False
