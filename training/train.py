@@ -258,6 +258,10 @@ def train_heads(data_dir, out=None, tc: TrainConfig | None = None, log=print) ->
                         for a in answers])[t["answer"]]
     va_qa = ~is_open[va]
     targets = {"stop": t["stop"], "dev": dev_targets(t["dev"], tc.faithful_restatement)}
+    # a creative text that must name a fact (mixed form) may name a wrong one: its tokens are
+    # not "no claim" as open text is, and have no deviation label either, so p_dev skips them
+    mixed = np.array([a.get("form") == "mixed" for a in answers])[t["answer"]]
+    targets["dev"][mixed] = -1
     hidden = t[f"layer_{cands[0][0]}"].shape[1]
     fp = Fingerprint.from_dict(manifest["config"]["fingerprint"])
     trials = []
@@ -324,6 +328,8 @@ def train_heads(data_dir, out=None, tc: TrainConfig | None = None, log=print) ->
                  "answer_accuracy": float(np.mean([bool(a["correct"]) for a in answers
                                                    if not a.get("open")])),
                  "n_topics": len({a["topic"] for a in answers}), "n_val_topics": n_val_topics,
+                 "val_topics": sorted({a["topic"] for a, v in zip(answers, val_ans, strict=True)
+                                       if v}),
                  "settings": [s["name"] for s in manifest["config"]["settings"]],
                  "max_new_tokens": manifest["config"]["max_new_tokens"]},
         "trials": trials,

@@ -147,6 +147,9 @@ def tune_cmd(model_name, split, limit, sample, seed, creativities, variants, max
 @forms_option()
 @creativity_option("0,0.5", many=True, help="Comma-separated creativities; the first and last "
                                             "give risk_at and risk_rise.")
+@click.option("--topics", default=None,
+              help="Keep only these topics (comma-separated), e.g. the heads' own validation "
+                   "topics (metrics.json: data.val_topics), which their training never saw.")
 @click.option("--budget", type=click.FloatRange(0, 1), default=0.05, show_default=True,
               help="Error budget: the share of right answers abstention may lose.")
 @click.option("--n-open", type=click.IntRange(0, 200), default=24, show_default=True,
@@ -161,14 +164,16 @@ def tune_cmd(model_name, split, limit, sample, seed, creativities, variants, max
               help="Also draw the risk-coverage curves to this PNG.")
 @json_option("Print the results as JSON instead of the table.")
 @out_option("Also write the results to this JSON file.")
-def risk_cmd(model_name, heads_dir, qa_path, split, sample, seed, forms, creativities, budget,
-             n_open, max_new_tokens, batch_size, sets, threads, plot_path, as_json, out):
+def risk_cmd(model_name, heads_dir, qa_path, split, sample, seed, forms, creativities, topics,
+             budget, n_open, max_new_tokens, batch_size, sets, threads, plot_path, as_json, out):
     """Print the risk-coverage curve and the abstention bar it implies.
 
-    Decodes the QA items (in --forms) with abstention off and reports, for every p_risk bar,
+    Decodes the QA items (in --forms) with the risk gate off and reports, for every p_risk bar,
     the right answers kept, the wrong ones caught and the creative requests that would abstain;
     the bar at each creativity is the lowest within the --budget.
     """
+    import random
+
     import torch
 
     from tigerdecode.api import ControlledGenerator
@@ -181,7 +186,15 @@ def risk_cmd(model_name, heads_dir, qa_path, split, sample, seed, forms, creativ
     from tigerdecode.qa.forms import form_of, with_forms
 
     torch.set_num_threads(threads)
-    items = load_items(qa_path or qa_wikidata_path(), split, None, sample or 150, seed)
+    items = load_items(qa_path or qa_wikidata_path(), split)
+    if topics:
+        keep = {t.strip() for t in topics.split(",") if t.strip()}
+        items = [it for it in items if it.topic in keep]
+        if not items:
+            raise click.BadParameter(f"no item of split {split!r} has a topic in {sorted(keep)}",
+                                     param_hint="--topics")
+    random.Random(seed).shuffle(items)
+    items = items[:sample or 150]
     asked = [it for it in with_forms_option(items, forms, seed) if form_of(it) != "mixed"]
     mixed = [it.prompt for it in with_forms(items, ("mixed",), seed=seed)]
     try:
@@ -196,7 +209,8 @@ def risk_cmd(model_name, heads_dir, qa_path, split, sample, seed, forms, creativ
     res = risk.run(gen, asked, mixed + open_prompts(n_open), creativities, budget=budget,
                    max_new_tokens=max_new_tokens, batch=batch_size, seed=seed, overrides=sets,
                    progress=not as_json)
-    res["settings"] = {"split": split, "sample": sample or 150, "seed": seed, "forms": forms,
+    res["settings"] = {"split": split, "topics": topics, "sample": len(items), "seed": seed,
+                       "forms": forms,
                        "n_mixed": len(mixed), "n_open": n_open, "heads": str(heads_dir or "auto"),
                        "overrides": sets, "max_new_tokens": max_new_tokens}
     if out:

@@ -1,7 +1,9 @@
 """The risk–coverage curve behind the policy's abstention bar (``risk_at``, ``risk_rise``).
 
-Every QA item is decoded once per creativity with abstention off; each answer's *peak* is the
-highest ``p_risk`` the policy would have checked on it -- at a step that is a fact slot
+Every QA item is decoded once per creativity with the risk gate off (``use_risk=False``; the
+policy's other abstention, on ``p_dev``, acts as it will in use, and the answers it ends count
+as abstained at every bar); each answer's *peak* is the highest ``p_risk`` the policy would have
+checked on it -- at a step that is a fact slot
 (``slot_gain * p_slot >= abstain_slot``) of a factual request (``p_factual >= factual_at``).
 Abstention changes nothing before the step where it fires, so an answer abstains under bar
 ``b`` exactly when its peak reaches ``b``: one decode gives the whole curve. For each bar: the
@@ -30,9 +32,11 @@ def peak_risk(result, policy) -> float:
     return max(peaks, default=0.0)
 
 
-def curve(right: np.ndarray, wrong: np.ndarray, creative: np.ndarray, bars=BARS) -> list[dict]:
-    """Per bar: what abstaining at ``peak >= bar`` keeps and catches (arrays of peaks)."""
-    n = len(right) + len(wrong)
+def curve(right: np.ndarray, wrong: np.ndarray, creative: np.ndarray, bars=BARS,
+          n_abstained: int = 0) -> list[dict]:
+    """Per bar: what abstaining at ``peak >= bar`` keeps and catches (arrays of peaks; answers
+    the decode already abstained on count in the coverage's denominator only)."""
+    n = len(right) + len(wrong) + n_abstained
     rows = []
     for b in bars:
         kept_r, kept_w = int((right < b).sum()), int((wrong < b).sum())
@@ -62,18 +66,21 @@ def run(gen, items, creative_prompts: list[str], creativities, *, budget: float 
     from tigerdecode.qa.labels import label_answer
     from tigerdecode.qa.prompts import format_prompt
 
-    kw = {**(overrides or {}), "use_abstain": False}
+    kw = {**(overrides or {}), "use_risk": False}
     out = {"budget": budget, "levels": []}
     bar = tqdm(total=len(creativities) * (len(items) + len(creative_prompts)), disable=not progress,
                desc="risk curve")
     for c in creativities:
         policy = Policy(c, **{k: v for k, v in kw.items() if k in Policy.__dataclass_fields__})
-        right, wrong, creative = [], [], []
+        right, wrong, creative, abstained, creative_abstained = [], [], [], 0, 0
         for s in range(0, len(items), batch):
             chunk = items[s:s + batch]
             res = gen.generate_text([format_prompt(it.prompt) for it in chunk], creativity=c,
                                     max_new_tokens=max_new_tokens, seed=seed + s, **kw)
             for it, r in zip(chunk, res, strict=True):
+                if r.abstained:
+                    abstained += 1
+                    continue
                 ok = label_answer(it.prompt, it.answers, [r.text], True).correct
                 (right if ok else wrong).append(peak_risk(r, policy))
             bar.update(len(chunk))
@@ -81,9 +88,12 @@ def run(gen, items, creative_prompts: list[str], creativities, *, budget: float 
             res = gen.generate_text(creative_prompts[s:s + batch], creativity=c,
                                     max_new_tokens=creative_tokens, seed=seed + 10_000 + s, **kw)
             creative += [peak_risk(r, policy) for r in res]
+            creative_abstained += sum(r.abstained for r in res)
             bar.update(len(res))
-        rows = curve(np.array(right), np.array(wrong), np.array(creative))
+        rows = curve(np.array(right), np.array(wrong), np.array(creative), n_abstained=abstained)
         out["levels"].append({"creativity": c, "n_right": len(right), "n_wrong": len(wrong),
+                              "n_abstained_without_risk": abstained,
+                              "creative_abstained_without_risk": creative_abstained,
                               "bar": choose_bar(rows, budget), "curve": rows})
     bar.close()
     lv = out["levels"]
@@ -112,7 +122,9 @@ def table(res: dict, every: int = 4) -> str:
     lines.append("")
     for lv in res["levels"]:
         lines.append(f"creativity {lv['creativity']:g}: {lv['n_right']} right, {lv['n_wrong']} "
-                     f"wrong without abstention; bar {lv['bar']:g}")
+                     f"wrong, {lv['n_abstained_without_risk']} abstained (p_dev) without the risk "
+                     f"gate; creative requests abstained {lv['creative_abstained_without_risk']}; "
+                     f"bar {lv['bar']:g}")
     rise = res.get("risk_rise")
     lines.append(f"=> risk_at = {res['risk_at']:g}" + (f", risk_rise = {rise:g}"
                                                         if rise is not None else ""))
