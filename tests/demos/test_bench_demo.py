@@ -23,6 +23,15 @@ from tigerdecode.bench.demo import (
 from tigerdecode.cli import main
 
 
+def test_one_at_a_time_and_all_at_once_give_each_client_the_same_text(demo_url):
+    from tigerdecode.bench.demo import sequential
+
+    one = sequential(demo_url, 4, max_new_tokens=5)
+    many = drive(demo_url, clients=4, requests=1, max_new_tokens=5)
+    b = batching_summary([(many, one)])
+    assert b["same_text"] == 4 and b["batched"]["served"] == b["serial"]["served"] == 4
+
+
 def test_every_client_is_served(demo_url):
     r = drive(demo_url, clients=3, requests=2, max_new_tokens=4, name="t")
     s = r.summary()
@@ -83,9 +92,11 @@ def test_batching_summary_counts_same_texts_and_ratio():
         return Round(name, len(texts), [Outcome("served", 1.0, tokens=4, text=t) for t in texts],
                      wall)
 
-    b = batching_summary(rnd("batched", ["a", "b", "c"], 1.0), rnd("serial", ["a", "b", "x"], 3))
-    assert b["same_text"] == 2 and b["speedup"] == pytest.approx(3.0)
-    assert "3.00x the tokens/s" in table({"load": [], "batching": b})
+    b = batching_summary([(rnd("batched", ["a", "b", "c"], 1.0), rnd("serial", ["a", "b", "x"], 3)),
+                          (rnd("batched", ["a", "b", "c"], 1.0), rnd("serial", ["a", "y", "c"], 2))])
+    assert b["same_text"] == 2 and b["speedups"] == pytest.approx([3.0, 2.0])
+    assert b["speedup"] == pytest.approx(12 / 5)  # median 12 tok/s over median (4 + 6) / 2
+    assert "2.40x the tokens/s" in table({"load": [], "batching": b})
 
 
 def test_soak_memory_check():

@@ -6,9 +6,10 @@ clients each send their requests to ``/generate``; every answer is sorted into s
 ("retry in ~N s"), error, or a traceback (which must never reach a client). Rounds:
 
 - **load**: for each client count (24 and 64 by default) every client sends ``--requests``;
-- **batching**: 16 clients against the demo decoding one request at a time (``--max-batch 1``)
-  and against the batching demo; tokens/s side by side, and whether each client got the same
-  text both ways (same seed, so it should);
+- **batching**: 16 clients at once against the same 16 requests sent one after another (so
+  the demo decodes them one at a time), alternating three times on the same demo process;
+  median tokens/s side by side, and whether each client got the same text both ways (same seed,
+  so it should);
 - **soak** (``--soak-minutes``): clients keep sending for that long; resident memory is sampled
   and, after a warm-up, must stay within +10% of its value at the end of the warm-up.
 
@@ -244,6 +245,21 @@ def drive(url: str, *, clients: int, requests: int | None = None, seconds: float
     return Round(name, clients, [o for per in outcomes for o in per], wall, samples)
 
 
+def sequential(url: str, n: int, *, creativity: float = 0.5, max_new_tokens: int = 48,
+               timeout_s: float = 600.0, name: str = "one-at-a-time") -> Round:
+    """The requests of ``n`` clients (client ``i``: ``PROMPTS[i % 8]``, seed ``i``, as in
+    :func:`drive`) sent one after another by one client: the demo decodes one request at a
+    time, the throughput a demo without batching gets however many clients wait."""
+    from gradio_client import Client
+
+    c = Client(url, verbose=False)
+    t0 = time.perf_counter()
+    outs = [_request(c, PROMPTS[i % len(PROMPTS)], creativity=creativity,
+                     max_new_tokens=max_new_tokens, seed=i, timeout_s=timeout_s)
+            for i in range(n)]
+    return Round(name, 1, outs, time.perf_counter() - t0)
+
+
 # ---- the rounds ------------------------------------------------------------------------------
 
 
@@ -264,11 +280,12 @@ class BenchConfig:
     model: str = "default"
     clients: tuple[int, ...] = (24, 64)
     requests: int = 1
-    max_new_tokens: int = 16
+    max_new_tokens: int = 48
     creativity: float = 0.5
     max_batch: int = 16
     max_waiting: int = 64
-    batching_clients: int = 16  # 0: skip the batched-vs-serial round
+    batching_clients: int = 16  # 0: skip the batched-vs-one-at-a-time round
+    batching_repeats: int = 3
     soak_minutes: float = 0.0
     soak_clients: int = 8
     warmup_minutes: float = 1.0
@@ -278,8 +295,7 @@ class BenchConfig:
 
 
 def run(cfg: BenchConfig, progress=print) -> dict:
-    """Every round of ``cfg`` against a freshly started demo (two for the batching round: one
-    decoding one request at a time, one batching). Returns the summaries."""
+    """Every round of ``cfg`` against one freshly started demo. Returns the summaries."""
     out: dict = {"config": asdict(cfg), "load": [], "batching": None, "soak": None}
     with serve(cfg.model, max_batch=cfg.max_batch, max_waiting=cfg.max_waiting,
                threads=cfg.threads, start_timeout_s=cfg.start_timeout_s) as (url, pid):
@@ -293,12 +309,8 @@ def run(cfg: BenchConfig, progress=print) -> dict:
                       creativity=cfg.creativity, timeout_s=cfg.timeout_s, server_pid=pid,
                       name=f"load-{n}")
             out["load"].append(r.summary())
-        batched = None
         if cfg.batching_clients:
-            progress(f"batching: {cfg.batching_clients} clients, batched")
-            batched = drive(url, clients=cfg.batching_clients, requests=1,
-                            max_new_tokens=cfg.max_new_tokens, creativity=cfg.creativity,
-                            timeout_s=cfg.timeout_s, server_pid=pid, name="batched")
+            out["batching"] = batching_round(url, pid, cfg, progress)
         if cfg.soak_minutes:
             secs = cfg.soak_minutes * 60
             progress(f"soak: {cfg.soak_clients} clients for {cfg.soak_minutes:g} min")
@@ -307,28 +319,41 @@ def run(cfg: BenchConfig, progress=print) -> dict:
                       timeout_s=cfg.timeout_s, server_pid=pid, name="soak")
             warm = max(1, min(int(cfg.warmup_minutes * 60), int(secs) // 2))
             out["soak"] = {**r.summary(), "memory": soak_check(r.rss_mb, warm)}
-    if cfg.batching_clients:
-        progress(f"batching: {cfg.batching_clients} clients, one request at a time")
-        with serve(cfg.model, max_batch=1, max_waiting=cfg.max_waiting, threads=cfg.threads,
-                   start_timeout_s=cfg.start_timeout_s) as (url, pid):
-            drive(url, clients=1, requests=1, max_new_tokens=cfg.max_new_tokens,
-                  creativity=cfg.creativity, timeout_s=cfg.timeout_s)
-            serial = drive(url, clients=cfg.batching_clients, requests=1,
-                           max_new_tokens=cfg.max_new_tokens, creativity=cfg.creativity,
-                           timeout_s=cfg.timeout_s, server_pid=pid, name="serial")
-        out["batching"] = batching_summary(batched, serial)
     return out
 
 
-def batching_summary(batched: Round, serial: Round) -> dict:
-    """Tokens/s of the batching demo over the one-at-a-time demo, and how many clients got the
-    same text from both (each client sends the same prompt and seed to both)."""
-    b, s = batched.summary(), serial.summary()
-    same = sum(x.kind == y.kind == "served" and x.text == y.text
-               for x, y in zip(batched.outcomes, serial.outcomes, strict=True))
-    return {"batched": b, "serial": s,
-            "speedup": b["tokens_per_s"] / s["tokens_per_s"] if s["tokens_per_s"] else None,
-            "same_text": same, "clients": batched.clients}
+def batching_round(url: str, pid: int, cfg: BenchConfig, progress=print) -> dict:
+    """``cfg.batching_clients`` concurrent clients (one request each) against the same
+    requests sent one at a time, on the same demo process, alternating ``cfg.batching_repeats``
+    times: tokens/s side by side (medians) and how many clients got the same text both ways."""
+    n, reps = cfg.batching_clients, cfg.batching_repeats
+    pairs = []
+    for k in range(reps):
+        progress(f"batching {k + 1}/{reps}: {n} requests one at a time, then {n} clients at once")
+        serial = sequential(url, n, creativity=cfg.creativity,
+                            max_new_tokens=cfg.max_new_tokens, timeout_s=cfg.timeout_s)
+        batched = drive(url, clients=n, requests=1, max_new_tokens=cfg.max_new_tokens,
+                        creativity=cfg.creativity, timeout_s=cfg.timeout_s, server_pid=pid,
+                        name="batched")
+        pairs.append((batched, serial))
+    return batching_summary(pairs)
+
+
+def batching_summary(pairs: list[tuple[Round, Round]]) -> dict:
+    """From (batched, one-at-a-time) round pairs: the median of each's tokens/s, their ratio,
+    every pair's ratio, and how many clients got the same text both ways (in every pair)."""
+    b = [x.summary() for x, _ in pairs]
+    s = [y.summary() for _, y in pairs]
+    same = min(sum(u.kind == v.kind == "served" and u.text == v.text
+                   for u, v in zip(x.outcomes, y.outcomes, strict=True)) for x, y in pairs)
+    bm = statistics.median(r["tokens_per_s"] for r in b)
+    sm = statistics.median(r["tokens_per_s"] for r in s)
+    return {"batched": {**b[-1], "tokens_per_s": bm, "round": "batched (median)"},
+            "serial": {**s[-1], "tokens_per_s": sm, "round": "one at a time (median)"},
+            "speedup": bm / sm if sm else None,
+            "speedups": [x["tokens_per_s"] / y["tokens_per_s"] if y["tokens_per_s"] else None
+                         for x, y in zip(b, s, strict=True)],
+            "same_text": same, "clients": pairs[0][0].clients, "repeats": len(pairs)}
 
 
 # ---- the report ------------------------------------------------------------------------------
@@ -355,9 +380,11 @@ def table(res: dict) -> str:
     out = ["\n".join(lines)]
     if res.get("batching"):
         b = res["batching"]
-        out.append(f"batching: {b['clients']} clients, {_f(b['speedup'])}x the tokens/s of one "
-                   f"request at a time; {b['same_text']}/{b['clients']} clients got the same "
-                   "text both ways (same seed)")
+        each = ", ".join(_f(x) for x in b.get("speedups", []))
+        out.append(f"batching: {b['clients']} clients at once, {_f(b['speedup'])}x the tokens/s "
+                   f"of the same requests one at a time (medians of {b.get('repeats', 1)} "
+                   f"alternating pairs: {each}); {b['same_text']}/{b['clients']} clients got "
+                   "the same text both ways (same seed)")
     if res.get("soak"):
         m = res["soak"]["memory"]
         if m.get("ok") is None:

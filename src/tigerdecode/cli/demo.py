@@ -103,15 +103,17 @@ def screenshot_cmd(out, model_name, prompt, creativity, max_new_tokens, raw, hei
               help="Comma-separated client counts, one load round each (at most 256 clients).")
 @click.option("--requests", type=click.IntRange(1, 100), default=1, show_default=True,
               help="Requests each client sends in a load round.")
-@max_new_tokens_option(16, help="Tokens per request (the demo's limit applies).")
+@max_new_tokens_option(48, help="Tokens per request (48: what the page asks by default).")
 @creativity_option(0.5)
 @click.option("--max-batch", type=click.IntRange(1, 64), default=16, show_default=True,
               help="The demo's --max-batch.")
 @click.option("--max-waiting", type=click.IntRange(1, 1024), default=64, show_default=True,
               help="The demo's --max-waiting.")
 @click.option("--batching-clients", type=click.IntRange(0, 256), default=16, show_default=True,
-              help="Clients of the round that compares the batching demo with one decoding a "
-                   "request at a time (0: skip it).")
+              help="Clients sending at once in the round that compares batching with the same "
+                   "requests sent one at a time (0: skip it).")
+@click.option("--batching-repeats", type=click.IntRange(1, 20), default=3, show_default=True,
+              help="Alternating (one at a time, all at once) pairs in that round; medians.")
 @click.option("--soak/--no-soak", default=False, show_default=True,
               help="Also keep clients sending for --soak-minutes and check resident memory.")
 @click.option("--soak-minutes", type=click.FloatRange(0.1, 240), default=10.0,
@@ -123,14 +125,14 @@ def screenshot_cmd(out, model_name, prompt, creativity, max_new_tokens, raw, hei
               help="Seconds one request may take before it counts as an error.")
 @json_option("Print every round's summary as JSON.")
 def bench_demo_cmd(model_name, clients, requests, max_new_tokens, creativity, max_batch,
-                   max_waiting, batching_clients, soak, soak_minutes, soak_clients, threads,
-                   timeout_s, as_json):
+                   max_waiting, batching_clients, batching_repeats, soak, soak_minutes,
+                   soak_clients, threads, timeout_s, as_json):
     """The demo under concurrent clients: served, rejected, latency, tokens/s, memory.
 
     Starts `tigerdecode demo` on 127.0.0.1 and drives it with gradio_client clients: one
-    round per --clients count, a round at --batching-clients against a demo that decodes one
-    request at a time, and with --soak a timed run whose resident memory must stay within +10%
-    after a warm-up. Every answer is served or 'busy, retry in ~N s'; tracebacks are counted.
+    round per --clients count, --batching-clients at once against the same requests sent one
+    at a time, and with --soak a timed run whose resident memory must stay within +10% after a
+    warm-up. Every answer is served or 'busy, retry in ~N s'; tracebacks are counted.
     """
     import json
 
@@ -146,6 +148,7 @@ def bench_demo_cmd(model_name, clients, requests, max_new_tokens, creativity, ma
     cfg = BenchConfig(model=model_name, clients=counts, requests=requests,
                       max_new_tokens=max_new_tokens, creativity=creativity, max_batch=max_batch,
                       max_waiting=max_waiting, batching_clients=batching_clients,
+                      batching_repeats=batching_repeats,
                       soak_minutes=soak_minutes if soak else 0.0, soak_clients=soak_clients,
                       threads=threads, timeout_s=timeout_s)
     try:
