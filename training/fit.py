@@ -251,8 +251,9 @@ class Fit:
                 "5% of the items (tigerdecode.qa.data.split_topics).")
 
     def measure(self) -> Throughput:
-        """Time one data-build batch (greedy, every hook the build uses) and the judge's re-read
-        of its answers: the throughput a budget is turned into sizes with."""
+        """Time one data-build batch greedy and sampled (every hook the build uses; top-p costs a
+        sort of the vocabulary a step) and the judge's re-read of its answers: the throughput a
+        budget is turned into sizes with."""
         from tigerdecode.model.load import text_config
         from tigerdecode.qa.forms import FORMS, with_forms
         from tigerdecode.training.build import asks_bare, user_message
@@ -265,8 +266,9 @@ class Fit:
         forms = with_forms(facts, FORMS, seed=self.req.seed)
         batch = random.Random(1).sample(forms, min(base.batch_size, len(forms)))
         prompts = [user_message(it, asks_bare(it)) for it in batch]
-        self.log(f"measuring: one batch of {len(batch)} prompts, {base.qa_max_new_tokens} "
-                 "new tokens each")
+        sampled = base.qa_max_new_tokens // 2
+        self.log(f"measuring: one batch of {len(batch)} prompts, greedy ({base.qa_max_new_tokens}"
+                 f" new tokens) and sampled ({sampled})")
         t1 = time.perf_counter()
         res = sample_answers(self.model, self.tok, prompts, base.layers, Setting("greedy"),
                              base.qa_max_new_tokens, seed=0)
@@ -283,12 +285,17 @@ class Fit:
                        [r["ended_by_eos"] for r in res], base.layers, None, batch_size=32,
                        desc="measuring the judge's re-read")
         t_judge = time.perf_counter() - t2
+        t3 = time.perf_counter()
+        sample_answers(self.model, self.tok, prompts, base.layers, Setting("t1-p0.95", 1.0, 0.95),
+                       sampled, seed=0)
+        t_sample = time.perf_counter() - t3
         tp = Throughput(decode_s_per_token=t_decode / (len(batch) * base.qa_max_new_tokens),
+                        sample_s_per_token=t_sample / (len(batch) * sampled),
                         reencode_s_per_answer=t_judge / len(batch),
                         forms_per_fact=len(forms) / max(1, len(facts)), hidden_size=hidden,
                         seconds=round(time.perf_counter() - t0, 1))
-        self.log(f"measured {1 / tp.decode_s_per_token:.0f} answer tokens/s at batch "
-                 f"{len(batch)}, {tp.reencode_s_per_answer * 1000:.0f} ms per judge re-read")
+        self.log(f"measured {tp.speed()} at batch {len(batch)}, "
+                 f"{tp.reencode_s_per_answer * 1000:.0f} ms per judge re-read")
         return tp
 
     def check_resources(self, plan: Plan, tp: Throughput) -> None:
@@ -615,8 +622,8 @@ def _available_memory() -> float | None:
 def _nominal_throughput(hidden: int) -> Throughput:
     """For the progress bar of an unmeasured plan (--quick or no budget): the default model's
     speed on a 2-core CPU. Only the ETA depends on it."""
-    return Throughput(decode_s_per_token=1 / 150, reencode_s_per_answer=0.01, forms_per_fact=3.0,
-                      hidden_size=hidden)
+    return Throughput(decode_s_per_token=1 / 150, sample_s_per_token=1 / 100,
+                      reencode_s_per_answer=0.01, forms_per_fact=3.0, hidden_size=hidden)
 
 
 def fit(req: FitRequest, *, model=None, tokenizer=None, judge_eval=None, log=print,

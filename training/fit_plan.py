@@ -81,7 +81,8 @@ def quick_plan(n_layers: int) -> Plan:
 class Throughput:
     """Measured on the model before a budgeted fit (``fit.measure``)."""
 
-    decode_s_per_token: float  # one answer-token of a data build batch (hooks included)
+    decode_s_per_token: float  # one answer-token of a greedy data-build batch (hooks included)
+    sample_s_per_token: float  # the same, sampled with top-p (a sort over the vocabulary a step)
     reencode_s_per_answer: float  # the judge's re-read of one answer
     forms_per_fact: float  # prompts per fact after the forms (3 for qa_wikidata relations)
     hidden_size: int
@@ -89,6 +90,10 @@ class Throughput:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def speed(self) -> str:
+        return (f"{1 / self.decode_s_per_token:.0f} greedy / {1 / self.sample_s_per_token:.0f} "
+                "sampled answer tokens/s")
 
 
 def sized(base: Plan, n_qa: int, n_open_available: int) -> Plan:
@@ -103,31 +108,37 @@ def _n_settings(spec: str) -> int:
     return len([s for s in spec.split(",") if s.strip()])
 
 
+def _per_token(spec: str, tp: Throughput) -> float:
+    """Seconds per answer-token summed over the settings of ``spec`` (greedy is cheaper: top-p
+    sorts the whole vocabulary every step, which a 262k vocabulary makes costly)."""
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    return sum(tp.decode_s_per_token if p == "greedy" else tp.sample_s_per_token for p in parts)
+
+
 def estimate(plan: Plan, tp: Throughput) -> dict[str, float]:
     """Seconds per stage (a cost model: decoding is per answer-token, the judge's data pass per
     answer, training per stored feature). Stages run in this order."""
-    c = tp.decode_s_per_token
     qa_answers = plan.n_qa * tp.forms_per_fact * _n_settings(plan.qa_settings)
     open_answers = plan.n_open * _n_settings(plan.open_settings)
     tokens = 0.7 * (qa_answers * plan.qa_max_new_tokens + open_answers * plan.open_max_new_tokens)
     width = tp.hidden_size * sum(len(s) for s in plan.candidates)
     judged = qa_answers * 2 / 3 + open_answers  # mixed answers are not judged
-    eval_answers = (plan.n_eval + plan.n_creative_eval) * _n_settings(plan.eval_settings)
     est = {
-        "data-qa": qa_answers * plan.qa_max_new_tokens * c,
-        "data-open": open_answers * plan.open_max_new_tokens * c,
+        "data-qa": plan.n_qa * tp.forms_per_fact * plan.qa_max_new_tokens
+        * _per_token(plan.qa_settings, tp),
+        "data-open": plan.n_open * plan.open_max_new_tokens * _per_token(plan.open_settings, tp),
         # AdamW epochs over the features of every candidate (about 3 ns a feature an epoch)
         "heads": tokens * width * 3e-9 * plan.max_epochs / 2,
         # re-reading every answer, then 20 logistic regressions on (answers, 4 H) features
         "judge": judged * tp.reencode_s_per_answer
         + 20 * judged * len(plan.layers) * tp.hidden_size * 4e-8,
         "publish": 0.0,
-        "eval-heads": eval_answers * plan.eval_max_new_tokens * c
-        + plan.n_eval * tp.reencode_s_per_answer * 2,
+        "eval-heads": (plan.n_eval + plan.n_creative_eval) * plan.eval_max_new_tokens
+        * _per_token(plan.eval_settings, tp) + plan.n_eval * tp.reencode_s_per_answer * 2,
         # without and with the judge (controlled decoding is slower than a data build step,
         # a rejected answer is decoded again), plus the creative prompts
         "eval-judge": (plan.n_judge_eval * 4 + plan.n_creative_eval // 2 * 4)
-        * plan.judge_max_new_tokens * c * 2,
+        * plan.judge_max_new_tokens * tp.sample_s_per_token * 2,
         "card": 0.0,
     }
     return {k: round(v + STAGE_OVERHEAD_S, 1) for k, v in est.items()}
@@ -151,7 +162,7 @@ def plan_for_budget(budget_s: float, tp: Throughput, *, n_layers: int, pool: int
         raise FitError(
             f"a budget of {asked / 60:g} minutes is too small to build anything useful: the "
             f"smallest fit ({low} facts) takes about {need / 60:.1f} minutes on this machine "
-            f"(measured {1 / tp.decode_s_per_token:.0f} answer tokens/s). Give --budget-minutes "
+            f"(measured {tp.speed()}). Give --budget-minutes "
             f"{int(need / 60) + 1} or more, or --quick for a tiny trial run.")
     lo, hi = low, top  # cost(lo) fits; find the largest n that does
     while lo < hi:
@@ -163,8 +174,8 @@ def plan_for_budget(budget_s: float, tp: Throughput, *, n_layers: int, pool: int
     plan = sized(base, lo, n_open_available)
     total = sum(estimate(plan, tp).values())
     capped = " (the most this command uses)" if lo == top and cost(top) < budget_s else ""
-    why = (f"--budget-minutes {asked / 60:g}: measured {1 / tp.decode_s_per_token:.0f} answer "
-           f"tokens/s; chose {lo} facts{capped}, {plan.n_open} open prompts, {plan.n_eval} "
+    why = (f"--budget-minutes {asked / 60:g}: measured {tp.speed()}; "
+           f"chose {lo} facts{capped}, {plan.n_open} open prompts, {plan.n_eval} "
            f"held-out facts to evaluate; estimated {total / 60:.1f} minutes after "
            f"{spent_s:.0f} s of loading and measuring")
     return replace(plan, why=why, estimates=estimate(plan, tp))

@@ -232,8 +232,8 @@ def test_one_fit_per_work_dir_and_dead_runs_temps_are_swept(tmp_path):
 
 # ---- the budget -------------------------------------------------------------------------------
 
-TP = Throughput(decode_s_per_token=1 / 150, reencode_s_per_answer=0.01, forms_per_fact=3.0,
-                hidden_size=576, seconds=20.0)
+TP = Throughput(decode_s_per_token=1 / 150, sample_s_per_token=1 / 60,
+                reencode_s_per_answer=0.01, forms_per_fact=3.0, hidden_size=576, seconds=20.0)
 
 
 def test_layers_follow_the_depth():
@@ -255,6 +255,14 @@ def test_budget_scales_the_facts_and_says_what_it_chose():
     assert huge.n_qa == N_MAX and "the most this command uses" in huge.why
     assert plan_for_budget(10_000 * 60, TP, n_layers=30, pool=500,
                            n_open_available=99).n_qa == 500
+    assert "measured 150 greedy / 60 sampled answer tokens/s" in large.why
+    # sampled settings are priced apart (top-p sorts the vocabulary every step)
+    from dataclasses import replace
+
+    slow = replace(TP, sample_s_per_token=1 / 20)
+    assert estimate(full_plan(30), slow)["data-qa"] > estimate(full_plan(30), TP)["data-qa"]
+    greedy = replace(full_plan(30), qa_settings="greedy")
+    assert estimate(greedy, slow)["data-qa"] == estimate(greedy, TP)["data-qa"]
     assert list(estimate(full_plan(30), TP)) == ["data-qa", "data-open", "heads", "judge",
                                                  "publish", "eval-heads", "eval-judge", "card"]
 
