@@ -180,3 +180,63 @@ def test_abstain_now_ends_a_row_before_its_token_is_drawn(tiny_llama):
     ref = model.generate(**inp, max_new_tokens=6, do_sample=False, pad_token_id=2)
     assert out.tokens[0, :2].tolist() == ref[0, -6:-4].tolist()  # what it wrote before is kept
     assert out.tokens[1].tolist() == ref[1, -6:].tolist()  # the other row is untouched
+
+
+class _ScheduledHeads:
+    """Heads stand-in: p_slot follows a schedule over the loop's reads (read 0 = prefill, read k
+    = after token k), everything else constant."""
+
+    layers = [1]
+
+    def __init__(self, slots):
+        self.slots, self.calls = slots, 0
+
+    def signals(self, states):
+        b = states[1].shape[0]
+        s = self.slots[self.calls] if self.calls < len(self.slots) else 0.0
+        self.calls += 1
+        return {"stop": torch.zeros(b), "dev": torch.ones(b), "slot": torch.full((b,), s)}
+
+
+def _gate_control(latch, now_at=(), dev=True):
+    from tigerdecode.decode.loop import Control
+    from tigerdecode.decode.sampling import StepDecision
+
+    class C(Control):
+        abstains, abstain_slot, abstain_latch = True, 0.5, latch
+
+        def __init__(self):
+            self.calls = 0
+
+        def decide(self, signals, batch, device):
+            d = StepDecision.fixed(batch, device)
+            d.abstain = torch.full((batch,), dev)  # p_dev high (or low) everywhere
+            d.abstain_now = torch.full((batch,), self.calls in now_at)
+            self.calls += 1
+            return d
+    return C()
+
+
+def test_abstention_waits_for_the_first_fact_slot_and_latches(tiny_llama):
+    from tigerdecode.decode.loop import content_mask, decode
+
+    model, tok = tiny_llama
+    inp = encode_prompts(tok, ["The capital of Japan is a city called"], raw=True)
+    members = [(model, inp["input_ids"], inp["attention_mask"])]
+    run = lambda control, slots: decode(members, control, max_new_tokens=8, eos_ids=[],  # noqa: E731
+                                        pad_id=2, heads=_ScheduledHeads(slots), tokenizer=tok)
+    ref = run(_gate_control(False), [0.0] * 9)  # no fact slot: never abstains
+    assert ref.stop_reasons == ["max_new_tokens"]
+    content = content_mask(tok, model.config.vocab_size, "cpu")[ref.tokens[0]].tolist()
+    # the first fact slot is token 2 (read 2); with the latch, the first content token from
+    # there on abstains; without it, only token 2 itself can
+    first = next(i for i in range(2, 8) if content[i])
+    out = run(_gate_control(True), [0, 0, 1, 0, 0, 0, 0, 0, 0])
+    assert out.stop_reasons == ["abstain"] and out.lengths == [first + 1]
+    out = run(_gate_control(False), [0, 0, 1, 0, 0, 0, 0, 0, 0])
+    assert out.stop_reasons == (["abstain"] if content[2] else ["max_new_tokens"])
+    # p_risk acts at the first fact slot only: flagged at a later slot (read 3), nothing happens
+    out = run(_gate_control(True, now_at=(3,), dev=False), [0, 1, 0, 1, 0, 0, 0, 0, 0])
+    assert out.stop_reasons == ["max_new_tokens"]
+    out = run(_gate_control(True, now_at=(1,), dev=False), [0, 1, 0, 1, 0, 0, 0, 0, 0])
+    assert out.stop_reasons == ["abstain"] and out.lengths == [1]  # before token 1 is drawn

@@ -188,14 +188,15 @@ def test_a_creative_request_never_abstains_nor_gets_an_eos_bias(c, p_stop, p_dev
 
 
 def test_risk_abstains_before_the_token_only_at_a_fact_slot_of_a_factual_request():
-    # c = 0: bar risk_at = 0.5; a slot needs slot_gain * p_slot >= abstain_slot (10 * p >= 0.5)
-    assert Policy(0).risk_threshold == pytest.approx(0.5)
-    assert Policy(0.5).risk_threshold == pytest.approx(0.65)
-    assert bool(_full(0, p_slot=0.06, p_risk=0.6, p_factual=0.9).abstain_now[0])
-    assert not bool(_full(0, p_slot=0.04, p_risk=0.6, p_factual=0.9).abstain_now[0])  # no slot
-    assert not bool(_full(0, p_slot=0.9, p_risk=0.4, p_factual=0.9).abstain_now[0])  # low risk
-    assert not bool(_full(0, p_slot=0.9, p_risk=0.9, p_factual=0.3).abstain_now[0])  # creative
-    assert not bool(_full(0.5, p_slot=0.9, p_risk=0.6, p_factual=0.9).abstain_now[0])  # bar .65
+    # c = 0: bar risk_at = 0.5; a slot needs p_slot >= abstain_slot = 0.5
+    p = dict(risk_at=0.5, risk_rise=0.3)
+    assert Policy(0, **p).risk_threshold == pytest.approx(0.5)
+    assert Policy(0.5, **p).risk_threshold == pytest.approx(0.65)
+    assert bool(_full(0, p_slot=0.6, p_risk=0.6, p_factual=0.9, **p).abstain_now[0])
+    assert not bool(_full(0, p_slot=0.4, p_risk=0.6, p_factual=0.9, **p).abstain_now[0])
+    assert not bool(_full(0, p_slot=0.9, p_risk=0.4, p_factual=0.9, **p).abstain_now[0])
+    assert not bool(_full(0, p_slot=0.9, p_risk=0.9, p_factual=0.3, **p).abstain_now[0])
+    assert not bool(_full(0.5, p_slot=0.9, p_risk=0.6, p_factual=0.9, **p).abstain_now[0])
     assert _full(1.0, p_slot=0.9, p_risk=1.0, p_factual=0.9).abstain_now is None  # never at 1
     assert _full(0, p_slot=0.9, p_risk=0.9, p_factual=0.9, use_risk=False).abstain_now is None
     # heads without p_factual keep the old behaviour: the EOS bias acts

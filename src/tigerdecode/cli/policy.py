@@ -166,11 +166,12 @@ def tune_cmd(model_name, split, limit, sample, seed, creativities, variants, max
 @out_option("Also write the results to this JSON file.")
 def risk_cmd(model_name, heads_dir, qa_path, split, sample, seed, forms, creativities, topics,
              budget, n_open, max_new_tokens, batch_size, sets, threads, plot_path, as_json, out):
-    """Print the risk-coverage curve and the abstention bar it implies.
+    """Print the risk-coverage curves and the abstention bars they imply.
 
-    Decodes the QA items (in --forms) with the risk gate off and reports, for every p_risk bar,
-    the right answers kept, the wrong ones caught and the creative requests that would abstain;
-    the bar at each creativity is the lowest within the --budget.
+    Decodes the QA items (in --forms) with abstention off and reports, for every bar on p_dev
+    (from the first fact slot on) and on p_risk (at the first fact slot), the right answers
+    kept, the wrong ones caught and the creative requests that would abstain; the bars at each
+    creativity are the lowest within the --budget.
     """
     import random
 

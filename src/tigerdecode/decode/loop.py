@@ -58,8 +58,9 @@ class Control:
     ``retry``: how often and how a row flagged ``resample`` is redrawn. ``abstains``: whether a
     row flagged ``abstain`` on a content token ends as an abstention; with ``abstain_slot`` set
     and the heads giving ``p_slot``, only on a token drawn at a fact slot (``p_slot`` at least
-    that), so free text never abstains; a row flagged ``abstain_now`` ends as an abstention
-    before the step's token is drawn. ``policy``: the
+    that) or, with ``abstain_latch``, at or after the row's first fact slot, so text that never
+    reaches a fact never abstains; a row flagged ``abstain_now`` at its first fact slot ends as
+    an abstention before that token is drawn. ``policy``: the
     :class:`~tigerdecode.policy.knob.Policy` when there is one (recorded in results)."""
 
     name = "control"
@@ -68,6 +69,7 @@ class Control:
     max_retries = 0
     abstains = False
     abstain_slot: float | None = None
+    abstain_latch = False
 
     def decide(self, signals: Signals, batch: int, device) -> StepDecision:
         raise NotImplementedError
@@ -188,8 +190,8 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
         content = content_mask(tokenizer, logits[0].shape[-1], dev) if (
             control.abstains and tokenizer is not None) else None
         eos_t = torch.tensor(eos_ids or [-1], device=dev)
-        finished, abstained, stopped, hit_eos = (torch.zeros(B, dtype=torch.bool, device=dev)
-                                                 for _ in range(4))
+        finished, abstained, stopped, hit_eos, past_slot = (
+            torch.zeros(B, dtype=torch.bool, device=dev) for _ in range(5))
         lengths = torch.zeros(B, dtype=torch.long, device=dev)
         d, sig_d = control.decide(sig, B, dev), sig  # sig_d: the signals d was decided from
 
@@ -203,8 +205,11 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
         for t in range(max_new_tokens):
             ctx.step = t
             # ---- draw (or abstain before drawing: a fact slot whose fact is likely wrong) ----
+            at_slot = None
+            if sig_d.p_slot is not None and control.abstain_slot is not None:
+                at_slot = sig_d.p_slot >= control.abstain_slot  # this token decides a fact
             if d.abstain_now is not None and control.abstains:
-                early = d.abstain_now & ~finished
+                early = d.abstain_now & ~finished & ~past_slot  # at the row's first fact slot
                 abstained |= early
                 finished = finished | early
             tok = torch.where(finished, pad_id, pick(logits, d, t))
@@ -226,9 +231,11 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
                     nd = control.decide(sig, B, dev)
                 if content is not None:
                     gate = content[tok]
-                    if sig_d.p_slot is not None and control.abstain_slot is not None:
-                        gate = gate & (sig_d.p_slot >= control.abstain_slot)
+                    if at_slot is not None:
+                        gate = gate & ((at_slot | past_slot) if control.abstain_latch else at_slot)
                     abstained |= nd.abstain & gate & ~finished
+            if at_slot is not None:
+                past_slot |= at_slot & ~finished
             # ---- record ----
             toks.append(tok)
             for k, v in (("p_stop", sig.p_stop), ("p_dev", sig.p_dev), ("p_slot", sig_d.p_slot),

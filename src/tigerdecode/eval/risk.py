@@ -1,17 +1,20 @@
-"""The risk–coverage curve behind the policy's abstention bar (``risk_at``, ``risk_rise``).
+"""The risk–coverage curves behind the policy's two abstention bars.
 
-Every QA item is decoded once per creativity with the risk gate off (``use_risk=False``; the
-policy's other abstention, on ``p_dev``, acts as it will in use, and the answers it ends count
-as abstained at every bar); each answer's *peak* is the highest ``p_risk`` the policy would have
-checked on it -- at a step that is a fact slot
-(``slot_gain * p_slot >= abstain_slot``) of a factual request (``p_factual >= factual_at``).
-Abstention changes nothing before the step where it fires, so an answer abstains under bar
-``b`` exactly when its peak reaches ``b``: one decode gives the whole curve. For each bar: the
-answers kept (coverage), the right answers lost, the wrong ones caught, the error rate among
-the answers given, and how many creative requests (mixed prompts, open prompts) would have
-abstained. The bar for a creativity is the lowest one that loses at most ``budget`` of the right
-answers -- the error budget, stated up front -- and ``risk_at`` / ``risk_rise`` follow from the
-bars at two creativities.
+Abstention acts only on factual requests (``p_factual >= factual_at``) and only once the answer
+reaches its first fact slot (``p_slot >= abstain_slot``, read before the token is drawn):
+
+- **before** that slot's token is drawn, when ``p_risk`` there reaches ``risk_at + risk_rise*c``;
+- **after**, on any content token from that slot on whose ``p_dev`` reaches ``abstain_at +
+  abstain_rise*c`` (the answer has left the facts).
+
+Every QA item is decoded once per creativity with abstention off, and each answer gets two
+*peaks*: ``p_risk`` at its first fact slot, and the highest ``p_dev`` of a content token from
+there on. Abstention changes nothing before the step where it fires, so an answer abstains under
+bars ``(r, d)`` exactly when a peak reaches its bar: one decode gives every curve. The bars for
+a creativity come from an error budget stated up front: first the lowest ``p_dev`` bar that
+loses at most ``budget`` of the right answers, then the lowest ``p_risk`` bar that keeps the
+union within the same budget (1.0, i.e. off, when the risk adds nothing there). The curves also
+count the creative requests (mixed and open prompts) that would abstain: none should.
 
     tigerdecode policy risk --split validation --sample 150 --creativity 0,0.5 --budget 0.05
 """
@@ -20,26 +23,37 @@ from __future__ import annotations
 
 import numpy as np
 
-BARS = tuple(round(0.05 + 0.025 * i, 3) for i in range(38))  # 0.05 .. 0.975
+BARS = tuple(round(0.05 + 0.025 * i, 3) for i in range(38)) + (0.99, 1.0)  # 0.05 .. 1
 
 
-def peak_risk(result, policy) -> float:
-    """The highest ``p_risk`` the policy checks on this answer (0 when it checks none)."""
+def peaks(result, policy) -> tuple[float, float]:
+    """(``p_risk`` at the first fact slot, highest content-token ``p_dev`` from that slot on);
+    (0, 0) for a creative request or an answer that never reaches a fact slot."""
     if result.p_factual is not None and result.p_factual < policy.factual_at:
-        return 0.0
-    peaks = [t.p_risk for t in result.trace if t.p_risk is not None and t.p_slot is not None
-             and min(1.0, policy.slot_gain * t.p_slot) >= policy.abstain_slot]
-    return max(peaks, default=0.0)
+        return 0.0, 0.0
+    tr = result.trace
+    first = next((j for j, t in enumerate(tr)
+                  if t.p_slot is not None and t.p_slot >= policy.abstain_slot), None)
+    if first is None:
+        return 0.0, 0.0
+    risk = tr[first].p_risk or 0.0
+    dev = max((t.p_dev for t in tr[first:] if t.p_dev is not None
+               and any(ch.isalnum() for ch in t.token)), default=0.0)
+    return risk, dev
 
 
 def curve(right: np.ndarray, wrong: np.ndarray, creative: np.ndarray, bars=BARS,
-          n_abstained: int = 0) -> list[dict]:
+          n_abstained: int = 0, fixed_right=None, fixed_wrong=None) -> list[dict]:
     """Per bar: what abstaining at ``peak >= bar`` keeps and catches (arrays of peaks; answers
-    the decode already abstained on count in the coverage's denominator only)."""
+    already abstained count in the coverage's denominator only). ``fixed_*``: boolean arrays of
+    answers another bar already ends (the union is reported)."""
     n = len(right) + len(wrong) + n_abstained
+    fr = np.zeros(len(right), bool) if fixed_right is None else fixed_right
+    fw = np.zeros(len(wrong), bool) if fixed_wrong is None else fixed_wrong
     rows = []
     for b in bars:
-        kept_r, kept_w = int((right < b).sum()), int((wrong < b).sum())
+        kept_r = int(((right < b) & ~fr).sum())
+        kept_w = int(((wrong < b) & ~fw).sum())
         answered = kept_r + kept_w
         rows.append({"bar": b, "coverage": answered / max(n, 1),
                      "right_kept": kept_r / max(len(right), 1),
@@ -56,88 +70,108 @@ def choose_bar(rows: list[dict], budget: float) -> float:
     return min(ok) if ok else 1.0
 
 
+def level(right, wrong, creative, budget: float, n_abstained: int = 0) -> dict:
+    """Both curves and bars at one creativity from (risk, dev) peaks (arrays of shape (N, 2))."""
+    right, wrong, creative = (np.asarray(x, float).reshape(-1, 2) for x in (right, wrong,
+                                                                            creative))
+    dev = curve(right[:, 1], wrong[:, 1], creative[:, 1], n_abstained=n_abstained)
+    d = choose_bar(dev, budget)
+    risk = curve(right[:, 0], wrong[:, 0], creative[:, 0], n_abstained=n_abstained,
+                 fixed_right=right[:, 1] >= d, fixed_wrong=wrong[:, 1] >= d)
+    r = choose_bar(risk, budget)
+    both = next(x for x in risk if x["bar"] == r)
+    return {"n_right": len(right), "n_wrong": len(wrong), "dev_bar": d, "risk_bar": r,
+            "dev_curve": dev, "risk_curve": risk, "chosen": both,
+            "creative_abstain": int(((creative[:, 1] >= d) | (creative[:, 0] >= r)).sum())}
+
+
 def run(gen, items, creative_prompts: list[str], creativities, *, budget: float = 0.05,
         max_new_tokens: int = 24, creative_tokens: int = 40, batch: int = 16, seed: int = 0,
         overrides: dict | None = None, progress: bool = True) -> dict:
-    """Decode, label, and build the curve and the bar at each creativity."""
+    """Decode, label, and build the curves and bars at each creativity."""
     from tqdm import tqdm
 
     from tigerdecode.policy.knob import Policy
     from tigerdecode.qa.labels import label_answer
     from tigerdecode.qa.prompts import format_prompt
 
-    kw = {**(overrides or {}), "use_risk": False}
+    kw = {**(overrides or {}), "use_abstain": False}
     out = {"budget": budget, "levels": []}
     bar = tqdm(total=len(creativities) * (len(items) + len(creative_prompts)), disable=not progress,
                desc="risk curve")
     for c in creativities:
         policy = Policy(c, **{k: v for k, v in kw.items() if k in Policy.__dataclass_fields__})
-        right, wrong, creative, abstained, creative_abstained = [], [], [], 0, 0
+        right, wrong, creative = [], [], []
         for s in range(0, len(items), batch):
             chunk = items[s:s + batch]
             res = gen.generate_text([format_prompt(it.prompt) for it in chunk], creativity=c,
                                     max_new_tokens=max_new_tokens, seed=seed + s, **kw)
             for it, r in zip(chunk, res, strict=True):
-                if r.abstained:
-                    abstained += 1
-                    continue
                 ok = label_answer(it.prompt, it.answers, [r.text], True).correct
-                (right if ok else wrong).append(peak_risk(r, policy))
+                (right if ok else wrong).append(peaks(r, policy))
             bar.update(len(chunk))
         for s in range(0, len(creative_prompts), batch):
             res = gen.generate_text(creative_prompts[s:s + batch], creativity=c,
                                     max_new_tokens=creative_tokens, seed=seed + 10_000 + s, **kw)
-            creative += [peak_risk(r, policy) for r in res]
-            creative_abstained += sum(r.abstained for r in res)
+            creative += [peaks(r, policy) for r in res]
             bar.update(len(res))
-        rows = curve(np.array(right), np.array(wrong), np.array(creative), n_abstained=abstained)
-        out["levels"].append({"creativity": c, "n_right": len(right), "n_wrong": len(wrong),
-                              "n_abstained_without_risk": abstained,
-                              "creative_abstained_without_risk": creative_abstained,
-                              "bar": choose_bar(rows, budget), "curve": rows})
+        out["levels"].append({"creativity": c, **level(right, wrong, creative, budget)})
     bar.close()
     lv = out["levels"]
-    out["risk_at"] = lv[0]["bar"]
-    if len(lv) > 1 and lv[-1]["creativity"] > lv[0]["creativity"]:
-        rise = (lv[-1]["bar"] - lv[0]["bar"]) / (lv[-1]["creativity"] - lv[0]["creativity"])
-        out["risk_rise"] = round(max(0.0, rise), 4)
+    for name in ("dev", "risk"):
+        at = lv[0][f"{name}_bar"]
+        rise = None
+        if len(lv) > 1 and lv[-1]["creativity"] > lv[0]["creativity"]:
+            rise = max(0.0, (lv[-1][f"{name}_bar"] - at) /
+                       (lv[-1]["creativity"] - lv[0]["creativity"]))
+        key = "abstain" if name == "dev" else "risk"
+        out[f"{key}_at"], out[f"{key}_rise"] = at, None if rise is None else round(rise, 4)
     return out
 
 
 def table(res: dict, every: int = 4) -> str:
-    """The curve at every ``every``-th bar plus the chosen one, per creativity."""
-    lines = [f"error budget: at most {res['budget']:.0%} of the right answers abstain", "",
-             "| creativity | bar | answered | right kept | wrong caught | error among answered "
-             "| creative requests abstaining |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    """Both curves at every ``every``-th bar plus the chosen ones, per creativity."""
+    lines = [f"error budget: at most {res['budget']:.0%} of the right answers abstain", ""]
+    for name, title in (("dev", "p_dev from the first fact slot on"),
+                        ("risk", "p_risk at the first fact slot (with the p_dev bar above)")):
+        lines += [f"**{title}**", "",
+                  "| creativity | bar | answered | right kept | wrong caught | error among "
+                  "answered | creative requests abstaining |", "|---:|---:|---:|---:|---:|---:|---:|"]
+        for lv in res["levels"]:
+            for i, r in enumerate(lv[f"{name}_curve"]):
+                chosen = r["bar"] == lv[f"{name}_bar"]
+                if i % every and not chosen:
+                    continue
+                m = "**" if chosen else ""
+                lines.append(f"| {lv['creativity']:g} | {m}{r['bar']:g}{m} | {r['coverage']:.3f} "
+                             f"| {r['right_kept']:.3f} | {r['wrong_caught']:.3f} | "
+                             f"{r['error_among_answered']:.3f} | {r['creative_abstain']}/"
+                             f"{r['n_creative']} |")
+        lines.append("")
     for lv in res["levels"]:
-        for i, r in enumerate(lv["curve"]):
-            chosen = r["bar"] == lv["bar"]
-            if i % every and not chosen:
-                continue
-            mark = "**" if chosen else ""
-            lines.append(f"| {lv['creativity']:g} | {mark}{r['bar']:g}{mark} | "
-                         f"{r['coverage']:.3f} | {r['right_kept']:.3f} | {r['wrong_caught']:.3f} "
-                         f"| {r['error_among_answered']:.3f} | {r['creative_abstain']}/"
-                         f"{r['n_creative']} |")
-    lines.append("")
-    for lv in res["levels"]:
+        ch = lv["chosen"]
         lines.append(f"creativity {lv['creativity']:g}: {lv['n_right']} right, {lv['n_wrong']} "
-                     f"wrong, {lv['n_abstained_without_risk']} abstained (p_dev) without the risk "
-                     f"gate; creative requests abstained {lv['creative_abstained_without_risk']}; "
-                     f"bar {lv['bar']:g}")
-    rise = res.get("risk_rise")
-    lines.append(f"=> risk_at = {res['risk_at']:g}" + (f", risk_rise = {rise:g}"
-                                                        if rise is not None else ""))
+                     f"wrong without abstention; bars p_dev {lv['dev_bar']:g}, p_risk "
+                     f"{lv['risk_bar']:g}: right kept {ch['right_kept']:.3f}, wrong caught "
+                     f"{ch['wrong_caught']:.3f}, creative requests abstaining "
+                     f"{lv['creative_abstain']}")
+    fmt = lambda v: "n/a" if v is None else f"{v:g}"  # noqa: E731
+    lines.append(f"=> abstain_at = {fmt(res['abstain_at'])}, abstain_rise = "
+                 f"{fmt(res['abstain_rise'])}, risk_at = {fmt(res['risk_at'])}, risk_rise = "
+                 f"{fmt(res['risk_rise'])}")
     return "\n".join(lines)
 
 
 def plot(res: dict, path) -> None:
-    """Error among the answers given against coverage, one curve per creativity."""
+    """Error among the answers given against coverage, per creativity and signal."""
     from tigerdecode.eval.plot import line_plot
 
-    curves = {f"c={lv['creativity']:g}": [
-        (r["coverage"], r["error_among_answered"],
-         f"bar {r['bar']:g}" if r["bar"] == lv["bar"] else "") for r in lv["curve"]]
-        for lv in res["levels"]}
-    line_plot(curves, path, title="Risk-coverage: abstaining on p_risk at a fact slot",
+    curves = {}
+    for lv in res["levels"]:
+        for name in ("dev", "risk"):
+            curves[f"{name} c={lv['creativity']:g}"] = [
+                (r["coverage"], r["error_among_answered"],
+                 f"bar {r['bar']:g}" if r["bar"] == lv[f"{name}_bar"] else "")
+                for r in lv[f"{name}_curve"]]
+    line_plot(curves, path, title="Risk-coverage: abstaining on p_dev / p_risk after a fact slot",
               xlabel="answered (coverage)", ylabel="error among answered")

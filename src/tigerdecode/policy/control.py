@@ -18,6 +18,7 @@ class PolicyControl(Control):
         self.max_retries = policy.max_retries if policy.use_resample else 0
         self.abstains = policy.abstains
         self.abstain_slot = policy.abstain_slot if policy.use_slot else None
+        self.abstain_latch = policy.abstain_from_slot
 
     def decide(self, signals: Signals, batch: int, device) -> StepDecision:
         return self.policy.step(signals.p_stop, signals.p_dev, self.n_members, batch=batch,

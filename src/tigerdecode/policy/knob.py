@@ -14,9 +14,11 @@ The schedule: ``temperature = t_max * c`` (c = 0 is greedy); ``top_p`` from ``to
 - ``p_factual`` (read once from the prompt: the request asks for a fact, not for creative text)
   gates everything that ends an answer: the EOS bias and abstention act only on factual
   requests, so a poem is never cut short by ``p_stop`` nor answered "I don't know.";
-- ``p_risk`` (read at a fact slot before its token is drawn: the fact about to be written is
-  wrong) abstains *before* the wrong token is written once it reaches ``risk_at + risk_rise * c``;
-- ``p_dev`` abstains on a content token drawn at a fact slot past ``abstain_at + abstain_rise *
+- ``p_risk`` (read at the first fact slot before its token is drawn: the fact about to be
+  written is wrong) abstains *before* the wrong token is written once it reaches ``risk_at +
+  risk_rise * c``;
+- ``p_dev`` abstains on a content token drawn at or after the first fact slot
+  (``abstain_from_slot``; on the slot token alone without it) past ``abstain_at + abstain_rise *
   c``; an EOS bias ``eos_gain * (1 - c) * logit(p_stop)`` ends a complete answer; optional
   cooling on ``p_dev`` (``use_tighten``) and undo-and-resample (``use_resample``).
 
@@ -94,6 +96,7 @@ class Policy:
     use_abstain: bool = True
     use_slot: bool = True
     use_risk: bool = True
+    abstain_from_slot: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "creativity", check_creativity(self.creativity))
@@ -189,8 +192,9 @@ class Policy:
         schedule. ``slot_gain`` > 1 acts on the head's ranking where its probabilities are small
         (fact slots inside creative text score far below those of a direct answer).
         ``p_factual`` < ``factual_at`` (a creative request) switches off the EOS bias and
-        abstention; ``p_risk`` at a fact slot (``slot_gain * p_slot >= abstain_slot``) at or
-        above :attr:`risk_threshold` abstains before the token is drawn (``abstain_now``)."""
+        abstention; ``p_risk`` at a fact slot (``p_slot >= abstain_slot``) at or above
+        :attr:`risk_threshold` abstains before the token is drawn (``abstain_now``; the loop
+        acts on it at a row's first fact slot only)."""
         ref = p_stop if p_stop is not None else p_dev
         if ref is not None:
             batch, device = ref.shape[0], ref.device
@@ -231,7 +235,7 @@ class Policy:
         else:
             abstain = torch.zeros(batch, dtype=torch.bool, device=device)
         if p_risk is not None and p_slot is not None and self.abstains and self.use_risk:
-            at_slot = (self.slot_gain * p_slot.float()).clamp(0, 1) >= self.abstain_slot
+            at_slot = p_slot.float() >= self.abstain_slot
             abstain_now = factual & at_slot & (p_risk.float() >= self.risk_threshold)
         else:
             abstain_now = None
