@@ -193,13 +193,13 @@ def check_gguf_loadable(path: Path) -> str:
     import transformers
 
     arch = gguf_architecture(path)
-    try:
-        from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
-    except ImportError:  # a transformers without GGUF support at all
-        GGUF_SUPPORTED_ARCHITECTURES = []
     if arch is None:
         raise ModelLoadError(f"GGUF file {path} names no architecture (general.architecture); "
                              "expected a model file as llama.cpp writes it")
+    try:
+        from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+    except ImportError:  # the list moved: let the conversion itself say (its error is wrapped)
+        return arch
     # transformers maps a few llama.cpp names itself (mistral inside llama, qwen2moe, ...)
     aliases = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "gpt-oss": "gpt_oss",
                "minimax-m2": "minimax_m2"}
