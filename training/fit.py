@@ -342,6 +342,7 @@ class Fit:
             return {"out": self.out, "judge_out": self.judge_out, "work": self.work,
                     "plan": plan, "results": {}, "auto": {}}
         self.overall = Overall({s: est.get(s, 0.0) for s in STAGES[1:]}, self.req.progress)
+        self.republish_if_missing()
         results = {}
         try:
             for i, stage in enumerate(STAGES[1:], start=1):
@@ -353,6 +354,16 @@ class Fit:
         return {"out": self.out, "judge_out": self.judge_out, "work": self.work, "plan": plan,
                 "results": results,
                 "auto": {k: find_checkpoint(self.model, self.tok, k) for k in ("heads", "judge")}}
+
+    def republish_if_missing(self) -> None:
+        """Checkpoints deleted (or another --out) since they were written: the publish and card
+        stages run again from the work directory (cheap; nothing is retrained)."""
+        have = (self.out / "heads.safetensors").is_file() and \
+            (self.judge_out / "judge.safetensors").is_file()
+        card = (self.out / "MODEL_CARD.md").is_file()
+        for stage, missing in (("publish", not have), ("card", not (have and card))):
+            if missing:
+                (self.work / "done" / f"{stage}.json").unlink(missing_ok=True)
 
     def stage(self, i: int, name: str) -> dict:
         marker = self.work / "done" / f"{name}.json"

@@ -140,6 +140,15 @@ def test_quick_fit_end_to_end_then_auto_finds_the_heads(reference, fit_inputs, m
                                       *_args(fit_inputs)])
     assert again.exit_code == 0, again.output
     assert again.output.count("done in an earlier run") == 8
+    # another --out: published there from the work directory, nothing retrained
+    moved = reference["cache"] / "elsewhere" / "h"
+    again = CliRunner().invoke(main, ["fit", fit_inputs["model"], "--quick", "--no-progress",
+                                      "--out", str(moved), *_args(fit_inputs)])
+    assert again.exit_code == 0, again.output
+    assert again.output.count("done in an earlier run") == 6 and "outside" not in again.output
+    assert _digest(moved, SAME_FILES) == _digest(heads, SAME_FILES)
+    assert (moved / "MODEL_CARD.md").is_file() and (moved.parent / "h-judge").is_dir()
+    assert "(not these: pass the folder above explicitly)" in again.output
 
 
 KILLER = textwrap.dedent("""
