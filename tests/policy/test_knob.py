@@ -125,12 +125,13 @@ def test_bad_fields():
         Policy(0.5, t_max=float("nan"))
 
 
-def test_abstain_bar_default_and_flat_option():
-    assert Policy(0).abstain_threshold == pytest.approx(0.95)
-    assert Policy(0.5).abstain_threshold == pytest.approx(0.975)
+def test_abstain_bar_default_and_rising_option():
+    # the defaults (policy risk on the heads' validation topics, 5% error budget): flat bars
+    assert Policy(0).abstain_threshold == Policy(0.75).abstain_threshold == pytest.approx(0.9)
+    assert Policy(0).risk_threshold == Policy(0.75).risk_threshold == pytest.approx(0.975)
     assert Policy(0.99).abstains and not Policy(1.0).abstains
-    flat = dict(abstain_rise=0.0)
-    assert Policy(0, **flat).abstain_threshold == Policy(0.75, **flat).abstain_threshold == 0.95
+    rising = dict(abstain_at=0.95, abstain_rise=0.05)
+    assert Policy(0.5, **rising).abstain_threshold == pytest.approx(0.975)
     assert Policy(1.0, abstain_rise=0.5).abstain_threshold == 1.0  # capped
 
 
