@@ -40,15 +40,18 @@ def risk_colour(p_dev: float | None) -> str | None:
     return "green" if p_dev < 0.3 else "yellow" if p_dev < 0.6 else "red"
 
 
-def risk_tokens(result) -> list[str]:
-    """Each generated token as styled text (newlines shown as spaces)."""
+def risk_tokens(result, factual_at: float = 0.5) -> list[str]:
+    """Each generated token as styled text (newlines shown as spaces). An answer to a request
+    the heads call creative (``p_factual < factual_at``) is not coloured by ``p_dev``: it states
+    no fact to deviate from."""
     out = []
     shown = result.trace[:len(result.token_ids)] if result.stop_reason == "eos" else result.trace
+    factual = result.p_factual is None or result.p_factual >= factual_at
     for t in shown:
         text = t.token.replace("\n", " ")
         if not text:
             continue
-        out.append(click.style(text, fg=risk_colour(t.p_dev),
+        out.append(click.style(text, fg=risk_colour(t.p_dev if factual else None),
                                bold=t.p_stop is not None and t.p_stop > 0.5,
                                underline=t.rewritten))
     return out
