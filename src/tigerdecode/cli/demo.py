@@ -127,7 +127,7 @@ def screenshot_cmd(out, model_name, prompt, creativity, max_new_tokens, raw, hei
 def bench_demo_cmd(model_name, clients, requests, max_new_tokens, creativity, max_batch,
                    max_waiting, batching_clients, batching_repeats, soak, soak_minutes,
                    soak_clients, threads, timeout_s, as_json):
-    """The demo under concurrent clients: served, rejected, latency, tokens/s, memory.
+    """Load and soak the demo with concurrent clients.
 
     Starts `tigerdecode demo` on 127.0.0.1 and drives it with gradio_client clients: one
     round per --clients count, --batching-clients at once against the same requests sent one
