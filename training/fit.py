@@ -301,8 +301,10 @@ class Fit:
     def check_resources(self, plan: Plan, tp: Throughput) -> None:
         """Disk for the stored states and memory for heads training, before anything is built."""
         need = resources(plan, tp)
-        self.work.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(self.work).free
+        where = self.work
+        while not where.exists():  # a dry run creates nothing
+            where = where.parent
+        free = shutil.disk_usage(where).free
         if need["disk"] > free:
             raise FitError(
                 f"the plan stores about {need['disk'] / 1e9:.1f} GB of hidden states in "
@@ -322,8 +324,10 @@ class Fit:
         """All stages, skipping those done; ``t_start``: when the command began (a budget
         counts loading the model too). ``dry_run``: choose the plan, say it, build nothing."""
         t_start = time.perf_counter() if t_start is None else t_start
+        if dry_run:
+            return self._run(t_start, dry_run)
         with work_lock(self.work):
-            if self.req.restart and not dry_run:
+            if self.req.restart:
                 for p in self.work.iterdir():
                     if p.name != ".lock":
                         shutil.rmtree(p) if p.is_dir() else p.unlink()

@@ -305,7 +305,7 @@ def test_dry_run_measures_and_says_the_plan(fit_inputs, tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert "plan: --budget-minutes 30: measured" in res.output and "chose 48 facts" in res.output
     assert "estimated minutes per stage: data-qa" in res.output
-    assert not list(tmp_path.rglob("plan.json")) and not (tmp_path / "heads").exists()
+    assert not (tmp_path / "fit").exists() and not (tmp_path / "heads").exists()
 
 
 # ---- bad input --------------------------------------------------------------------------------
