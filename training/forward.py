@@ -30,6 +30,16 @@ C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1)
 MIN_ROWS = 20
 
 
+def next_token_signals(t: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per row k: (entropy, 1 - max prob) of the distribution that drew token k+1 of the same
+    answer (NaN where token k+1 was not kept): the training-free rivals of ``p_slot``."""
+    nxt = np.full(len(t["answer"]), np.nan), np.full(len(t["answer"]), np.nan)
+    same = (t["answer"][1:] == t["answer"][:-1]) & (t["pos"][1:] == t["pos"][:-1] + 1)
+    nxt[0][:-1][same] = t["entropy"][1:][same]
+    nxt[1][:-1][same] = 1.0 - t["maxprob"][1:][same]
+    return nxt
+
+
 def _feat(heads: ControlHeads, arrays: dict[int, np.ndarray], rows: np.ndarray) -> np.ndarray:
     x = np.concatenate([arrays[x][rows].astype(np.float32) for x in heads.layers], axis=1)
     return (x - heads.feat_mean.numpy()) / heads.feat_std.numpy()  # (N, L*H)
@@ -40,8 +50,6 @@ def risk_rows(t: dict[str, np.ndarray], answers: list[dict], prompt: dict[int, n
     """The ``risk`` rows: per row the source (``"token"`` row index into ``t`` or ``"prompt"``
     answer index), the answer, the label (answer wrong), whether it is the answer's first slot,
     and the next token's max probability / entropy (the training-free rivals)."""
-    from tigerdecode.training.train import next_token_signals
-
     use = np.array([a.get("form") in FACTUAL_FORMS and not a.get("open")
                     and (settings is None or a["setting"] in settings) for a in answers])
     wrong = np.array([not a["correct"] for a in answers])

@@ -25,7 +25,7 @@ from tigerdecode.heads import Calibrator, ControlHeads, HeadConfig
 from tigerdecode.model.load import Fingerprint
 from tigerdecode.qa.data import split_topics
 from tigerdecode.qa.labels import OPEN_TEXT
-from tigerdecode.training.forward import train_forward
+from tigerdecode.training.forward import next_token_signals, train_forward
 from tigerdecode.training.report import score_split
 from tigerdecode.training.store import FeatureStore
 
@@ -140,16 +140,6 @@ def _key(trial: dict) -> tuple[float, float]:
 
 
 MIN_SLOT_POSITIVES = 20
-
-
-def next_token_signals(t: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Per row k: (entropy, 1 - max prob) of the distribution that drew token k+1 of the same
-    answer (NaN where token k+1 was not kept): the training-free rivals of ``p_slot``."""
-    nxt = np.full(len(t["answer"]), np.nan), np.full(len(t["answer"]), np.nan)
-    same = (t["answer"][1:] == t["answer"][:-1]) & (t["pos"][1:] == t["pos"][:-1] + 1)
-    nxt[0][:-1][same] = t["entropy"][1:][same]
-    nxt[1][:-1][same] = 1.0 - t["maxprob"][1:][same]
-    return nxt
 
 
 def slot_report(t: dict[str, np.ndarray], rows: np.ndarray, p_slot: np.ndarray) -> dict:
