@@ -64,3 +64,22 @@ def test_creative_requests_never_abstain_under_the_shipped_heads(default_model):
     for c in (0.0, 0.5):
         out = gen.generate_text(prompts, creativity=c, max_new_tokens=24, seed=0)
         assert not any(r.abstained for r in out), [(r.prompt, r.text) for r in out]
+
+
+@torch.no_grad()
+def test_shipped_heads_tell_a_factual_request_from_a_creative_one(default_model):
+    """p_factual, read from the prompt's last state: questions and sentences to finish are
+    factual requests, poems and stories are not (whatever fact they must name)."""
+    model, tok = default_model
+    heads = ControlHeads.load(find_shipped(model, tok), model=model, tokenizer=tok)
+    assert {"slot", "risk", "factual"} <= set(heads.config.outputs)
+    factual = ["What is the capital of Japan?", "Who wrote the play Romeo and Juliet?",
+               format_prompt("The capital of France is")]
+    creative = ["Write one sentence about a lighthouse keeper who finds a strange map.",
+                "Write a two-line poem about Japan that names its capital.",
+                "Write a haiku about rain."]
+    enc = encode_prompts(tok, factual + creative)
+    with HiddenStateTap(model, heads.layers) as tap:
+        model(**enc)
+        p = heads.signals(tap.last())["factual"]
+    assert (p[:3] >= 0.5).all() and (p[3:] < 0.5).all(), p.tolist()
