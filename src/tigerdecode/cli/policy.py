@@ -147,9 +147,9 @@ def tune_cmd(model_name, split, limit, sample, seed, creativities, variants, max
 @forms_option()
 @creativity_option("0,0.5", many=True, help="Comma-separated creativities; the first and last "
                                             "give risk_at and risk_rise.")
-@click.option("--topics", default=None,
-              help="Keep only these topics (comma-separated), e.g. the heads' own validation "
-                   "topics (metrics.json: data.val_topics), which their training never saw.")
+@click.option("--topic", "topics", multiple=True,
+              help="Keep only this topic (repeatable), e.g. the heads' own validation topics "
+                   "(metrics.json: data.val_topics), which their training never saw.")
 @click.option("--budget", type=click.FloatRange(0, 1), default=0.05, show_default=True,
               help="Error budget: the share of right answers abstention may lose.")
 @click.option("--n-open", type=click.IntRange(0, 200), default=24, show_default=True,
@@ -189,7 +189,7 @@ def risk_cmd(model_name, heads_dir, qa_path, split, sample, seed, forms, creativ
     torch.set_num_threads(threads)
     items = load_items(qa_path or qa_wikidata_path(), split)
     if topics:
-        keep = {t.strip() for t in topics.split(",") if t.strip()}
+        keep = set(topics)
         items = [it for it in items if it.topic in keep]
         if not items:
             raise click.BadParameter(f"no item of split {split!r} has a topic in {sorted(keep)}",
@@ -210,7 +210,7 @@ def risk_cmd(model_name, heads_dir, qa_path, split, sample, seed, forms, creativ
     res = risk.run(gen, asked, mixed + open_prompts(n_open), creativities, budget=budget,
                    max_new_tokens=max_new_tokens, batch=batch_size, seed=seed, overrides=sets,
                    progress=not as_json)
-    res["settings"] = {"split": split, "topics": topics, "sample": len(items), "seed": seed,
+    res["settings"] = {"split": split, "topics": list(topics), "sample": len(items), "seed": seed,
                        "forms": forms,
                        "n_mixed": len(mixed), "n_open": n_open, "heads": str(heads_dir or "auto"),
                        "overrides": sets, "max_new_tokens": max_new_tokens}
