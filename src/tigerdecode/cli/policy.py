@@ -141,7 +141,7 @@ def tune_cmd(model_name, split, limit, sample, seed, creativities, variants, max
 @click.option("--heads", "heads_dir", default=None, type=click.Path(file_okay=False),
               help="Heads checkpoint to measure; default: the heads found for the model.")
 @qa_option(help="QA file; default: the bundled qa_wikidata facts.")
-@split_option("validation", choices=("train", "validation", "test"))
+@split_option("validation", choices=("all", "train", "validation", "test"))
 @sample_option("Use a random N items of the split, drawn with --seed (default 150).")
 @seed_option(0, "Seed for the --sample draw and for decoding.")
 @forms_option()
