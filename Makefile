@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	@touch $(STAMP)
 
 run: setup
-	$(VENV)/bin/tigerdecode examples
+	$(VENV)/bin/tigerdecode examples $(RUN_ARGS)
 
 demo: setup
 	$(VENV)/bin/tigerdecode demo $(DEMO_ARGS)

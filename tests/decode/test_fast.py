@@ -218,3 +218,21 @@ def test_a_model_changed_after_compiling_never_runs_a_stale_graph(tiny_llama):
     model.model.layers[0].mlp.down_proj = new
     want = generate(model, **inp, **kw)
     assert torch.equal(generate(model, **inp, fast=True, **kw), want)
+
+
+def test_fast_fp32_greedy_equals_plain_greedy_on_the_default_model(default_model):
+    """The real model (slow): the compiled fp32 step's greedy tokens are plain greedy's, at
+    batch 1 and in a left-padded batch, and the shipped heads read the same numbers."""
+    model, tok = default_model
+    prompts = ["Write a short story about a lighthouse keeper who finds a strange map.",
+               "What is the capital of Japan?"]
+    for batch in (prompts[:1], prompts):
+        inp = encode_prompts(tok, batch)
+        ref = model.generate(**inp, max_new_tokens=48, do_sample=False,
+                             pad_token_id=tok.pad_token_id)
+        ours = generate(model, **inp, max_new_tokens=48, tokenizer=tok, method="greedy",
+                        fast=True)
+        assert torch.equal(ours, ref)
+    gens = [ControlledGenerator(model, tok, fast=f) for f in (False, True)]
+    a, b = (g.generate_text(prompts, creativity=0.5, max_new_tokens=24, seed=1) for g in gens)
+    _same(a, b)

@@ -329,7 +329,7 @@ class FastRunner:
                 with torch._dynamo.config.patch(recompile_limit=max(
                         RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit)), \
                         _HalfAttention() if half else contextlib.nullcontext():
-                    if SKIP_GUARDS and key in known:
+                    if SKIP_GUARDS and key in known and hasattr(torch.compiler, "set_stance"):
                         # This exact variant ran before, so its graph exists: evaluate only the
                         # guards that tell the compiled variants apart (checking every parameter
                         # each step costs milliseconds on a CPU, a third of a small model's step).
