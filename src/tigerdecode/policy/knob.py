@@ -87,7 +87,7 @@ class Policy:
     slot_hold: float = 0.75
     slot_gain: float = 10.0
     abstain_slot: float = 0.5
-    risk_at: float = 0.975
+    risk_at: float = 0.99
     risk_rise: float = 0.0
     factual_at: float = 0.5
     use_eos_bias: bool = True
