@@ -188,14 +188,17 @@ class _ScheduledHeads:
 
     layers = [1]
 
-    def __init__(self, slots):
-        self.slots, self.calls = slots, 0
+    def __init__(self, slots, factual=None):
+        self.slots, self.calls, self.factual = slots, 0, factual
 
     def signals(self, states):
         b = states[1].shape[0]
         s = self.slots[self.calls] if self.calls < len(self.slots) else 0.0
         self.calls += 1
-        return {"stop": torch.zeros(b), "dev": torch.ones(b), "slot": torch.full((b,), s)}
+        out = {"stop": torch.zeros(b), "dev": torch.ones(b), "slot": torch.full((b,), s)}
+        if self.factual is not None:
+            out["factual"] = torch.tensor(self.factual[:b])
+        return out
 
 
 def _gate_control(latch, now_at=(), dev=True):
@@ -240,3 +243,27 @@ def test_abstention_waits_for_the_first_fact_slot_and_latches(tiny_llama):
     assert out.stop_reasons == ["max_new_tokens"]
     out = run(_gate_control(True, now_at=(1,), dev=False), [0, 1, 0, 1, 0, 0, 0, 0, 0])
     assert out.stop_reasons == ["abstain"] and out.lengths == [1]  # before token 1 is drawn
+
+
+def test_a_factual_answer_that_never_reaches_a_fact_slot_abstains_at_its_end(tiny_llama):
+    from tigerdecode.decode.loop import decode
+
+    model, tok = tiny_llama
+    inp = encode_prompts(tok, PROMPTS, raw=True)
+    members = [(model, inp["input_ids"], inp["attention_mask"])]
+
+    def run(slots, factual, unslotted=True):
+        c = _gate_control(True, dev=False)
+        c.abstain_unslotted = unslotted
+        return decode(members, c, max_new_tokens=5, eos_ids=[], pad_id=2, tokenizer=tok,
+                      heads=_ScheduledHeads(slots, factual=factual))
+
+    ref = run([0.0] * 6, [0.9, 0.1], unslotted=False)
+    assert ref.stop_reasons == ["max_new_tokens"] * 2
+    out = run([0.0] * 6, [0.9, 0.1])  # row 0 factual, row 1 creative; no slot anywhere
+    assert out.stop_reasons == ["abstain", "max_new_tokens"]
+    assert out.tokens.tolist() == ref.tokens.tolist() and out.lengths == ref.lengths
+    out = run([0, 0, 1, 0, 0, 0], [0.9, 0.9])  # both reach a fact slot: nothing abstains
+    assert out.stop_reasons == ["max_new_tokens"] * 2
+    out = run([0.0] * 6, None)  # heads without p_factual: the rule cannot tell, never fires
+    assert out.stop_reasons == ["max_new_tokens"] * 2

@@ -21,9 +21,12 @@ def test_peaks_start_at_the_first_fact_slot_of_a_factual_request():
     steps = [(" The", 0.1, 0.99, 0.99), (" capital", 0.2, 0.9, 0.98), (" is", 0.3, 0.1, 0.2),
              (" Par", 0.8, 0.7, 0.3), ("is", 0.9, 0.2, 0.6), (".", 0.1, 0.1, 0.95)]
     # risk: read at " Par"; dev: content tokens from " Par" on (the "." is not content)
-    assert peaks(_result(steps), pol) == pytest.approx((0.7, 0.6))
-    assert peaks(_result(steps, p_factual=0.2), pol) == (0.0, 0.0)  # a creative request
-    assert peaks(_result(steps[:3]), pol) == (0.0, 0.0)  # never reaches a fact slot
+    assert peaks(_result(steps), pol) == pytest.approx((0.7, 0.6, 0.0))
+    assert peaks(_result(steps, p_factual=0.2), pol) == (0.0, 0.0, 0.0)  # a creative request
+    # never reaches a fact slot: abstained at its end (abstain_no_slot), unless the rule is off
+    assert peaks(_result(steps[:3]), pol) == (0.0, 0.0, 1.0)
+    assert peaks(_result(steps[:3]), Policy(0.0, abstain_no_slot=False)) == (0.0, 0.0, 0.0)
+    assert peaks(_result(steps[:3], p_factual=0.2), pol) == (0.0, 0.0, 0.0)
 
 
 def test_curve_and_the_bar_within_budget():
@@ -50,3 +53,15 @@ def test_level_picks_the_dev_bar_then_a_risk_bar_within_the_same_budget():
     assert lv["risk_bar"] == 0.925  # catches the 3 risky wrong ones, keeps the 0.9 right one
     assert lv["chosen"]["right_kept"] == 1.0 and lv["chosen"]["wrong_caught"] == 0.8
     assert lv["creative_abstain"] == 1  # counted, so a run shows it
+
+
+def test_answers_without_a_fact_slot_count_against_the_budget_under_every_bar():
+    # (risk, dev, no slot): 20 right answers, one of them never reached a fact slot
+    right = [(0.2, 0.3, 0.0)] * 19 + [(0.0, 0.0, 1.0)]
+    wrong = [(0.2, 0.97, 0.0)] * 5 + [(0.0, 0.0, 1.0)] * 3 + [(0.2, 0.3, 0.0)] * 2
+    lv = level(right, wrong, [(0.0, 0.0, 0.0)], budget=0.05)  # one right answer may go
+    assert lv["no_slot"] == {"right": 1, "wrong": 3, "creative": 0}
+    assert lv["dev_bar"] == 0.325  # the unslotted right answer already spent the budget
+    assert lv["chosen"]["right_kept"] == 0.95 and lv["chosen"]["wrong_caught"] == 0.8
+    assert all(r["right_kept"] <= 0.95 for r in lv["dev_curve"])  # abstained under every bar
+    assert lv["creative_abstain"] == 0

@@ -60,7 +60,9 @@ class Control:
     and the heads giving ``p_slot``, only on a token drawn at a fact slot (``p_slot`` at least
     that) or, with ``abstain_latch``, at or after the row's first fact slot, so text that never
     reaches a fact never abstains; a row flagged ``abstain_now`` at its first fact slot ends as
-    an abstention before that token is drawn. ``policy``: the
+    an abstention before that token is drawn. With ``abstain_unslotted`` a factual request
+    (``p_factual`` at least ``factual_at``) whose answer ends without ever reaching a fact slot
+    ends as an abstention too: it never committed to the fact asked for. ``policy``: the
     :class:`~tigerdecode.policy.knob.Policy` when there is one (recorded in results)."""
 
     name = "control"
@@ -70,6 +72,8 @@ class Control:
     abstains = False
     abstain_slot: float | None = None
     abstain_latch = False
+    abstain_unslotted = False
+    factual_at = 0.5
 
     def decide(self, signals: Signals, batch: int, device) -> StepDecision:
         raise NotImplementedError
@@ -193,6 +197,7 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
         finished, abstained, stopped, hit_eos, past_slot = (
             torch.zeros(B, dtype=torch.bool, device=dev) for _ in range(5))
         lengths = torch.zeros(B, dtype=torch.long, device=dev)
+        slot_seen = False
         d, sig_d = control.decide(sig, B, dev), sig  # sig_d: the signals d was decided from
 
         def pick(logits, dec: StepDecision, step: int) -> torch.Tensor:
@@ -208,6 +213,7 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
             at_slot = None
             if sig_d.p_slot is not None and control.abstain_slot is not None:
                 at_slot = sig_d.p_slot >= control.abstain_slot  # this token decides a fact
+                slot_seen = True
             if d.abstain_now is not None and control.abstains:
                 early = d.abstain_now & ~finished & ~past_slot  # at the row's first fact slot
                 abstained |= early
@@ -269,6 +275,11 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
         run.close()
         if streamer is not None:
             streamer.end()
+    if (control.abstains and control.abstain_unslotted and slot_seen
+            and run.p_factual is not None):
+        # a factual request answered without a fact slot: it never committed to the fact
+        factual = run.p_factual.to(dev) >= control.factual_at
+        abstained |= factual & ~past_slot & ~stopped
     out = _collect(toks, rec, lengths, hit_eos, abstained, stopped, B, t0, t_prefill)
     if run.p_factual is not None:
         out.p_factual = run.p_factual.float().cpu().tolist()

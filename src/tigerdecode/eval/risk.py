@@ -10,7 +10,9 @@ reaches its first fact slot (``p_slot >= abstain_slot``, read before the token i
 Every QA item is decoded once per creativity with abstention off, and each answer gets two
 *peaks*: ``p_risk`` at its first fact slot, and the highest ``p_dev`` of a content token from
 there on. Abstention changes nothing before the step where it fires, so an answer abstains under
-bars ``(r, d)`` exactly when a peak reaches its bar: one decode gives every curve. The bars for
+bars ``(r, d)`` exactly when a peak reaches its bar: one decode gives every curve. A factual
+request whose answer never reaches a fact slot abstains at its end (``abstain_no_slot``); those
+answers count as abstained under every bar, and the table says how many there are. The bars for
 a creativity come from an error budget stated up front: first the lowest ``p_dev`` bar that
 loses at most ``budget`` of the right answers, then the lowest ``p_risk`` bar that keeps the
 union within the same budget (1.0, i.e. off, when the risk adds nothing there). The curves also
@@ -26,30 +28,35 @@ import numpy as np
 BARS = tuple(round(0.05 + 0.025 * i, 3) for i in range(38)) + (0.99, 1.0)  # 0.05 .. 1
 
 
-def peaks(result, policy) -> tuple[float, float]:
-    """(``p_risk`` at the first fact slot, highest content-token ``p_dev`` from that slot on);
-    (0, 0) for a creative request or an answer that never reaches a fact slot."""
+def peaks(result, policy) -> tuple[float, float, float]:
+    """(``p_risk`` at the first fact slot, highest content-token ``p_dev`` from that slot on,
+    1.0 if the policy abstains on it at its end for never reaching a fact slot else 0.0);
+    (0, 0, 0) for a creative request."""
     if result.p_factual is not None and result.p_factual < policy.factual_at:
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0
     tr = result.trace
     first = next((j for j, t in enumerate(tr)
                   if t.p_slot is not None and t.p_slot >= policy.abstain_slot), None)
     if first is None:
-        return 0.0, 0.0
+        unslotted = (policy.abstain_no_slot and policy.use_slot and result.p_factual is not None
+                     and any(t.p_slot is not None for t in tr))
+        return 0.0, 0.0, float(unslotted)
     risk = tr[first].p_risk or 0.0
     dev = max((t.p_dev for t in tr[first:] if t.p_dev is not None
                and any(ch.isalnum() for ch in t.token)), default=0.0)
-    return risk, dev
+    return risk, dev, 0.0
 
 
 def curve(right: np.ndarray, wrong: np.ndarray, creative: np.ndarray, bars=BARS,
-          n_abstained: int = 0, fixed_right=None, fixed_wrong=None) -> list[dict]:
+          n_abstained: int = 0, fixed_right=None, fixed_wrong=None,
+          fixed_creative=None) -> list[dict]:
     """Per bar: what abstaining at ``peak >= bar`` keeps and catches (arrays of peaks; answers
     already abstained count in the coverage's denominator only). ``fixed_*``: boolean arrays of
-    answers another bar already ends (the union is reported)."""
+    answers another rule already ends (the union is reported)."""
     n = len(right) + len(wrong) + n_abstained
     fr = np.zeros(len(right), bool) if fixed_right is None else fixed_right
     fw = np.zeros(len(wrong), bool) if fixed_wrong is None else fixed_wrong
+    fc = np.zeros(len(creative), bool) if fixed_creative is None else fixed_creative
     rows = []
     for b in bars:
         kept_r = int(((right < b) & ~fr).sum())
@@ -59,7 +66,7 @@ def curve(right: np.ndarray, wrong: np.ndarray, creative: np.ndarray, bars=BARS,
                      "right_kept": kept_r / max(len(right), 1),
                      "wrong_caught": 1 - kept_w / max(len(wrong), 1),
                      "error_among_answered": kept_w / answered if answered else 0.0,
-                     "creative_abstain": int((creative >= b).sum()),
+                     "creative_abstain": int(((creative >= b) | fc).sum()),
                      "n_creative": int(len(creative))})
     return rows
 
@@ -70,19 +77,32 @@ def choose_bar(rows: list[dict], budget: float) -> float:
     return min(ok) if ok else 1.0
 
 
+def _peak_array(x) -> np.ndarray:
+    """Peaks as an (N, 3) array; (risk, dev) pairs get a 0 "no fact slot" column."""
+    a = np.asarray(x, float)
+    a = a.reshape(-1, a.shape[-1] if a.size else 3)
+    return a if a.shape[1] == 3 else np.concatenate([a, np.zeros((len(a), 1))], axis=1)
+
+
 def level(right, wrong, creative, budget: float, n_abstained: int = 0) -> dict:
-    """Both curves and bars at one creativity from (risk, dev) peaks (arrays of shape (N, 2))."""
-    right, wrong, creative = (np.asarray(x, float).reshape(-1, 2) for x in (right, wrong,
-                                                                            creative))
-    dev = curve(right[:, 1], wrong[:, 1], creative[:, 1], n_abstained=n_abstained)
+    """Both curves and bars at one creativity from (risk, dev[, no slot]) peaks (arrays of
+    shape (N, 2) or (N, 3)). Answers ended for never reaching a fact slot are abstained under
+    every bar; the bars are chosen with them counted against the budget."""
+    right, wrong, creative = (_peak_array(x) for x in (right, wrong, creative))
+    ur, uw, uc = right[:, 2] > 0, wrong[:, 2] > 0, creative[:, 2] > 0
+    dev = curve(right[:, 1], wrong[:, 1], creative[:, 1], n_abstained=n_abstained,
+                fixed_right=ur, fixed_wrong=uw, fixed_creative=uc)
     d = choose_bar(dev, budget)
     risk = curve(right[:, 0], wrong[:, 0], creative[:, 0], n_abstained=n_abstained,
-                 fixed_right=right[:, 1] >= d, fixed_wrong=wrong[:, 1] >= d)
+                 fixed_right=ur | (right[:, 1] >= d), fixed_wrong=uw | (wrong[:, 1] >= d),
+                 fixed_creative=uc | (creative[:, 1] >= d))
     r = choose_bar(risk, budget)
     both = next(x for x in risk if x["bar"] == r)
     return {"n_right": len(right), "n_wrong": len(wrong), "dev_bar": d, "risk_bar": r,
             "dev_curve": dev, "risk_curve": risk, "chosen": both,
-            "creative_abstain": int(((creative[:, 1] >= d) | (creative[:, 0] >= r)).sum())}
+            "no_slot": {"right": int(ur.sum()), "wrong": int(uw.sum()),
+                        "creative": int(uc.sum())},
+            "creative_abstain": int((uc | (creative[:, 1] >= d) | (creative[:, 0] >= r)).sum())}
 
 
 def run(gen, items, creative_prompts: list[str], creativities, *, budget: float = 0.05,
@@ -148,6 +168,12 @@ def table(res: dict, every: int = 4) -> str:
                              f"{r['error_among_answered']:.3f} | {r['creative_abstain']}/"
                              f"{r['n_creative']} |")
         lines.append("")
+    for lv in res["levels"]:
+        ns = lv.get("no_slot")
+        if ns and any(ns.values()):
+            lines.append(f"creativity {lv['creativity']:g}: never reaching a fact slot (abstained "
+                         f"at the end under every bar): {ns['right']} right, {ns['wrong']} wrong, "
+                         f"{ns['creative']} creative")
     for lv in res["levels"]:
         ch = lv["chosen"]
         lines.append(f"creativity {lv['creativity']:g}: {lv['n_right']} right, {lv['n_wrong']} "

@@ -19,6 +19,8 @@ class PolicyControl(Control):
         self.abstains = policy.abstains
         self.abstain_slot = policy.abstain_slot if policy.use_slot else None
         self.abstain_latch = policy.abstain_from_slot
+        self.abstain_unslotted = policy.abstain_no_slot and policy.use_slot
+        self.factual_at = policy.factual_at
 
     def decide(self, signals: Signals, batch: int, device) -> StepDecision:
         return self.policy.step(signals.p_stop, signals.p_dev, self.n_members, batch=batch,
