@@ -23,10 +23,11 @@ def test_peaks_start_at_the_first_fact_slot_of_a_factual_request():
     # risk: read at " Par"; dev: content tokens from " Par" on (the "." is not content)
     assert peaks(_result(steps), pol) == pytest.approx((0.7, 0.6, 0.0))
     assert peaks(_result(steps, p_factual=0.2), pol) == (0.0, 0.0, 0.0)  # a creative request
-    # never reaches a fact slot: abstained at its end (abstain_no_slot), unless the rule is off
-    assert peaks(_result(steps[:3]), pol) == (0.0, 0.0, 1.0)
-    assert peaks(_result(steps[:3]), Policy(0.0, abstain_no_slot=False)) == (0.0, 0.0, 0.0)
-    assert peaks(_result(steps[:3], p_factual=0.2), pol) == (0.0, 0.0, 0.0)
+    # never reaches a fact slot: kept by default, abstained at its end with abstain_no_slot
+    assert peaks(_result(steps[:3]), pol) == (0.0, 0.0, 0.0)
+    no_slot = Policy(0.0, abstain_no_slot=True)
+    assert peaks(_result(steps[:3]), no_slot) == (0.0, 0.0, 1.0)
+    assert peaks(_result(steps[:3], p_factual=0.2), no_slot) == (0.0, 0.0, 0.0)  # creative
 
 
 def test_curve_and_the_bar_within_budget():

@@ -19,9 +19,9 @@ The schedule: ``temperature = t_max * c`` (c = 0 is greedy); ``top_p`` from ``to
   risk_rise * c``;
 - ``p_dev`` abstains on a content token drawn at or after the first fact slot
   (``abstain_from_slot``; on the slot token alone without it) past ``abstain_at + abstain_rise *
-  c``; a factual request whose answer ends without reaching any fact slot abstains at its end
-  (``abstain_no_slot``: it never committed to the fact asked for); an EOS bias ``eos_gain * (1 - c) * logit(p_stop)`` ends a complete answer; optional
-  cooling on ``p_dev`` (``use_tighten``) and undo-and-resample (``use_resample``).
+  c``; an EOS bias ``eos_gain * (1 - c) * logit(p_stop)`` ends a complete answer; optional
+  cooling on ``p_dev`` (``use_tighten``), undo-and-resample (``use_resample``), and abstaining
+  at the end of a factual answer that never reached a fact slot (``abstain_no_slot``).
 
 How the defaults were chosen, with the commands that measured them: ``docs/results/policy.md``
 and ``docs/results/knob.md``; ``tigerdecode policy show`` prints the table.
@@ -98,7 +98,7 @@ class Policy:
     use_slot: bool = True
     use_risk: bool = True
     abstain_from_slot: bool = True
-    abstain_no_slot: bool = True
+    abstain_no_slot: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "creativity", check_creativity(self.creativity))
