@@ -29,9 +29,34 @@ def test_greedy_equals_model_generate_on_every_architecture(tiny_model):
     arch, model, tok = tiny_model
     inp = encode_prompts(tok, PROMPTS, raw=True)  # left-padded: rows of different lengths
     ref = model.generate(**inp, max_new_tokens=10, do_sample=False, pad_token_id=2)
+    # the repetition guard off: a random tiny model loops, which the guard would break
     ours = generate(model, **inp, max_new_tokens=10, creativity=0.0, tokenizer=tok,
-                    heads=heads_for(model, tok))
+                    heads=heads_for(model, tok), no_repeat_ngram=0)
     assert torch.equal(ours, ref), arch
+
+
+def _repeats(row: list[int], n: int) -> bool:
+    grams = [tuple(row[i:i + n]) for i in range(len(row) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+def test_the_repetition_guard_bans_a_second_copy_of_any_ngram(tiny_model):
+    from tigerdecode.decode.sampling import repeat_bans
+
+    assert repeat_bans([[1, 2, 3, 1, 2], [1, 2], [5, 5, 5]], 3) == [[3], [], [5]]
+    assert repeat_bans([[1, 2, 1, 2]], 1) == [[]]  # n < 2: off
+    arch, model, tok = tiny_model
+    inp = encode_prompts(tok, PROMPTS, raw=True)
+    n_prompt = inp["input_ids"].shape[1]
+    ref = model.generate(**inp, max_new_tokens=24, do_sample=False, pad_token_id=2)[:, n_prompt:]
+    assert any(_repeats(r, 3) for r in ref.tolist())  # the random model loops
+    ours = generate(model, **inp, max_new_tokens=24, creativity=0.0, tokenizer=tok,
+                    heads=heads_for(model, tok), no_repeat_ngram=3)[:, n_prompt:]
+    for r, g in zip(ours.tolist(), ref.tolist(), strict=True):
+        assert not _repeats(r, 3), arch
+        # greedy until the first token that would repeat a 3-gram
+        first = next((k for k in range(2, len(g) + 1) if _repeats(g[:k], 3)), len(g))
+        assert r[:first - 1] == g[:first - 1]
 
 
 def test_batch_equals_single_rows(tiny_llama):

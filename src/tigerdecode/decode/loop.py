@@ -21,7 +21,7 @@ import torch
 
 from tigerdecode.decode.fast import runner_factory
 from tigerdecode.decode.runner import ModelRunner, left_pad
-from tigerdecode.decode.sampling import NEG_INF, StepDecision, blend, draw
+from tigerdecode.decode.sampling import NEG_INF, StepDecision, blend, draw, repeat_bans
 
 
 @dataclass
@@ -60,7 +60,9 @@ class Control:
     and the heads giving ``p_slot``, only on a token drawn at a fact slot (``p_slot`` at least
     that) or, with ``abstain_latch``, at or after the row's first fact slot, so text that never
     reaches a fact never abstains; a row flagged ``abstain_now`` at its first fact slot ends as
-    an abstention before that token is drawn. With ``abstain_unslotted`` a factual request
+    an abstention before that token is drawn. ``no_repeat_ngram`` > 1: a row never writes the
+    same n-gram twice (the token that would repeat one is banned). With ``abstain_unslotted`` a
+    factual request
     (``p_factual`` at least ``factual_at``) whose answer ends without ever reaching a fact slot
     ends as an abstention too: it never committed to the fact asked for. ``policy``: the
     :class:`~tigerdecode.policy.knob.Policy` when there is one (recorded in results)."""
@@ -74,6 +76,7 @@ class Control:
     abstain_latch = False
     abstain_unslotted = False
     factual_at = 0.5
+    no_repeat_ngram = 0
 
     def decide(self, signals: Signals, batch: int, device) -> StepDecision:
         raise NotImplementedError
@@ -205,6 +208,14 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
             if step < min_new_tokens and eos_ids:
                 s = s.clone()
                 s[:, eos_ids] = NEG_INF
+            if control.no_repeat_ngram > 1 and step >= control.no_repeat_ngram - 1:
+                hist = torch.stack(toks, 1).tolist()
+                bans = repeat_bans(hist, control.no_repeat_ngram)
+                if any(bans):
+                    s = s.clone()
+                    for i, banned in enumerate(bans):
+                        if banned:
+                            s[i, banned] = NEG_INF
             return draw(s, dec, eos_ids, gens)
 
         for t in range(max_new_tokens):

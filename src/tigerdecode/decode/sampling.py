@@ -117,6 +117,24 @@ def apply_min_p(scores: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
     return scores.masked_fill((scores < cut) & (min_p[:, None] > 0), NEG_INF)
 
 
+def repeat_bans(history: list[list[int]], n: int) -> list[list[int]]:
+    """Per row, the tokens that would complete an ``n``-gram the row has already written
+    (``history``: each row's generated tokens so far). Banning them (score -inf) stops the
+    loops a small model falls into ("of the balcony of the balcony ..."); a row shorter than
+    ``n`` tokens, or ``n`` < 2, bans nothing."""
+    if n < 2:
+        return [[] for _ in history]
+    out = []
+    for row in history:
+        if len(row) < n:
+            out.append([])
+            continue
+        tail = tuple(row[len(row) - n + 1:])
+        out.append(sorted({row[i + n - 1] for i in range(len(row) - n + 1)
+                           if tuple(row[i:i + n - 1]) == tail}))
+    return out
+
+
 def process(logits: list[torch.Tensor], d: StepDecision, eos_ids: list[int]) -> torch.Tensor:
     """The whole pipeline for one step as plain steps: (M × (B, V) logits) → (B, V) scores
     whose softmax is the distribution :func:`draw` samples from."""

@@ -21,6 +21,7 @@ class PolicyControl(Control):
         self.abstain_latch = policy.abstain_from_slot
         self.abstain_unslotted = policy.abstain_no_slot and policy.use_slot
         self.factual_at = policy.factual_at
+        self.no_repeat_ngram = policy.no_repeat_ngram
 
     def decide(self, signals: Signals, batch: int, device) -> StepDecision:
         return self.policy.step(signals.p_stop, signals.p_dev, self.n_members, batch=batch,

@@ -21,7 +21,8 @@ The schedule: ``temperature = t_max * c`` (c = 0 is greedy); ``top_p`` from ``to
   (``abstain_from_slot``; on the slot token alone without it) past ``abstain_at + abstain_rise *
   c``; an EOS bias ``eos_gain * (1 - c) * logit(p_stop)`` ends a complete answer; optional
   cooling on ``p_dev`` (``use_tighten``), undo-and-resample (``use_resample``), and abstaining
-  at the end of a factual answer that never reached a fact slot (``abstain_no_slot``).
+  at the end of a factual answer that never reached a fact slot (``abstain_no_slot``);
+  a row never writes the same ``no_repeat_ngram``-gram twice (the loop guard of small models).
 
 How the defaults were chosen, with the commands that measured them: ``docs/results/policy.md``
 and ``docs/results/knob.md``; ``tigerdecode policy show`` prints the table.
@@ -99,6 +100,7 @@ class Policy:
     use_risk: bool = True
     abstain_from_slot: bool = True
     abstain_no_slot: bool = False
+    no_repeat_ngram: int = 4
 
     def __post_init__(self):
         object.__setattr__(self, "creativity", check_creativity(self.creativity))
@@ -121,6 +123,10 @@ class Policy:
         if self.dev_low >= self.dev_high:
             raise ValueError(f"Policy needs dev_low < dev_high; got {self.dev_low}, "
                              f"{self.dev_high}")
+        if (isinstance(self.no_repeat_ngram, bool) or not isinstance(self.no_repeat_ngram, int)
+                or not 0 <= self.no_repeat_ngram <= 64):
+            raise ValueError(f"Policy.no_repeat_ngram must be an int in [0, 64] (0 or 1: off), "
+                             f"got {self.no_repeat_ngram!r}")
         if not isinstance(self.max_retries, int) or not 0 <= self.max_retries <= 8:
             raise ValueError(f"Policy.max_retries must be an int in [0, 8], got "
                              f"{self.max_retries!r}")
