@@ -92,8 +92,10 @@ def test_hf_processor_inside_model_generate(tiny_llama):
     model, tok = tiny_llama
     inp = encode_prompts(tok, ["Hello there", "The capital of Japan is"], raw=True)
     ref = model.generate(**inp, max_new_tokens=6, do_sample=False, pad_token_id=2)
-    # creativity 0, heads watching but too unsure to act: exactly greedy inside HF's loop
-    proc = ControlledLogitsProcessor(model, tok, creativity=0.0, heads=_heads(model, tok))
+    # creativity 0, heads watching but too unsure to act, the repetition guard off (a random
+    # model loops): exactly greedy inside HF's loop
+    proc = ControlledLogitsProcessor(model, tok, policy=Policy(0.0, no_repeat_ngram=0),
+                                     heads=_heads(model, tok))
     seen = []
     orig = proc.__call__
 
@@ -110,6 +112,24 @@ def test_hf_processor_inside_model_generate(tiny_llama):
     assert torch.equal(out, ref)
     assert len(seen) == 6 and seen[0].shape == (2,)
     assert all(0 <= float(p.min()) and float(p.max()) <= 1 for p in seen)
+
+
+def test_hf_processor_with_the_repetition_guard_equals_tigerdecodes_loop(tiny_llama):
+    from tigerdecode.api import generate
+
+    model, tok = tiny_llama
+    inp = encode_prompts(tok, ["Hello there", "The capital of Japan is"], raw=True)
+    h = _heads(model, tok)
+    ours = generate(model, **inp, max_new_tokens=16, creativity=0.0, tokenizer=tok, heads=h,
+                    no_repeat_ngram=3)
+    plain = model.generate(**inp, max_new_tokens=16, do_sample=False, pad_token_id=2)
+    assert not torch.equal(ours, plain)  # the random model repeats itself; the guard acts
+    proc = ControlledLogitsProcessor(model, tok, policy=Policy(0.0, no_repeat_ngram=3), heads=h)
+    for _ in range(2):  # a second run of the same processor starts its history afresh
+        with proc:
+            out = model.generate(**inp, max_new_tokens=16, do_sample=True, temperature=1.0,
+                                 top_p=1.0, top_k=0, logits_processor=[proc], pad_token_id=2)
+        assert torch.equal(out, ours)
 
 
 def test_hf_processor_needs_its_hooks(tiny_llama):

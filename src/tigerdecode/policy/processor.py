@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from tigerdecode.decode.sampling import check_finite, eos_ids_of, process
+from tigerdecode.decode.sampling import NEG_INF, check_finite, eos_ids_of, process, repeat_bans
 from tigerdecode.model.taps import HiddenStateTap
 from tigerdecode.policy.knob import Policy
 
@@ -26,8 +26,8 @@ class ControlledLogitsProcessor:
     processor applies the policy's temperature and top-p itself. Without ``heads`` it applies the
     schedule only. The processor returns new scores and never modifies its input. The per-token
     policy acts as in tigerdecode's own loop (fact slots cooled, EOS bias only on factual
-    requests, ``p_factual`` read at the first step of each generation); abstention cannot end a
-    row inside HF's loop, so it does not happen here.
+    requests, ``p_factual`` read at the first step of each generation, no n-gram written twice);
+    abstention cannot end a row inside HF's loop, so it does not happen here.
     """
 
     def __init__(self, model, tokenizer=None, *, creativity: float = 0.5, heads=None,
@@ -42,6 +42,7 @@ class ControlledLogitsProcessor:
         self.last: dict[str, torch.Tensor] = {}
         self._factual: torch.Tensor | None = None
         self._len = -1  # input length at the last call: a shorter or equal one is a new run
+        self._start = 0  # the prompt's length in the current run (generated tokens follow it)
 
     def __enter__(self):
         if self.tap is not None:
@@ -57,6 +58,9 @@ class ControlledLogitsProcessor:
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
         check_finite(scores)
+        new_run = input_ids.shape[-1] <= self._len or self._len < 0
+        if new_run:
+            self._start = input_ids.shape[-1]
         p: dict[str, torch.Tensor] = {}
         if self.tap is not None:
             if not self.tap.attached:
@@ -64,9 +68,17 @@ class ControlledLogitsProcessor:
                                    "`with proc:` (that attaches the hidden-state hooks)")
             with torch.no_grad():
                 p = {k: v.to(scores.device) for k, v in self.heads.signals(self.tap.last()).items()}
-            if input_ids.shape[-1] <= self._len or self._factual is None:
+            if new_run or self._factual is None:
                 self._factual = p.get("factual")  # the first step reads the prompt's state
-            self._len = input_ids.shape[-1]
+        self._len = input_ids.shape[-1]
+        n = self.policy.no_repeat_ngram
+        if n > 1 and input_ids.shape[-1] - self._start >= n - 1:
+            bans = repeat_bans(input_ids[:, self._start:].tolist(), n)
+            if any(bans):
+                scores = scores.clone()
+                for i, banned in enumerate(bans):
+                    if banned:
+                        scores[i, banned] = NEG_INF
         p_stop, p_dev = p.get("stop"), p.get("dev")
         d = self.policy.step(p_stop, p_dev, 1, batch=scores.shape[0], device=scores.device,
                              p_slot=p.get("slot"), p_factual=self._factual)
