@@ -21,7 +21,7 @@ import torch
 
 from tigerdecode.decode.fast import runner_factory
 from tigerdecode.decode.runner import ModelRunner, left_pad
-from tigerdecode.decode.sampling import NEG_INF, StepDecision, blend, draw, repeat_bans
+from tigerdecode.decode.sampling import NEG_INF, RepeatGuard, StepDecision, blend, draw
 
 
 @dataclass
@@ -201,6 +201,7 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
             torch.zeros(B, dtype=torch.bool, device=dev) for _ in range(5))
         lengths = torch.zeros(B, dtype=torch.long, device=dev)
         slot_seen = False
+        guard = RepeatGuard(control.no_repeat_ngram, B) if control.no_repeat_ngram > 1 else None
         d, sig_d = control.decide(sig, B, dev), sig  # sig_d: the signals d was decided from
 
         def pick(logits, dec: StepDecision, step: int) -> torch.Tensor:
@@ -208,14 +209,8 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
             if step < min_new_tokens and eos_ids:
                 s = s.clone()
                 s[:, eos_ids] = NEG_INF
-            if control.no_repeat_ngram > 1 and step >= control.no_repeat_ngram - 1:
-                hist = torch.stack(toks, 1).tolist()
-                bans = repeat_bans(hist, control.no_repeat_ngram)
-                if any(bans):
-                    s = s.clone()
-                    for i, banned in enumerate(bans):
-                        if banned:
-                            s[i, banned] = NEG_INF
+            if guard is not None:
+                s = guard.apply(s)
             return draw(s, dec, eos_ids, gens)
 
         for t in range(max_new_tokens):
@@ -255,6 +250,8 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
                 past_slot |= at_slot & ~finished
             # ---- record ----
             toks.append(tok)
+            if guard is not None:
+                guard.push(tok.tolist())
             for k, v in (("p_stop", sig.p_stop), ("p_dev", sig.p_dev), ("p_slot", sig_d.p_slot),
                          ("p_risk", sig_d.p_risk), ("temperature", d.temperature),
                          ("top_p", d.top_p),

@@ -117,22 +117,55 @@ def apply_min_p(scores: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
     return scores.masked_fill((scores < cut) & (min_p[:, None] > 0), NEG_INF)
 
 
+class RepeatGuard:
+    """Per row, the n-grams written so far, kept so that each step's ban is a lookup: the token
+    that would complete an ``n``-gram the row has already written gets score -inf. That stops the
+    loops a small model falls into ("of the balcony of the balcony ..."). ``n`` < 2 is off.
+    Feed every row's new token with :meth:`push` once per step; :meth:`apply` bans."""
+
+    def __init__(self, n: int, batch: int):
+        self.n = n
+        self.rows: list[list[int]] = [[] for _ in range(batch)]
+        self.next: list[dict[tuple, set[int]]] = [{} for _ in range(batch)]
+
+    def add(self, i: int, token: int) -> None:
+        """Row ``i`` wrote ``token``."""
+        row = self.rows[i]
+        row.append(token)
+        if self.n >= 2 and len(row) >= self.n:
+            self.next[i].setdefault(tuple(row[-self.n:-1]), set()).add(token)
+
+    def push(self, tokens: list[int]) -> None:
+        """Every row wrote its token of this step."""
+        for i, t in enumerate(tokens):
+            self.add(i, t)
+
+    def bans(self) -> list[list[int]]:
+        if self.n < 2:
+            return [[] for _ in self.rows]
+        return [sorted(nxt.get(tuple(row[-(self.n - 1):]), ())) if len(row) >= self.n - 1
+                else [] for row, nxt in zip(self.rows, self.next, strict=True)]
+
+    def apply(self, scores: torch.Tensor) -> torch.Tensor:
+        """``scores`` (B, V) with every row's banned tokens at -inf (a copy when any is)."""
+        bans = self.bans()
+        if not any(bans):
+            return scores
+        scores = scores.clone()
+        for i, banned in enumerate(bans):
+            if banned:
+                scores[i, banned] = NEG_INF
+        return scores
+
+
 def repeat_bans(history: list[list[int]], n: int) -> list[list[int]]:
     """Per row, the tokens that would complete an ``n``-gram the row has already written
-    (``history``: each row's generated tokens so far). Banning them (score -inf) stops the
-    loops a small model falls into ("of the balcony of the balcony ..."); a row shorter than
-    ``n`` tokens, or ``n`` < 2, bans nothing."""
-    if n < 2:
-        return [[] for _ in history]
-    out = []
-    for row in history:
-        if len(row) < n:
-            out.append([])
-            continue
-        tail = tuple(row[len(row) - n + 1:])
-        out.append(sorted({row[i + n - 1] for i in range(len(row) - n + 1)
-                           if tuple(row[i:i + n - 1]) == tail}))
-    return out
+    (``history``: each row's generated tokens so far); ``n`` < 2 bans nothing."""
+    guard = RepeatGuard(n, len(history))
+    for i, row in enumerate(history):
+        for t in row:
+            guard.add(i, t)
+    return guard.bans()
 
 
 def process(logits: list[torch.Tensor], d: StepDecision, eos_ids: list[int]) -> torch.Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from tigerdecode.decode.sampling import NEG_INF, check_finite, eos_ids_of, process, repeat_bans
+from tigerdecode.decode.sampling import RepeatGuard, check_finite, eos_ids_of, process
 from tigerdecode.model.taps import HiddenStateTap
 from tigerdecode.policy.knob import Policy
 
@@ -42,7 +42,7 @@ class ControlledLogitsProcessor:
         self.last: dict[str, torch.Tensor] = {}
         self._factual: torch.Tensor | None = None
         self._len = -1  # input length at the last call: a shorter or equal one is a new run
-        self._start = 0  # the prompt's length in the current run (generated tokens follow it)
+        self._guard: RepeatGuard | None = None  # the current run's written n-grams
 
     def __enter__(self):
         if self.tap is not None:
@@ -59,8 +59,12 @@ class ControlledLogitsProcessor:
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
         check_finite(scores)
         new_run = input_ids.shape[-1] <= self._len or self._len < 0
-        if new_run:
-            self._start = input_ids.shape[-1]
+        n = self.policy.no_repeat_ngram
+        if n > 1:
+            if new_run:  # the input is the prompt: nothing written yet
+                self._guard = RepeatGuard(n, input_ids.shape[0])
+            else:  # the token written since the last call
+                self._guard.push(input_ids[:, -1].tolist())
         p: dict[str, torch.Tensor] = {}
         if self.tap is not None:
             if not self.tap.attached:
@@ -71,14 +75,8 @@ class ControlledLogitsProcessor:
             if new_run or self._factual is None:
                 self._factual = p.get("factual")  # the first step reads the prompt's state
         self._len = input_ids.shape[-1]
-        n = self.policy.no_repeat_ngram
-        if n > 1 and input_ids.shape[-1] - self._start >= n - 1:
-            bans = repeat_bans(input_ids[:, self._start:].tolist(), n)
-            if any(bans):
-                scores = scores.clone()
-                for i, banned in enumerate(bans):
-                    if banned:
-                        scores[i, banned] = NEG_INF
+        if self._guard is not None:
+            scores = self._guard.apply(scores)
         p_stop, p_dev = p.get("stop"), p.get("dev")
         d = self.policy.step(p_stop, p_dev, 1, batch=scores.shape[0], device=scores.device,
                              p_slot=p.get("slot"), p_factual=self._factual)
