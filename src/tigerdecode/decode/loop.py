@@ -62,9 +62,9 @@ class Control:
     reaches a fact never abstains; a row flagged ``abstain_now`` at its first fact slot ends as
     an abstention before that token is drawn. ``no_repeat_ngram`` > 1: a row never writes the
     same n-gram twice (the token that would repeat one is banned). With ``abstain_unslotted`` a
-    factual request
-    (``p_factual`` at least ``factual_at``) whose answer ends without ever reaching a fact slot
-    ends as an abstention too: it never committed to the fact asked for. ``policy``: the
+    factual request (``p_factual`` at least ``factual_at``) whose answer ends without ever
+    reaching a fact slot ends as an abstention too: it never committed to the fact asked for.
+    ``policy``: the
     :class:`~tigerdecode.policy.knob.Policy` when there is one (recorded in results)."""
 
     name = "control"
