@@ -1,6 +1,6 @@
 """The layer rule (docs/architecture.md), checked on every import in the tree, lazy ones too:
 
-    base ← kernels ← quant ← model ← qa ← heads ← decode ← policy/methods ← judge
+    base ← kernels ← quant ← model ← qa ← heads ← decode ← policy/methods ← judge/engines
          ← settings/api ← eval/bench ← training/demos ← cli
 
 A module imports only from its own layer or below, and no import cycle exists between modules.
@@ -25,7 +25,7 @@ LAYERS = [
     ("tigerdecode.heads",),
     ("tigerdecode.decode",),
     ("tigerdecode.policy", "tigerdecode.methods"),
-    ("tigerdecode.judge",),
+    ("tigerdecode.judge", "tigerdecode.engines"),
     ("tigerdecode.settings", "tigerdecode.api"),
     ("tigerdecode.eval", "tigerdecode.bench"),
     ("tigerdecode.training", "tigerdecode.demos"),

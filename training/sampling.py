@@ -17,7 +17,7 @@ import torch
 
 from tigerdecode.model.load import text_config
 from tigerdecode.model.prompting import context_window, encode_prompts
-from tigerdecode.model.taps import decoder_blocks, num_layers
+from tigerdecode.model.taps import final_layer, tap_module
 
 
 @dataclass(frozen=True)
@@ -69,9 +69,9 @@ class StepRecorder:
         self._handles = []
 
     def __enter__(self) -> StepRecorder:
-        blocks = decoder_blocks(self.model)
         for x in self.layers:
-            self._handles.append(blocks[x - 1].register_forward_hook(self._block_hook(x)))
+            self._handles.append(tap_module(self.model, x).register_forward_hook(
+                self._block_hook(x)))
         self._handles.append(self.model.get_output_embeddings().register_forward_hook(self._lm))
         self._handles.append(self.model.register_forward_pre_hook(self._pre, with_kwargs=True))
         return self
@@ -114,9 +114,10 @@ def sample_answers(model, tokenizer, prompts: list[str], layers: list[int], sett
     """Answer ``prompts`` (already formatted) with one setting; per answer: token ids, states
     ``{layer: (n, H)}`` fp16 and baseline signals ``(n,)`` for its ``n`` kept tokens, plus the
     prompt's last state ``{layer: (H,)}`` and the first token's max prob / entropy."""
-    n_layers = num_layers(model)
-    if any(not 1 <= x <= n_layers for x in layers):
-        raise ValueError(f"layers {layers} out of range for this {n_layers}-layer model")
+    top = final_layer(model)
+    if any(not 1 <= x <= top for x in layers):
+        raise ValueError(f"layers {layers} out of range for this {top - 1}-layer model "
+                         f"(1..{top - 1}: block outputs, {top}: the final normed state)")
     device = next(model.parameters()).device
     window = context_window(model)
     enc = encode_prompts(tokenizer, prompts, max_length=None if window is None

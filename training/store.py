@@ -14,6 +14,9 @@ A data directory holds
   ``prompt_layer_<L>`` (n_answers, H) fp16: the prompt's last state, which the heads read before
   the first token is drawn (builds before it was added lack it; ``load`` then leaves it out).
 - ``shard-NNNNN.jsonl``: one object per answer (item id, topic, setting, text, correct, ...).
+- ``shard-NNNNN.layer<L>.safetensors`` (optional): ``layer_<L>`` and ``prompt_layer_<L>`` of a
+  layer added after the build (``tigerdecode data add-layers``); a layer every shard has one for
+  loads like a built one.
 """
 
 from __future__ import annotations
@@ -105,15 +108,36 @@ class FeatureStore:
                                  f"this tigerdecode reads format {FORMAT}")
         return manifest
 
+    def extra_layers(self) -> list[int]:
+        """Layers added after the build that every finished shard has (``data add-layers``)."""
+        units = self.manifest()["units"]
+        found = None
+        for unit in units:
+            mine = {int(p.name.rsplit(".layer", 1)[1].split(".")[0])
+                    for p in self.root.glob(f"{unit['shard']}.layer*.safetensors")}
+            found = mine if found is None else found & mine
+        return sorted(found or ())
+
+    def _side(self, shard: str, key: str, layer: int) -> np.ndarray:
+        path = self.root / f"{shard}.layer{layer}.safetensors"
+        try:
+            with safe_open(str(path), framework="np") as f:
+                return f.get_tensor(key)
+        except (OSError, SafetensorError) as e:
+            raise DataStoreError(f"{self.root}: {path.name} is unreadable ({e}); delete it and "
+                                 "run `tigerdecode data add-layers` again") from e
+
     def load(self, layers: list[int] | None = None) -> tuple[dict[str, np.ndarray], list[dict]]:
         """All finished units: token arrays (``answer`` re-indexed into the answers list,
         ``layer_<L>`` for the asked layers) and the answers (each with ``setting``, ``topic``...)."""
         manifest = self.manifest()
-        stored = manifest["config"]["layers"]
-        layers = stored if layers is None else layers
+        built = manifest["config"]["layers"]
+        stored = sorted(set(built) | set(self.extra_layers()))
+        layers = built if layers is None else layers
         missing = [x for x in layers if x not in stored]
         if missing:
-            raise DataStoreError(f"{self.root} stores layers {stored}; {missing} were asked for")
+            raise DataStoreError(f"{self.root} stores layers {stored}; {missing} were asked for "
+                                 "(`tigerdecode data add-layers` adds layers to a built store)")
         parts: dict[str, list[np.ndarray]] = {k: [] for k in TOKEN_KEYS + OPTIONAL_KEYS}
         parts.update({f"layer_{x}": [] for x in layers})
         answers: list[dict] = []
@@ -128,6 +152,12 @@ class FeatureStore:
             if len(t["answer"]) != unit["n_tokens"] or len(rows) != unit["n_answers"]:
                 raise DataStoreError(f"{self.root}: shard {unit['shard']} does not match the "
                                      "manifest; rebuild the data")
+            for x in layers:
+                if x not in built:
+                    t[f"layer_{x}"] = self._side(unit["shard"], f"layer_{x}", x)
+                    if len(t[f"layer_{x}"]) != unit["n_tokens"]:
+                        raise DataStoreError(f"{self.root}: {unit['shard']}.layer{x} does not "
+                                             "match its shard; delete it and add the layer again")
             t["answer"] = t["answer"] + len(answers)
             for k in OPTIONAL_KEYS:
                 t.setdefault(k, np.full(len(t["answer"]), -1, dtype=np.int8))
@@ -142,14 +172,19 @@ class FeatureStore:
         """Per answer (in :meth:`load`'s order), the prompt's last state ``{layer: (A, H)}``;
         None when a shard predates them."""
         out: dict[int, list[np.ndarray]] = {x: [] for x in layers}
-        for unit in self.manifest()["units"]:
+        manifest = self.manifest()
+        built = manifest["config"]["layers"]
+        extra = [x for x in layers if x not in built]
+        for unit in manifest["units"]:
+            for x in extra:
+                out[x].append(self._side(unit["shard"], f"prompt_layer_{x}", x))
             path = self.root / f"{unit['shard']}.safetensors"
             try:
                 with safe_open(str(path), framework="np") as f:
                     names = set(f.keys())
-                    if not all(f"prompt_layer_{x}" in names for x in layers):
+                    if not all(f"prompt_layer_{x}" in names for x in layers if x in built):
                         return None
-                    for x in layers:
+                    for x in (x for x in layers if x in built):
                         a = f.get_tensor(f"prompt_layer_{x}")
                         if len(a) != unit["n_answers"]:
                             raise DataStoreError(f"{self.root}: shard {unit['shard']} does not "

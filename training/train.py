@@ -232,8 +232,9 @@ def train_heads(data_dir, out=None, tc: TrainConfig | None = None, log=print) ->
     tc = tc or TrainConfig()
     t0 = time.perf_counter()
     dirs = [data_dir] if isinstance(data_dir, str | Path) else list(data_dir)
-    manifest = FeatureStore(dirs[0]).manifest()
-    stored = manifest["config"]["layers"]
+    store = FeatureStore(dirs[0])
+    manifest = store.manifest()
+    stored = sorted(set(manifest["config"]["layers"]) | set(store.extra_layers()))
     cands = [c for c in tc.candidates if all(x in stored for x in c)]
     if not cands:
         raise ValueError(f"none of the candidate layer sets {tc.candidates} is stored in "

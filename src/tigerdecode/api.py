@@ -22,7 +22,7 @@ from tigerdecode.judge.rewrite import apply_judge, judged_tokens
 from tigerdecode.methods.baselines import make_baseline
 from tigerdecode.methods.ensemble import Ensemble, Member
 from tigerdecode.model.load import text_config
-from tigerdecode.model.prompting import PromptError, context_window
+from tigerdecode.model.prompting import PromptError, context_window, encode_prompts
 from tigerdecode.model.taps import num_layers
 from tigerdecode.policy.control import PolicyControl
 from tigerdecode.result import GenerationResult
@@ -62,10 +62,11 @@ def resolve_heads(model, tokenizer, heads):
         check_fingerprint(heads.fingerprint, model, tokenizer, "these heads")
         heads._checked_for = checked  # hashing the vocabulary once per pair is enough
     hidden, n = text_config(model).hidden_size, num_layers(model)
-    if heads.config.hidden_size != hidden or max(heads.layers) > n:
+    if heads.config.hidden_size != hidden or max(heads.layers) > n + 1:
         raise HeadsError(f"these heads read layers {heads.layers} of hidden size "
-                         f"{heads.config.hidden_size}; the model has {n} layers of hidden size "
-                         f"{hidden}. Use heads trained for this model.")
+                         f"{heads.config.hidden_size}; the model has {n} layers (and the final "
+                         f"normed state, {n + 1}) of hidden size {hidden}. Use heads trained "
+                         "for this model.")
     return heads.to(next(model.parameters()).device).eval()
 
 
@@ -83,17 +84,54 @@ def _ensemble(model, tokenizer, ensemble):
     raise TypeError(f"ensemble must be None, 'self'/True or an Ensemble, got {ensemble!r}")
 
 
+BACKENDS = ("transformers", "llama-cpp")
+
+
+def _llama_cpp(model, tokenizer, heads, ensemble, n_threads):
+    """The llama.cpp backend's model, tokenizer and heads (see ``engines/llama_cpp.py``)."""
+    from tigerdecode.engines.llama_cpp import LlamaCppModel
+
+    if ensemble not in (None, False):
+        raise ValueError("the llama.cpp backend decodes one model; ensembles need the "
+                         "transformers backend")
+    if not isinstance(model, LlamaCppModel):
+        model = LlamaCppModel(model, n_threads=n_threads)
+    if tokenizer is None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(model.path.parent),
+                                                  gguf_file=model.path.name)
+    if not (heads is None or heads is False or (isinstance(heads, str) and heads == "auto")):
+        raise ValueError("on the llama.cpp backend the heads are those packed into the GGUF "
+                         "(`tigerdecode export`): pass heads='auto' or None")
+    return model, tokenizer, model.packed if heads == "auto" else None
+
+
 class ControlledGenerator:
     """Controlled decoding for one model: heads (``"auto"``: the shipped ones when found),
     an optional ensemble, and every baseline through one call. ``fast``: decode on a static KV
-    cache with a compiled step unless a request says otherwise (``decode/fast.py``)."""
+    cache with a compiled step unless a request says otherwise (``decode/fast.py``).
 
-    def __init__(self, model, tokenizer, heads="auto", ensemble=None, *, warn: bool = True,
-                 fast: bool = False):
+    ``backend="llama-cpp"``: ``model`` is a GGUF file (or a ``LlamaCppModel``) that llama.cpp
+    runs, with the heads packed into it by ``tigerdecode export --format gguf``; the policy,
+    repetition guard, abstention and trace are the same, the judge and ensembles are not
+    available, and rows decode one after another (``engines/llama_cpp.py``)."""
+
+    def __init__(self, model, tokenizer=None, heads="auto", ensemble=None, *,
+                 warn: bool = True, fast: bool = False, backend: str = "transformers",
+                 n_threads: int | None = None):
         if not isinstance(fast, bool):
             raise TypeError(f"fast must be true or false, got {fast!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend, self.new_runner = backend, None
+        if backend == "llama-cpp":
+            from tigerdecode.engines.llama_cpp import LlamaCppRunner
+
+            model, tokenizer, heads = _llama_cpp(model, tokenizer, heads, ensemble, n_threads)
+            self.new_runner = LlamaCppRunner
         self.model, self.tokenizer, self.fast = model, tokenizer, fast
-        self.heads = resolve_heads(model, tokenizer, heads)
+        self.heads = heads if backend == "llama-cpp" else resolve_heads(model, tokenizer, heads)
         self.ensemble = _ensemble(model, tokenizer, ensemble)
         self.notes = [] if self.heads is not None else [NO_HEADS_NOTE]
         if warn and self.heads is None and isinstance(heads, str) and heads == "auto":
@@ -115,6 +153,11 @@ class ControlledGenerator:
         req = GenerateRequest.build(config, creativity=creativity, **kwargs)
         if isinstance(prompts, str):
             prompts = [prompts]
+        if self.backend == "llama-cpp":
+            enc = encode_prompts(self.tokenizer, prompts, raw=req.raw,
+                                 max_length=self.model.n_ctx - req.max_new_tokens)
+            return self.run([(self.model, enc["input_ids"], enc["attention_mask"])], req,
+                            prompts)[0]
         ens = self.ensemble if req.method == "tigerdecode" and self.ensemble is not None else \
             Ensemble([Member(self.model)], self.tokenizer)
         window = context_window(self.model)
@@ -127,6 +170,8 @@ class ControlledGenerator:
         """Decode ``members`` (``(model, ids, mask)`` each, factual first) for ``req``; judge
         and rewrite when it asks."""
         tok = self.tokenizer
+        if self.new_runner is not None:
+            return self._run_rows(members, req, prompts)
         if eos_ids is None:
             eos_ids = eos_ids_of(tok.eos_token_id if tok is not None
                                  else self.model.generation_config.eos_token_id)
@@ -144,6 +189,35 @@ class ControlledGenerator:
         if req.judge is not None:
             apply_judge(self, out, results, members, req.creativity, req.max_new_tokens,
                         req.seed, req.judge, req.overrides)
+        return results, out
+
+    def _run_rows(self, members, req: GenerateRequest, prompts):
+        """An engine backend: each row decoded on its own (row ``i`` seeded ``seed + i``, as
+        in a batch), through the engine's runner."""
+        if req.judge is not None:
+            raise ValueError("judge=True needs the transformers backend: the judge re-reads the "
+                             "answer's hidden states, which llama.cpp does not hand out")
+        if req.method not in ("tigerdecode", "greedy", "temperature", "top_p", "min_p"):
+            raise ValueError(f"method {req.method!r} needs the transformers backend; on "
+                             "llama.cpp: tigerdecode, greedy, temperature, top_p, min_p")
+        tok = self.tokenizer
+        eos_ids = eos_ids_of(tok.eos_token_id)
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos_ids[0]
+        (model, ids, mask), = members
+        results, out = [], None
+        for i in range(ids.shape[0]):
+            row = mask[i].bool()
+            control = self.control(req, 1)
+            out = decode([(model, ids[i:i + 1, row], mask[i:i + 1, row])], control,
+                         max_new_tokens=req.max_new_tokens, eos_ids=eos_ids, pad_id=pad_id,
+                         heads=self.heads, tokenizer=tok,
+                         seed=None if req.seed is None else req.seed + i,
+                         min_new_tokens=req.min_new_tokens, streamer=req.streamer,
+                         on_token=None if req.on_token is None else
+                         (lambda r, t, info, i=i: req.on_token(i, t, info)),
+                         stopping_criteria=req.stopping_criteria, new_runner=self.new_runner)
+            results += to_results(out, tok, None if prompts is None else prompts[i:i + 1],
+                                  req.creativity, req.method, control, self.notes)
         return results, out
 
 

@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from tigerdecode.model.taps import HiddenStateTap, decoder_blocks, num_layers
+from tigerdecode.model.taps import (
+    HiddenStateTap,
+    decoder_blocks,
+    final_layer,
+    final_norm,
+    num_layers,
+)
 
 
 def test_tap_matches_output_hidden_states(tiny_model):
@@ -21,8 +27,24 @@ def test_tap_matches_output_hidden_states(tiny_model):
     assert not any(ours & set(b._forward_hooks) for b in decoder_blocks(model))
 
 
-@pytest.mark.parametrize("layers", [[], [0], [5], [-1]])
+def test_final_layer_is_the_state_lm_head_reads(tiny_model):
+    """Layer n + 1 is the final normed state: HF's last hidden state, and lm_head of it gives
+    the logits, so a linear head on it is one more row of lm_head."""
+    arch, model, tok = tiny_model
+    ids = tok(["The capital of Japan is"], return_tensors="pt")
+    top = final_layer(model)
+    assert top == num_layers(model) + 1
+    with torch.no_grad(), HiddenStateTap(model, [1, top]) as tap:
+        out = model(**ids, output_hidden_states=True)
+        torch.testing.assert_close(tap.states[top], out.hidden_states[-1])
+        torch.testing.assert_close(model.get_output_embeddings()(tap.states[top]), out.logits)
+        ours = {h.id for h in tap._handles}
+        assert ours & set(final_norm(model)._forward_hooks), arch
+    assert not ours & set(final_norm(model)._forward_hooks)  # detached on exit
+
+
+@pytest.mark.parametrize("layers", [[], [0], [6], [-1]])
 def test_bad_layers(tiny_llama, layers):
     model, _ = tiny_llama
-    with pytest.raises(ValueError, match=r"in \[1, 4\]"):
+    with pytest.raises(ValueError, match=r"in \[1, 5\]"):
         HiddenStateTap(model, layers)

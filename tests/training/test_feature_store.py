@@ -98,3 +98,52 @@ def test_errors(tiny_llama, tmp_path):
     (tmp_path / "d" / "manifest.json").write_text("{not json")
     with pytest.raises(DataStoreError, match="corrupt"):
         FeatureStore(tmp_path / "d").load()
+
+
+def test_add_layers_equals_a_build_that_stored_them(tiny_llama, tmp_path, monkeypatch):
+    """`data add-layers` re-reads the stored answers teacher-forced: the final normed state
+    (layer 5 of the 4-layer model) it adds equals what a build storing it records, an
+    interrupted run resumes, and a model the data was not built with is refused."""
+    import torch
+
+    import tigerdecode.training.restate as restate
+    from tigerdecode.training.restate import add_layers
+
+    model, tok = tiny_llama
+    ref = build_data(model, tok, items(), tmp_path / "ref", layers=[2, 4, 5], settings=SETTINGS,
+                     max_new_tokens=5, batch_size=3, progress=False)
+    store = build(model, tok, tmp_path / "d")
+    real, calls = restate._states, {"n": 0}
+
+    def flaky(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(restate, "_states", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        add_layers(model, tok, tmp_path / "d", [5], batch_size=3, progress=False)
+    assert store.extra_layers() == [] and not list((tmp_path / "d").glob(".*tmp"))
+    assert len(list((tmp_path / "d").glob("*.layer5.safetensors"))) == 1
+    assert add_layers(model, tok, tmp_path / "d", [5], batch_size=2, progress=False) == [5]
+    assert calls["n"] == 2 + 3 * 2  # the three shards left, two batches each
+    (t, a), (tr, ar) = store.load([2, 5]), ref.load([2, 5])
+    assert [x["text"] for x in a] == [x["text"] for x in ar]
+    np.testing.assert_allclose(t["layer_5"].astype(np.float32), tr["layer_5"].astype(np.float32),
+                               atol=2e-2)
+    np.testing.assert_array_equal(t["layer_2"], tr["layer_2"])
+    p, pr = store.load_prompt_states([2, 5]), ref.load_prompt_states([2, 5])
+    np.testing.assert_allclose(p[5].astype(np.float32), pr[5].astype(np.float32), atol=2e-2)
+    np.testing.assert_array_equal(p[2], pr[2])
+    with pytest.raises(DataStoreError, match=r"stores layers \[2, 4, 5\]"):
+        store.load([3])
+
+    from tiny_models import build_tiny_model
+
+    other = build_tiny_model("llama", tok, seed=1)  # same fingerprint, other weights
+    with pytest.raises(DataStoreError, match="differ from the stored ones"):
+        add_layers(other, tok, tmp_path / "d", [3], progress=False)
+    assert not list((tmp_path / "d").glob("*.layer3.safetensors"))
+    with torch.no_grad():
+        assert add_layers(model, tok, tmp_path / "d", [5], progress=False) == [5]  # nothing left

@@ -14,6 +14,11 @@ cut at the same token count, the same prompt tokens and the same number of threa
 sampler applies top-p before the temperature (llama.cpp's chain), ours after it: the same
 settings, not the same distribution. Without the package, or for another model, its row is
 absent and its keys are null.
+
+With ``--engine-gguf FILE`` (a GGUF exported with heads, ``tigerdecode export --format gguf``)
+one more row runs tigerdecode's own policy on llama.cpp (``--backend llama-cpp``): the same
+prompt, creativity, seed and token count as the controlled rows, the heads read from the
+packed rows, sampling by tigerdecode's pipeline.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from pathlib import Path
 
 PROMPT = "Write a short story about a lighthouse keeper who finds a strange map."
 
@@ -84,7 +90,7 @@ class LlamaCpp:
 def run_bench(model_name: str = "default", max_new_tokens: int = 128, repeats: int = 3,
               creativity: float = 0.5, batch: int = 8, progress: bool = True,
               threads: int | None = None, dtype: str = "fp32", quant: str | None = None,
-              llama_cpp: bool = True) -> dict:
+              llama_cpp: bool = True, engine_gguf: str | None = None) -> dict:
     import torch
 
     if threads:
@@ -141,6 +147,21 @@ def run_bench(model_name: str = "default", max_new_tokens: int = 128, repeats: i
                        n_ctx=one["input_ids"].shape[1] + n + 8)
         ids = one["input_ids"][0].tolist()
         configs[("llama_cpp", 1)] = lambda: torch.tensor([ids + cpp.run(ids, n)])
+    if engine_gguf is not None:
+        from tigerdecode.api import ControlledGenerator
+
+        eng = ControlledGenerator(engine_gguf, tok, backend="llama-cpp",
+                                  n_threads=torch.get_num_threads())
+        names["llama_cpp_heads"] = (f"tigerdecode on llama.cpp ({Path(engine_gguf).name}, "
+                                    f"{'packed heads' if eng.heads is not None else 'no heads'})")
+        ids = one["input_ids"][0].tolist()
+
+        def engine_run():
+            (r,) = eng.generate_text([PROMPT], creativity=creativity, max_new_tokens=n,
+                                     min_new_tokens=n, seed=0, use_abstain=False)
+            return torch.tensor([ids + r.token_ids])
+
+        configs[("llama_cpp_heads", 1)] = engine_run
     compile_s = {}
     with torch.inference_mode():
         ours(one)  # warm-up: allocator, thread pools, lazy imports
@@ -177,6 +198,9 @@ def run_bench(model_name: str = "default", max_new_tokens: int = 128, repeats: i
         "llama_cpp_tokens_per_s": med.get(("llama_cpp", 1)),
         "fast_vs_plain": ratio(("fast", 1), ("plain", 1)),
         "fast_vs_llama_cpp": ratio(("fast", 1), ("llama_cpp", 1)),
+        "llama_cpp_heads_tokens_per_s": med.get(("llama_cpp_heads", 1)),
+        "llama_cpp_heads_vs_llama_cpp": ratio(("llama_cpp_heads", 1), ("llama_cpp", 1)),
+        "llama_cpp_heads_vs_plain": ratio(("llama_cpp_heads", 1), ("plain", 1)),
         "fast_vs_plain_fp32": ratio(("fast", 1), ("plain_fp32", 1)),
         "fast_vs_controlled": ratio(("fast", 1), ("controlled", 1)),
         "controlled_vs_plain": ratio(("controlled", 1), ("plain", 1)),
@@ -212,6 +236,9 @@ def table(res: dict) -> str:
         line("fast / plain (batch 1)", "fast_vs_plain"),
         line("fast / plain on the fp32 model (batch 1)", "fast_vs_plain_fp32"),
         line("fast / llama.cpp (batch 1)", "fast_vs_llama_cpp"),
+        line("tigerdecode on llama.cpp (heads) / llama.cpp (batch 1)",
+             "llama_cpp_heads_vs_llama_cpp"),
+        line("tigerdecode on llama.cpp (heads) / plain (batch 1)", "llama_cpp_heads_vs_plain"),
         line("fast / controlled eager (batch 1)", "fast_vs_controlled"),
         line("controlled / plain (batch 1)", "controlled_vs_plain"),
         line("two-member self-ensemble / plain (batch 1)", "ensemble_vs_plain"),

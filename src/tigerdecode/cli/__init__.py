@@ -92,6 +92,7 @@ def info(model_name):
 from tigerdecode.cli import bench as _bench  # noqa: E402
 from tigerdecode.cli import demo as _demo  # noqa: E402
 from tigerdecode.cli import eval as _eval  # noqa: E402
+from tigerdecode.cli import export as _export  # noqa: E402
 from tigerdecode.cli import fit as _fit  # noqa: E402
 from tigerdecode.cli import generate as _generate  # noqa: E402
 from tigerdecode.cli import judge as _judge  # noqa: E402
@@ -101,7 +102,7 @@ from tigerdecode.cli import training as _training  # noqa: E402
 
 for _cmd in (_generate.generate, _generate.examples, _policy.policy_group, _quant.quantize_cmd,
              _bench.bench_group, _eval.eval_cmd, _training.data_group, _training.heads_group,
-             _judge.judge_group, _demo.demo_group, _fit.fit_cmd):
+             _judge.judge_group, _demo.demo_group, _fit.fit_cmd, _export.export_cmd):
     main.add_command(_cmd)
 
 

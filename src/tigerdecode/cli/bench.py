@@ -107,12 +107,16 @@ def quant_cmd(model_name, new_tokens, repeats, group_size, lm_head, ppl_tokens, 
 @click.option("--llama-cpp/--no-llama-cpp", default=True, show_default=True,
               help="Time llama.cpp on the same GGUF file when llama-cpp-python is installed "
                    "(pip install 'tigerdecode[bench]').")
+@click.option("--engine-gguf", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Also time tigerdecode's policy on llama.cpp with this GGUF exported with "
+                   "heads (`tigerdecode export MODEL --format gguf`).")
 @_threads_option()
 @json_option('Print {"rows": [...], "plain_tokens_per_s", "controlled_tokens_per_s", '
              '"fast_tokens_per_s", "llama_cpp_tokens_per_s", "fast_vs_plain", '
-             '"fast_vs_llama_cpp", ... ratios, "compile_s", "settings"}.')
+             '"fast_vs_llama_cpp", "llama_cpp_heads_tokens_per_s", '
+             '"llama_cpp_heads_vs_llama_cpp", ... ratios, "compile_s", "settings"}.')
 def generate_cmd(model_name, max_new_tokens, repeats, batch, creativity, dtype, quant, llama_cpp,
-                 threads, as_json):
+                 engine_gguf, threads, as_json):
     """Tokens/s: HF generate vs ours vs llama.cpp.
 
     Plain model.generate, controlled decoding (eager and the fast path) and, when installed,
@@ -128,7 +132,8 @@ def generate_cmd(model_name, max_new_tokens, repeats, batch, creativity, dtype, 
             warnings.simplefilter("ignore")
             res = run_bench(model_name, max_new_tokens, repeats, creativity, batch=batch,
                             progress=not as_json, dtype=dtype,
-                            quant=None if quant == "none" else quant, llama_cpp=llama_cpp)
+                            quant=None if quant == "none" else quant, llama_cpp=llama_cpp,
+                            engine_gguf=engine_gguf)
     except ModelLoadError as e:
         raise click.ClickException(str(e)) from e
     click.echo(json.dumps(res) if as_json else table(res))

@@ -102,11 +102,19 @@ def legend(has_heads: bool) -> str:
             click.style("underlined", underline=True) + ": undone and resampled")
 
 
-def _generator(model_name, no_heads, ensemble, dtype="fp32", quant="none", fast=False):
+def _generator(model_name, no_heads, ensemble, dtype="fp32", quant="none", fast=False,
+               backend="transformers", threads=None):
     import warnings
 
     from tigerdecode.api import ControlledGenerator
 
+    if backend == "llama-cpp":
+        if dtype != "fp32" or quant != "none" or fast:
+            raise click.UsageError("--dtype / --quant / --fast apply to the transformers "
+                                   "backend; llama.cpp runs the GGUF's own weights")
+        return ControlledGenerator(model_name, None, heads=None if no_heads else "auto",
+                                   ensemble="self" if ensemble else None, backend=backend,
+                                   n_threads=threads)
     model, tok = load_model_for(model_name, dtype, quant)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -148,9 +156,15 @@ def _errors():
 @fast_option()
 @dtype_option()
 @quant_option()
+@click.option("--backend", type=click.Choice(["transformers", "llama-cpp"]),
+              default="transformers", show_default=True,
+              help="llama-cpp: decode a GGUF exported with heads (`tigerdecode export --format "
+                   "gguf`) in llama.cpp (needs llama-cpp-python); no judge or ensemble there.")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="--backend llama-cpp: llama.cpp threads (default: its own choice).")
 def generate(prompt, model_name, creativity, method, temperature, max_new_tokens, seed, raw,
              trace, no_heads, ensemble, as_json, config_file, use_judge, max_rewrites, fast,
-             dtype, quant):
+             dtype, quant, backend, threads):
     """Answer PROMPT at a chosen creativity.
 
     Controlled decoding by default, or a baseline with --method.
@@ -180,7 +194,7 @@ def generate(prompt, model_name, creativity, method, temperature, max_new_tokens
         if max_rewrites is not None:
             overrides["max_rewrites"] = max_rewrites
     try:
-        gen = _generator(model_name, no_heads, ensemble, dtype, quant, fast)
+        gen = _generator(model_name, no_heads, ensemble, dtype, quant, fast, backend, threads)
         (res,) = gen.generate_text([prompt], creativity=creativity, max_new_tokens=max_new_tokens,
                                    seed=seed, raw=raw, method=method, **overrides)
     except _errors() as e:

@@ -113,17 +113,54 @@ def build_cmd(qa_path, open_path, out, model_name, split, limit, sample, forms, 
                f"({time.perf_counter() - t0:.0f} s this run)")
 
 
+@data_group.command("add-layers")
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="Data directory written by `tigerdecode data build`.")
+@click.option("--layers", required=True,
+              help="Comma-separated layers to add; 'final' is the final normed state (what "
+                   "lm_head reads, and what engine-packed heads need).")
+@model_option()
+@batch_size_option(32)
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
+def add_layers_cmd(data_dir, layers, model_name, batch_size, threads) -> None:
+    """Add more layers' states to a built data directory, without sampling again.
+
+    Every stored answer is re-read teacher-forced, as it was decoded; one stored layer is
+    recomputed alongside and checked. Rerun to resume.
+    """
+    from tigerdecode.model.load import load_model
+    from tigerdecode.model.taps import num_layers
+    from tigerdecode.training.restate import add_layers
+    from tigerdecode.training.store import DataStoreError
+
+    _threads(threads)
+    model, tok = load_model(model_name)
+    wanted = [x for s in _layer_sets(layers, num_layers(model)) for x in s]
+    try:
+        extra = add_layers(model, tok, data_dir, wanted, batch_size=batch_size, log=click.echo)
+    except (DataStoreError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"{data_dir}: layers added after the build: {extra}")
+
+
 @click.group("heads")
 def heads_group() -> None:
     """Train and evaluate the control heads (p_stop, p_dev)."""
 
 
-def _layer_sets(spec: str) -> list[list[int]]:
+def _layer_sets(spec: str, n_layers: int | None = None) -> list[list[int]]:
+    """``"16,20,24,16+20+24"`` -> layer sets; ``final`` is layer ``n_layers + 1``."""
+    def one(x: str) -> int:
+        x = x.strip()
+        if x == "final" and n_layers is not None:
+            return n_layers + 1
+        return int(x)
+
     try:
-        return [[int(x) for x in part.split("+")] for part in spec.split(",") if part.strip()]
+        return [[one(x) for x in part.split("+")] for part in spec.split(",") if part.strip()]
     except ValueError:
-        raise click.BadParameter(f"use layer sets like '16,20,24,16+20+24', got {spec!r}",
-                                 param_hint="--layers") from None
+        raise click.BadParameter(f"use layer sets like '16,20,24,16+20+24' (or 'final'), got "
+                                 f"{spec!r}", param_hint="--layers") from None
 
 
 @heads_group.command("train")
@@ -133,7 +170,8 @@ def _layer_sets(spec: str) -> list[list[int]]:
 @out_option("Checkpoint directory to write (replaced atomically).", required=True, folder=True)
 @click.option("--layers", default="16,20,24,16+20+24", show_default=True,
               help="Candidate layer sets, comma-separated; '+' joins layers into one set. "
-                   "The best on the validation topics is kept.")
+                   "The best on the validation topics is kept. 'final': the final normed "
+                   "state (heads that `tigerdecode export` can pack into lm_head).")
 @click.option("--kind", "kinds", default="linear", show_default=True,
               help="Head kinds to try: linear, mlp, or linear,mlp.")
 @click.option("--calibration", type=click.Choice(["platt", "isotonic", "none"]),
@@ -164,7 +202,13 @@ def train_cmd(data_dir, out, layers, kinds, calibration, val_fraction, max_epoch
     if bad or not kind_list:
         raise click.BadParameter(f"kinds must be 'linear' and/or 'mlp', got {kinds!r}",
                                  param_hint="--kind")
-    tc = TrainConfig(candidates=_layer_sets(layers), kinds=kind_list, calibration=calibration,
+    from tigerdecode.training.store import DataStoreError, FeatureStore
+
+    try:
+        n = FeatureStore(data_dir[0]).manifest()["config"]["fingerprint"]["num_layers"]
+    except (DataStoreError, KeyError) as e:
+        raise click.ClickException(str(e)) from None
+    tc = TrainConfig(candidates=_layer_sets(layers, n), kinds=kind_list, calibration=calibration,
                      val_fraction=val_fraction, max_epochs=max_epochs, seed=seed,
                      faithful_restatement=restatement == "faithful")
     if base_dir is not None:

@@ -143,7 +143,9 @@ def _forward(model, ids, pos, mask, kv: StaticKV, taps: tuple[int, ...]):
     """One forward over the static cache → (last logits (R, V), tapped states per layer)."""
     out = model(input_ids=ids, position_ids=pos, attention_mask=mask, use_cache=True,
                 logits_to_keep=1, output_hidden_states=bool(taps), **{_cache_kwarg(model): kv})
-    states = tuple(out.hidden_states[x][:, -1] for x in taps) if taps else ()
+    # layer n + 1 (the final normed state) is HF's last entry while it stays tied (see _untied)
+    n = len(out.hidden_states) - 1 if taps else 0
+    states = tuple(out.hidden_states[min(x, n)][:, -1] for x in taps) if taps else ()
     return out.logits[:, -1], states
 
 
@@ -223,6 +225,9 @@ class FastRunner:
                max_new_tokens: int = 0, compile: bool | None = None):
         """A FastRunner, or the eager ModelRunner (with a notice) for a model it cannot run."""
         why = unsupported(model)
+        n = num_layers(model)
+        if why is None and {n, n + 1} <= set(tap_layers or []):
+            why = f"heads read both block {n} and the final normed state ({n + 1})"
         if why is not None:
             notice(f"{why}; decoding eagerly")
             return ModelRunner(model, input_ids, attention_mask, tap_layers, cache=cache)

@@ -168,7 +168,7 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
            eos_ids: list[int], pad_id: int, heads=None, tokenizer=None,
            min_new_tokens: int = 0, seed: int | None = None, streamer=None, on_token=None,
            stopping_criteria=None, keep_cache: bool = False,
-           prefix_cache=None, fast: bool = False) -> DecodeOutput:
+           prefix_cache=None, fast: bool = False, new_runner=None) -> DecodeOutput:
     """Generate up to ``max_new_tokens`` for B rows.
 
     ``members``: one ``(model, input_ids (B, T_m), attention_mask (B, T_m))`` per ensemble
@@ -178,10 +178,12 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
     ``prefix_cache``: a cache already holding the first positions of member 0's rows (the
     judge's rewind), so the prefix is not recomputed. ``fast``: run each model on a static KV
     cache with a compiled step (``decode/fast.py``; same outputs, falls back when it cannot).
+    ``new_runner``: what builds each model's runner instead (``ModelRunner``'s signature; the
+    llama.cpp backend passes its own).
     """
     t0 = time.perf_counter()
     run = _Members(members, heads, control, pad_id, prefix_cache,
-                   runner_factory(fast, max_new_tokens))
+                   new_runner or runner_factory(fast, max_new_tokens))
     B = run.B
     ctx = DecodeContext(eos_ids, run.r0, run.rows0)
     toks, rec = [], {k: [] for k in TRACE_KEYS}

@@ -1,0 +1,56 @@
+"""``tigerdecode export``: a model with its control heads packed as extra lm_head rows."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("export")
+@click.argument("model_name", metavar="MODEL")
+@click.option("--heads", "heads_dir", default=None, type=click.Path(file_okay=False),
+              help="Heads checkpoint: linear heads on the final normed state (`heads train "
+                   "--layers final`). Default: those found for the model (heads=\"auto\").")
+@click.option("--format", "fmt", type=click.Choice(["hf", "gguf"]), required=True,
+              help="hf: a transformers directory; gguf: a GGUF file for llama.cpp.")
+@click.option("--gguf", "source_gguf", default=None, type=click.Path(dir_okay=False),
+              help="--format gguf: the GGUF file the model comes from (default: the file given "
+                   "as MODEL, or the default model's GGUF).")
+@click.option("--out", required=True, type=click.Path(),
+              help="The directory (hf) or .gguf file (gguf) to write (replaced atomically).")
+def export_cmd(model_name, heads_dir, fmt, source_gguf, out) -> None:
+    """Write MODEL ('default', an HF directory, a .gguf file) with its heads appended to
+    lm_head, for engines that return logits.
+
+    The original vocabulary's rows are unchanged; k reserved tokens carry the heads (p_stop,
+    p_dev, ...), and a small JSON (calibration, constants, fingerprint) travels with them.
+    Decode the GGUF with `tigerdecode generate --backend llama-cpp --model OUT.gguf`.
+    """
+    from pathlib import Path
+
+    from tigerdecode.api import resolve_heads
+    from tigerdecode.engines.export import export_gguf, export_hf
+    from tigerdecode.model.load import default_gguf_path, is_gguf_file, load_model
+
+    model, tok = load_model(model_name)
+    heads = resolve_heads(model, tok, heads_dir if heads_dir is not None else "auto")
+    if heads is None:
+        raise click.ClickException(f"no heads found for {model_name}; pass --heads DIR")
+    if fmt == "hf":
+        info = export_hf(model, tok, heads, out)
+    else:
+        if source_gguf is None:
+            p = Path(model_name).expanduser()
+            if model_name == "default":
+                source_gguf = default_gguf_path()
+            elif p.is_file() and is_gguf_file(p):
+                source_gguf = p
+            else:
+                raise click.UsageError("--format gguf needs the GGUF the model comes from: "
+                                       "give MODEL as FILE.gguf or --gguf FILE.gguf")
+        if not str(out).endswith(".gguf"):
+            raise click.BadParameter("a GGUF export is a file: end --out with .gguf",
+                                     param_hint="--out")
+        info = export_gguf(model, tok, heads, source_gguf, out)
+    click.echo(json.dumps(info, indent=1))

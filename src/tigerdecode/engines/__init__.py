@@ -1,0 +1,1 @@
+"""Bridges that let tigerdecode's heads run inside other inference engines (llama.cpp, ...)."""
