@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBPACKAGES = ["tigerdecode", "tigerdecode.kernels", "tigerdecode.heads", "tigerdecode.training",
+SUBPACKAGES = ["tigerdecode", "tigerdecode.engines", "tigerdecode.kernels", "tigerdecode.heads", "tigerdecode.training",
                "tigerdecode.demos", "tigerdecode.datasets"]
 
 PROBE = f"SUBPACKAGES = {SUBPACKAGES!r}\n" + """
@@ -42,6 +42,7 @@ def test_wheel_contains_every_subpackage_and_data(wheel):
     for pkg in SUBPACKAGES:
         assert f"{pkg.replace('.', '/')}/__init__.py" in names, pkg
     assert "tigerdecode/heads/README.md" in names
+    assert "tigerdecode/heads/smollm2-135m-instruct/engine/heads.safetensors" in names
     assert "tigerdecode/datasets/qa_wikidata.jsonl" in names
     assert any(n.endswith("entry_points.txt") for n in names)
 

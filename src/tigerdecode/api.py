@@ -154,6 +154,10 @@ class ControlledGenerator:
         if isinstance(prompts, str):
             prompts = [prompts]
         if self.backend == "llama-cpp":
+            policy = getattr(self.heads, "policy", None)
+            if policy and req.method == "tigerdecode":  # the bars chosen for packed heads
+                req = GenerateRequest.build(config, defaults=policy, creativity=creativity,
+                                            **kwargs)
             enc = encode_prompts(self.tokenizer, prompts, raw=req.raw,
                                  max_length=self.model.n_ctx - req.max_new_tokens)
             return self.run([(self.model, enc["input_ids"], enc["attention_mask"])], req,

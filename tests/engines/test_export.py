@@ -91,3 +91,31 @@ def test_packed_json_round_trip_and_errors(tiny_llama):
         PackedHeads.from_json('{"format": 9}')
     with pytest.raises(HeadsError, match="Load the exported model"):
         split_scores(torch.zeros(1, 50), packed)
+
+
+def test_export_command(tiny_model_dir, tmp_path):
+    """`tigerdecode export DIR --heads H --format hf` writes a loadable export; bad requests
+    are one-line errors that say what to do."""
+    from click.testing import CliRunner
+
+    from tigerdecode.cli import main
+    from tigerdecode.model.load import load_model
+
+    model, tok = load_model(str(tiny_model_dir))
+    final_heads(model, tok).save(tmp_path / "h")
+    run = CliRunner().invoke
+    r = run(main, ["export", str(tiny_model_dir), "--heads", str(tmp_path / "h"), "--format",
+                   "hf", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 0, r.output
+    assert '"row_ids"' in r.output and read_packed_hf(tmp_path / "x").outputs == [
+        "stop", "dev", "slot"]
+    r = run(main, ["export", str(tiny_model_dir), "--heads", str(tmp_path / "h"), "--format",
+                   "gguf", "--out", str(tmp_path / "y.gguf")])
+    assert r.exit_code != 0 and "needs the GGUF the model comes from" in r.output
+    ControlHeads(HeadConfig([2], text_config(model).hidden_size),
+                 fingerprint(model, tok)).save(tmp_path / "h2")
+    r = run(main, ["export", str(tiny_model_dir), "--heads", str(tmp_path / "h2"), "--format",
+                   "hf", "--out", str(tmp_path / "z")])
+    assert r.exit_code != 0 and "--layers final" in r.output and not (tmp_path / "z").exists()
+    r = run(main, ["export", str(tiny_model_dir), "--format", "hf", "--out", str(tmp_path / "z")])
+    assert r.exit_code != 0 and "pass --heads DIR" in r.output

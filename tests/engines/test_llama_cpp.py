@@ -151,3 +151,25 @@ def test_real_llama_cpp_on_the_tiny_gguf(tiny_llama, tmp_path):
     assert hf.token_ids == res.token_ids
     for s, t in zip(hf.trace, res.trace, strict=True):
         assert s.p_dev == pytest.approx(t.p_dev, abs=1e-3)
+
+
+def test_policy_chosen_for_packed_heads_applies_by_default(tiny_llama, tmp_path):
+    """Bars stored with an export (`tigerdecode export --set ...`) are the engine backend's
+    defaults for controlled decoding; explicit arguments win, baselines ignore them."""
+    model, tok = tiny_llama
+    policy = {"abstain_at": 0.0, "abstain_from_slot": False, "factual_at": 0.0,
+              "use_slot": False, "abstain_message": "no idea"}
+    export_hf(model, tok, final_heads(model, tok, seed=5), tmp_path / "x", policy)
+    eng = ControlledGenerator(FakeEngine(tmp_path / "x"), tok, backend="llama-cpp")
+    assert eng.heads.policy == policy
+    (r,) = eng.generate_text(["The capital of Japan is"], raw=True, creativity=0.0,
+                             max_new_tokens=8)
+    assert r.abstained and r.text == "no idea"
+    (r,) = eng.generate_text(["The capital of Japan is"], raw=True, creativity=0.0,
+                             max_new_tokens=8, abstain_message="skip")
+    assert r.text == "skip"
+    (r,) = eng.generate_text(["The capital of Japan is"], raw=True, method="greedy",
+                             max_new_tokens=8)
+    assert not r.abstained
+    with pytest.raises(Exception, match="unknown policy fields"):
+        export_hf(model, tok, final_heads(model, tok), tmp_path / "y", {"bogus": 1})

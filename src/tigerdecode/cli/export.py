@@ -6,6 +6,8 @@ import json
 
 import click
 
+from tigerdecode.cli.options import set_option
+
 
 @click.command("export")
 @click.argument("model_name", metavar="MODEL")
@@ -19,7 +21,10 @@ import click
                    "as MODEL, or the default model's GGUF).")
 @click.option("--out", required=True, type=click.Path(),
               help="The directory (hf) or .gguf file (gguf) to write (replaced atomically).")
-def export_cmd(model_name, heads_dir, fmt, source_gguf, out) -> None:
+@set_option("A Policy field chosen for these heads (e.g. their abstention bars, --set "
+            "risk_at=0.8), stored with them and applied by default where the export is "
+            "decoded; repeatable. Default: the heads' metrics.json 'policy', if any.")
+def export_cmd(model_name, heads_dir, fmt, source_gguf, out, sets) -> None:
     """Write MODEL ('default', an HF directory, a .gguf file) with its heads appended to
     lm_head, for engines that return logits.
 
@@ -31,14 +36,24 @@ def export_cmd(model_name, heads_dir, fmt, source_gguf, out) -> None:
 
     from tigerdecode.api import resolve_heads
     from tigerdecode.engines.export import export_gguf, export_hf
+    from tigerdecode.heads import find_shipped
     from tigerdecode.model.load import default_gguf_path, is_gguf_file, load_model
 
     model, tok = load_model(model_name)
+    if heads_dir is None:  # the engine heads shipped beside the model's own heads, if any
+        shipped = find_shipped(model, tok)
+        if shipped is not None and (shipped / "engine" / "config.json").is_file():
+            heads_dir = shipped / "engine"
     heads = resolve_heads(model, tok, heads_dir if heads_dir is not None else "auto")
     if heads is None:
         raise click.ClickException(f"no heads found for {model_name}; pass --heads DIR")
+    policy = {}
+    if heads_dir is not None and (Path(heads_dir) / "metrics.json").is_file():
+        policy = dict(json.loads((Path(heads_dir) / "metrics.json").read_text())
+                      .get("policy") or {})
+    policy.update(sets)
     if fmt == "hf":
-        info = export_hf(model, tok, heads, out)
+        info = export_hf(model, tok, heads, out, policy)
     else:
         if source_gguf is None:
             p = Path(model_name).expanduser()
@@ -52,5 +67,5 @@ def export_cmd(model_name, heads_dir, fmt, source_gguf, out) -> None:
         if not str(out).endswith(".gguf"):
             raise click.BadParameter("a GGUF export is a file: end --out with .gguf",
                                      param_hint="--out")
-        info = export_gguf(model, tok, heads, source_gguf, out)
+        info = export_gguf(model, tok, heads, source_gguf, out, policy)
     click.echo(json.dumps(info, indent=1))

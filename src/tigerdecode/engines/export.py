@@ -41,12 +41,14 @@ def _check_tokenizer(tokenizer, vocab: int) -> None:
 
 
 @torch.no_grad()
-def export_hf(model, tokenizer, heads: ControlHeads, out: str | Path) -> dict:
+def export_hf(model, tokenizer, heads: ControlHeads, out: str | Path,
+              policy: dict | None = None) -> dict:
     """Write ``model`` with ``heads`` as extra ``lm_head`` rows to the directory ``out``
-    (replaced atomically). Returns a summary: rows, tokens, vocabulary sizes."""
+    (replaced atomically); ``policy``: Policy fields chosen for these heads, stored with them.
+    Returns a summary: rows, tokens, vocabulary sizes."""
     V = _vocab(model)
     _check_tokenizer(tokenizer, V)
-    packed, rows = PackedHeads.from_heads(heads, model, V)
+    packed, rows = PackedHeads.from_heads(heads, model, V, policy)
     k = len(rows)
     m = copy.deepcopy(model).float().eval()
     tok = copy.deepcopy(tokenizer)
@@ -79,7 +81,8 @@ def export_hf(model, tokenizer, heads: ControlHeads, out: str | Path) -> dict:
         tok.save_pretrained(tmp)
         (tmp / HEADS_JSON).write_text(packed.to_json())
     return {"format": "hf", "out": str(out), "n_vocab_before": V, "n_vocab_after": V + k,
-            "outputs": packed.outputs, "row_ids": packed.row_ids, "tokens": names}
+            "outputs": packed.outputs, "row_ids": packed.row_ids, "tokens": names,
+            "policy": packed.policy}
 
 
 def read_packed_hf(path: str | Path) -> PackedHeads:
@@ -92,20 +95,21 @@ def read_packed_hf(path: str | Path) -> PackedHeads:
 
 
 def export_gguf(model, tokenizer, heads: ControlHeads, source_gguf: str | Path,
-                out: str | Path) -> dict:
+                out: str | Path, policy: dict | None = None) -> dict:
     """Append ``heads`` (trained on ``model``, the HF form of ``source_gguf``) to the GGUF file
-    as extra output rows, with the packed description in its metadata."""
+    as extra output rows, with the packed description (and ``policy``) in its metadata."""
     from tigerdecode.engines.gguf_rows import append_rows_gguf
 
     V = _vocab(model)
     _check_tokenizer(tokenizer, V)
-    packed, rows = PackedHeads.from_heads(heads, model, V)
+    packed, rows = PackedHeads.from_heads(heads, model, V, policy)
     info = append_rows_gguf(source_gguf, out, rows, [token_name(o) for o in packed.outputs],
                             extra_metadata={GGUF_KEY: packed.to_json()})
     if info["row_ids"] != packed.row_ids:
         raise HeadsError(f"{source_gguf} has {info['n_vocab_before']} vocabulary entries, the "
                          f"model it was loaded as {V}: export from the GGUF the model came from")
-    return {"format": "gguf", "out": str(out), **info, "outputs": packed.outputs}
+    return {"format": "gguf", "out": str(out), **info, "outputs": packed.outputs,
+            "policy": packed.policy}
 
 
 def read_packed_gguf(path: str | Path) -> PackedHeads:

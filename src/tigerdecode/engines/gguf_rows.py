@@ -34,12 +34,12 @@ Caveats for callers:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tigerdecode.fsutil import atomic_file
 
 # ``tokenizer.ggml.token_type`` of the new entries: CONTROL (3), not USER_DEFINED (4).
 # llama.cpp matches USER_DEFINED tokens in plain text even when the caller does not ask for
@@ -348,13 +348,5 @@ def _write_gguf(reader, path: Path, arch: str, names: list[str], k: int,
 
 def _write_atomic(dst: Path, write) -> None:
     """Run ``write(tmp)`` on a temporary file beside ``dst``, then move it onto ``dst``."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_file(dst) as tmp:
         write(tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

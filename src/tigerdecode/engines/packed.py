@@ -13,7 +13,7 @@ extra rows so they are never sampled; :func:`split_scores` does that by cutting 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -45,6 +45,7 @@ class PackedHeads:
     bias: list[float]
     calibration: dict[str, dict]
     fingerprint: dict | None = None
+    policy: dict = field(default_factory=dict)  # Policy fields chosen for these heads
 
     layers = [PACKED]  # what the decode loop asks a runner to hand over
 
@@ -67,17 +68,29 @@ class PackedHeads:
                 c.iso_x = torch.tensor(spec["iso_x"], dtype=torch.float32)
                 c.iso_y = torch.tensor(spec["iso_y"], dtype=torch.float32)
             self._cal[o] = c
+        from tigerdecode.policy.knob import Policy
+
+        known = {f.name for f in fields(Policy)} - {"creativity"}
+        bad = sorted(set(self.policy) - known)
+        if bad:
+            raise HeadsError(f"packed heads name unknown policy fields {bad}; known: "
+                             f"{sorted(known)}")
+        try:
+            Policy(**self.policy)
+        except (TypeError, ValueError) as e:
+            raise HeadsError(f"packed heads carry an invalid policy {self.policy}: {e}") from None
 
     @property
     def config(self):  # what the loop and the API read of heads: the outputs trained
         return _Config(self.outputs)
 
     @classmethod
-    def from_heads(cls, heads: ControlHeads, model, first_row: int) -> tuple[PackedHeads,
-                                                                              np.ndarray]:
+    def from_heads(cls, heads: ControlHeads, model, first_row: int,
+                   policy: dict | None = None) -> tuple[PackedHeads, np.ndarray]:
         """Fold ``heads`` (linear, reading only the final normed state of ``model``) into rows
         ``first_row, first_row + 1, ...``: returns the packed description and the rows
-        ``(k, H)`` float32 to append to the output matrix."""
+        ``(k, H)`` float32 to append to the output matrix. ``policy``: Policy fields chosen
+        for these heads (their abstention bars), applied by default where they are decoded."""
         top = final_layer(model)
         if heads.layers != [top] or heads.config.kind != "linear":
             raise HeadsError(
@@ -100,7 +113,8 @@ class PackedHeads:
             cal[o] = spec
         fp = heads.fingerprint.to_dict() if heads.fingerprint is not None else None
         packed = cls(list(heads.config.outputs),
-                     list(range(first_row, first_row + len(rows))), bias, cal, fp)
+                     list(range(first_row, first_row + len(rows))), bias, cal, fp,
+                     dict(policy or {}))
         return packed, np.stack(rows).astype(np.float32)
 
     def signals(self, states: dict) -> dict[str, torch.Tensor]:
@@ -120,8 +134,8 @@ class PackedHeads:
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, "outputs": self.outputs, "row_ids": self.row_ids,
                            "tokens": [token_name(o) for o in self.outputs], "bias": self.bias,
-                           "calibration": self.calibration, "fingerprint": self.fingerprint},
-                          indent=1)
+                           "calibration": self.calibration, "fingerprint": self.fingerprint,
+                           "policy": self.policy}, indent=1)
 
     @classmethod
     def from_json(cls, text: str, where: str = "packed heads") -> PackedHeads:
@@ -132,7 +146,7 @@ class PackedHeads:
                                  f"reads format {FORMAT}")
             return cls([str(o) for o in d["outputs"]], [int(r) for r in d["row_ids"]],
                        [float(b) for b in d["bias"]], dict(d["calibration"]),
-                       d.get("fingerprint"))
+                       d.get("fingerprint"), dict(d.get("policy") or {}))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             if isinstance(e, HeadsError):
                 raise
