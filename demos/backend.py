@@ -129,9 +129,14 @@ class DemoBackend:
 
     def __init__(self, model, tokenizer, *, model_name: str = "default", heads="auto",
                  judge="auto", limits: Limits | None = None, fast: bool = False,
-                 max_batch: int = 16, max_waiting: int = 64):
+                 max_batch: int = 16, max_waiting: int = 64, backend: str = "transformers"):
         self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
         self.fast = fast  # decode on the static-cache compiled step (tigerdecode.decode.fast)
+        # "llama-cpp": ``model`` is a LlamaCppModel (a GGUF exported with heads); no judge or
+        # ensemble there, and a batch's rows decode one after another
+        self.backend = backend
+        if backend != "transformers":
+            judge = None
         self.heads = heads
         self.limits = limits or Limits()
         self._lock = threading.Lock()
@@ -145,6 +150,8 @@ class DemoBackend:
     def _find_judge(self, judge) -> tuple[object, str]:
         """(what to pass as ``judge=``, or None; why not, for the UI). ``"auto"`` means the judge
         shipped for this model; a path or a ``Judge`` is used as given."""
+        if self.backend != "transformers":
+            return None, "the judge needs the transformers backend (it re-reads hidden states)"
         if judge is None or judge is False:
             return None, "judge switched off for this app"
         try:
@@ -172,7 +179,7 @@ class DemoBackend:
         if cls is None:
             return {"controlled": False, "judge": False, "ensemble": False}
         return {"controlled": True, "judge": self.judge is not None,
-                "ensemble": _accepts(cls.__init__, "ensemble")}
+                "ensemble": _accepts(cls.__init__, "ensemble") and self.backend == "transformers"}
 
     def _generator(self, ensemble: tuple[str, str] | None):
         """The generator for one ensemble choice; heads are resolved once and shared, and at
@@ -183,6 +190,9 @@ class DemoBackend:
         if None not in self._generators:
             self._generators[None] = self._cls(self.model, self.tokenizer, heads=self.heads,
                                                **self._fast())
+        if ensemble is not None and self.backend != "transformers":
+            raise Unavailable("The ensemble needs the transformers backend; this demo decodes "
+                              "in llama.cpp.")
         if ensemble not in self._generators:
             if len(self._generators) >= MAX_GENERATORS:
                 del self._generators[next(k for k in self._generators if k is not None)]
@@ -193,6 +203,8 @@ class DemoBackend:
         return self._generators[ensemble]
 
     def _fast(self) -> dict:
+        if self.backend != "transformers":
+            return {"backend": self.backend}
         return {"fast": True} if self.fast else {}
 
     def _ensemble_spec(self, factual: str, creative: str):

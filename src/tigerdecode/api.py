@@ -31,6 +31,9 @@ from tigerdecode.settings import GenerateRequest, for_generate
 NO_HEADS_NOTE = ("no control heads for this model: p_stop/p_dev are absent, so the policy runs "
                  "its creativity schedule alone (no EOS bias, no p_dev tightening)")
 
+ENGINE_NOTE = ("decoded in llama.cpp: the heads are the engine heads packed into the GGUF (final "
+               "normed state only); the judge and ensembles need the transformers backend")
+
 # heads="auto" is resolved once per (model, tokenizer); kept here, not on the model object
 _AUTO_HEADS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -134,6 +137,8 @@ class ControlledGenerator:
         self.heads = heads if backend == "llama-cpp" else resolve_heads(model, tokenizer, heads)
         self.ensemble = _ensemble(model, tokenizer, ensemble)
         self.notes = [] if self.heads is not None else [NO_HEADS_NOTE]
+        if backend == "llama-cpp":
+            self.notes.append(ENGINE_NOTE)
         if warn and self.heads is None and isinstance(heads, str) and heads == "auto":
             warnings.warn(NO_HEADS_NOTE, stacklevel=2)
 

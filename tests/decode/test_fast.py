@@ -59,41 +59,36 @@ def test_seeded_sampling_equals_the_eager_path(tiny_model, uncompiled):
         _same(*_both(model, tok, **kw))
 
 
-def test_the_last_layer_can_be_tapped(tiny_model, uncompiled):
-    """The heads read the last block's output (before the final norm), as the eager tap does."""
-    _, model, tok = tiny_model
+def _tapped_alike(model, tok, layers):
+    """Eager and fast runner tapping ``layers``: prefill and one step, the same states."""
     inp = encode_prompts(tok, PROMPTS, raw=True)
-    n = model.config.get_text_config().num_hidden_layers
-    runners = [R(model, inp["input_ids"], inp["attention_mask"], [1, n]) for R in
+    runners = [R(model, inp["input_ids"], inp["attention_mask"], layers) for R in
                (ModelRunner, FastRunner)]
     with torch.inference_mode():
         for r in runners:
             r.prefill()
             r.step(torch.tensor([5, 6]))
     a, b = (r.last_states(slice(None)) for r in runners)
-    for k in (1, n):
+    for k in layers:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-5)
     assert runners[1].eager is None  # no fallback happened
+    for r in runners:
+        r.close()
+    return inp
+
+
+def test_the_last_layer_can_be_tapped(tiny_model, uncompiled):
+    """The heads read the last block's output (before the final norm), as the eager tap does."""
+    _, model, tok = tiny_model
+    _tapped_alike(model, tok, [1, model.config.get_text_config().num_hidden_layers])
 
 
 def test_the_final_normed_state_can_be_tapped(tiny_model, uncompiled, monkeypatch):
     """Heads on layer n + 1 (the final normed state, what engine-packed heads read) see the
     same numbers on the fast path as on the eager one; tapping block n too falls back."""
     _, model, tok = tiny_model
-    inp = encode_prompts(tok, PROMPTS, raw=True)
     n = model.config.get_text_config().num_hidden_layers
-    runners = [R(model, inp["input_ids"], inp["attention_mask"], [2, n + 1]) for R in
-               (ModelRunner, FastRunner)]
-    with torch.inference_mode():
-        for r in runners:
-            r.prefill()
-            r.step(torch.tensor([5, 6]))
-    a, b = (r.last_states(slice(None)) for r in runners)
-    for k in (2, n + 1):
-        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-5)
-    assert runners[1].eager is None
-    for r in runners:
-        r.close()
+    inp = _tapped_alike(model, tok, [2, n + 1])
     monkeypatch.setattr(fast, "_NOTICES", set())  # the notice is said once per process
     with pytest.warns(UserWarning, match="final normed state"):
         r = FastRunner.create(model, inp["input_ids"], inp["attention_mask"], [n, n + 1])

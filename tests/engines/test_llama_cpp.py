@@ -71,6 +71,7 @@ def test_engine_backend_equals_the_transformers_backend(exported, creativity, se
     hf, eng = _pair(exported, creativity=creativity, seed=seed, max_new_tokens=12)
     for a, b in zip(hf, eng, strict=True):
         assert a.token_ids == b.token_ids and a.stop_reason == b.stop_reason
+        assert any("judge and ensembles need the transformers backend" in n for n in b.notes)
         assert len(a.trace) == len(b.trace) > 0
         for s, t in zip(a.trace, b.trace, strict=True):
             assert s.p_dev == pytest.approx(t.p_dev, abs=1e-5)
@@ -173,3 +174,49 @@ def test_policy_chosen_for_packed_heads_applies_by_default(tiny_llama, tmp_path)
     assert not r.abstained
     with pytest.raises(Exception, match="unknown policy fields"):
         export_hf(model, tok, final_heads(model, tok), tmp_path / "y", {"bogus": 1})
+
+
+def test_the_demo_on_the_engine_backend(exported):
+    """The demo's backend on llama.cpp: answers as the generator does, says the judge and the
+    ensemble cannot run there, and rows batched together equal their solo runs."""
+    import threading
+
+    from tigerdecode.demos.backend import DemoBackend, Unavailable
+
+    _, tok, _, out = exported
+    demo = DemoBackend(FakeEngine(out), tok, backend="llama-cpp", max_batch=4)
+    caps = demo.capabilities()
+    assert caps["controlled"] and not caps["judge"] and not caps["ensemble"]
+    assert "transformers backend" in demo.judge_note
+    kw = dict(creativity=0.7, max_new_tokens=8, raw=True)
+    solo = [demo.generate(p, seed=s, **kw) for p, s in zip(PROMPTS, (1, 2), strict=True)]
+    got = [None, None]
+
+    def ask(i):
+        got[i] = demo.generate(PROMPTS[i], seed=i + 1, **kw)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.token_ids for r in got] == [r.token_ids for r in solo]
+    with pytest.raises(Unavailable, match="judge"):
+        demo.generate("hi", creativity=0.5, judge=True)
+    with pytest.raises(Unavailable, match="ensemble needs the transformers backend"):
+        demo.generate("hi", creativity=0.5, ensemble=("be exact", "be playful"))
+
+
+def test_without_llama_cpp_python_the_backend_says_how_to_install_it(tiny_llama, tmp_path,
+                                                                      monkeypatch):
+    import sys
+
+    from gguf_writer import write_tiny_gguf
+
+    from tigerdecode.errors import ModelLoadError
+
+    _, tok = tiny_llama
+    write_tiny_gguf(tmp_path / "m.gguf", tok)
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as if not installed
+    with pytest.raises(ModelLoadError, match=r"pip install 'tigerdecode\[llama\]'"):
+        ControlledGenerator(tmp_path / "m.gguf", tok, backend="llama-cpp")

@@ -45,9 +45,13 @@ def _load(model_name, dtype="fp32", quant="none"):
 @fast_option()
 @dtype_option()
 @quant_option()
+@click.option("--backend", type=click.Choice(["transformers", "llama-cpp"]),
+              default="transformers", show_default=True,
+              help="llama-cpp: --model is a GGUF exported with heads (`tigerdecode export "
+                   "--format gguf`), decoded in llama.cpp; no judge or ensemble there.")
 @click.pass_context
 def demo_group(ctx, host, port, model_name, results, max_batch, max_waiting, concurrency, fast,
-               dtype, quant):
+               dtype, quant, backend):
     """Serve the interactive demo (or take its screenshot).
 
     With no subcommand it serves the app (creativity slider, per-token risk, compare,
@@ -61,9 +65,19 @@ def demo_group(ctx, host, port, model_name, results, max_batch, max_waiting, con
     from tigerdecode.demos.app import build_app, launch
     from tigerdecode.demos.backend import DemoBackend
 
-    model, tok = _load(model_name, dtype, quant)
+    if backend == "llama-cpp":
+        if dtype != "fp32" or quant != "none" or fast:
+            raise click.UsageError("--dtype / --quant / --fast apply to the transformers "
+                                   "backend; llama.cpp runs the GGUF's own weights")
+        from tigerdecode.api import ControlledGenerator
+
+        click.echo(f"loading {model_name!r} in llama.cpp …", err=True)
+        gen = ControlledGenerator(model_name, backend=backend)
+        model, tok = gen.model, gen.tokenizer
+    else:
+        model, tok = _load(model_name, dtype, quant)
     app = build_app(DemoBackend(model, tok, model_name=model_name, fast=fast,
-                                max_batch=max_batch, max_waiting=max_waiting),
+                                max_batch=max_batch, max_waiting=max_waiting, backend=backend),
                     results_path=results)
     if host not in ("127.0.0.1", "localhost"):
         click.echo(f"warning: serving on {host}; anyone who can reach it can use the model",

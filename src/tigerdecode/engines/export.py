@@ -112,8 +112,9 @@ def export_gguf(model, tokenizer, heads: ControlHeads, source_gguf: str | Path,
             "policy": packed.policy}
 
 
-def read_packed_gguf(path: str | Path) -> PackedHeads:
-    """The packed heads stored in a GGUF export's metadata."""
+def read_packed_gguf(path: str | Path, required: bool = True) -> PackedHeads | None:
+    """The packed heads stored in a GGUF export's metadata (None when it has none and not
+    ``required``)."""
     import gguf
 
     try:
@@ -122,6 +123,8 @@ def read_packed_gguf(path: str | Path) -> PackedHeads:
         raise HeadsError(f"cannot read {path} as GGUF: {e}") from e
     field = reader.get_field(GGUF_KEY)
     if field is None:
+        if not required:
+            return None
         raise HeadsError(f"{path} holds no tigerdecode heads (metadata key {GGUF_KEY}); export "
                          "it with `tigerdecode export MODEL --heads DIR --format gguf`")
     return PackedHeads.from_json(field.contents(), f"{path}:{GGUF_KEY}")

@@ -39,7 +39,7 @@ class LlamaCppModel:
     """A GGUF file loaded in llama.cpp, with its packed heads (None when it has none)."""
 
     def __init__(self, path: str | Path, *, n_ctx: int = 2048, n_threads: int | None = None):
-        from tigerdecode.engines.export import GGUF_KEY, read_packed_gguf
+        from tigerdecode.engines.export import read_packed_gguf
         from tigerdecode.model.load import is_gguf_file
 
         path = Path(path).expanduser()
@@ -47,10 +47,7 @@ class LlamaCppModel:
             raise ModelLoadError(f"{path} is not a GGUF file; the llama.cpp backend loads a "
                                  "GGUF (export one with heads: `tigerdecode export MODEL "
                                  "--format gguf --out FILE.gguf`)")
-        import gguf
-
-        has_heads = gguf.GGUFReader(str(path)).get_field(GGUF_KEY) is not None
-        self.packed: PackedHeads | None = read_packed_gguf(path) if has_heads else None
+        self.packed: PackedHeads | None = read_packed_gguf(path, required=False)
         self.path = path
         self.llm = _llama_class()(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads,
                                   n_threads_batch=n_threads, logits_all=False, verbose=False)
