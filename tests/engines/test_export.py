@@ -112,6 +112,11 @@ def test_export_command(tiny_model_dir, tmp_path):
     r = run(main, ["export", str(tiny_model_dir), "--heads", str(tmp_path / "h"), "--format",
                    "gguf", "--out", str(tmp_path / "y.gguf")])
     assert r.exit_code != 0 and "needs the GGUF the model comes from" in r.output
+    (tmp_path / "bad.gguf").write_bytes(b"GGUF but not really")
+    r = run(main, ["export", str(tiny_model_dir), "--heads", str(tmp_path / "h"), "--format",
+                   "gguf", "--gguf", str(tmp_path / "bad.gguf"), "--out", str(tmp_path / "y.gguf")])
+    assert r.exit_code == 1 and "not a readable GGUF file" in r.output
+    assert "Traceback" not in r.output and not (tmp_path / "y.gguf").exists()
     ControlHeads(HeadConfig([2], text_config(model).hidden_size),
                  fingerprint(model, tok)).save(tmp_path / "h2")
     r = run(main, ["export", str(tiny_model_dir), "--heads", str(tmp_path / "h2"), "--format",

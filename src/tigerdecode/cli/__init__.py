@@ -12,7 +12,7 @@ from tigerdecode import __version__
 # errors that describe bad input (what was wrong, how to fix it): shown as one line, no traceback
 USER_ERRORS = {"ModelLoadError", "HeadsError", "JudgeError", "QAFormatError", "ConfigError",
                "DataStoreError", "QuantizationError", "QuantFormatError", "PromptError",
-               "CreativityError", "NonFiniteLogitsError", "FitError"}
+               "CreativityError", "NonFiniteLogitsError", "FitError", "ExportError"}
 
 
 class _Main(click.Group):

@@ -27,6 +27,12 @@ from tigerdecode.heads.control import ControlHeads, HeadsError
 from tigerdecode.model.load import text_config
 
 HEADS_JSON = "tigerdecode_heads.json"
+
+
+class ExportError(ValueError):
+    """The source file cannot take the head rows (see the message for what to do)."""
+
+
 GGUF_KEY = "tigerdecode.heads"
 
 
@@ -103,8 +109,11 @@ def export_gguf(model, tokenizer, heads: ControlHeads, source_gguf: str | Path,
     V = _vocab(model)
     _check_tokenizer(tokenizer, V)
     packed, rows = PackedHeads.from_heads(heads, model, V, policy)
-    info = append_rows_gguf(source_gguf, out, rows, [token_name(o) for o in packed.outputs],
-                            extra_metadata={GGUF_KEY: packed.to_json()})
+    try:
+        info = append_rows_gguf(source_gguf, out, rows, [token_name(o) for o in packed.outputs],
+                                extra_metadata={GGUF_KEY: packed.to_json()})
+    except (ValueError, FileNotFoundError) as e:
+        raise ExportError(str(e)) from e
     if info["row_ids"] != packed.row_ids:
         raise HeadsError(f"{source_gguf} has {info['n_vocab_before']} vocabulary entries, the "
                          f"model it was loaded as {V}: export from the GGUF the model came from")
