@@ -15,7 +15,6 @@ a mismatch (another model, another prompt format) stops the run before anything 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from safetensors.numpy import load_file
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from tigerdecode.fsutil import atomic_file
 from tigerdecode.model.load import fingerprint
 from tigerdecode.model.prompting import encode_prompts
 from tigerdecode.model.taps import HiddenStateTap
@@ -114,12 +114,11 @@ def add_layers(model, tokenizer, data_dir: str | Path, layers: list[int], *,
                 "model or the prompt format is not the one the data was built with. Rebuild "
                 "the data with the layers you need instead.")
         for x in new:
-            path = side_file(store.root, shard, x)
-            tmp = path.with_name(f".{path.name}.tmp")
-            save_file({f"layer_{x}": torch.cat(out_tok[x]).to(torch.float16).contiguous(),
-                       f"prompt_layer_{x}": torch.cat(out_prompt[x]).to(torch.float16)},
-                      str(tmp), metadata={"check_layer": str(check), "check_rel_err": f"{err:.3g}"})
-            os.replace(tmp, path)
+            with atomic_file(side_file(store.root, shard, x)) as tmp:
+                save_file({f"layer_{x}": torch.cat(out_tok[x]).to(torch.float16).contiguous(),
+                           f"prompt_layer_{x}": torch.cat(out_prompt[x]).to(torch.float16)},
+                          str(tmp), metadata={"check_layer": str(check),
+                                              "check_rel_err": f"{err:.3g}"})
         bar.update(1)
         bar.set_postfix(check_err=f"{err:.3g}")
     bar.close()

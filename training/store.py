@@ -22,7 +22,6 @@ A data directory holds
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file
 from safetensors.torch import save_file
+
+from tigerdecode.fsutil import atomic_file, atomic_write
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -41,12 +42,6 @@ OPTIONAL_KEYS = ("slot",)
 
 class DataStoreError(ValueError):
     """A data directory is missing, corrupt, or was built with another configuration."""
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 class FeatureStore:
@@ -79,18 +74,17 @@ class FeatureStore:
         idx = len(manifest["units"])
         name = f"shard-{idx:05d}"
         tensors = {k: v.contiguous() for k, v in tokens.items()}
-        tmp = self.root / f".{name}.safetensors.tmp"
-        save_file(tensors, str(tmp), metadata={"unit": unit})
-        os.replace(tmp, self.root / f"{name}.safetensors")
+        with atomic_file(self.root / f"{name}.safetensors") as tmp:
+            save_file(tensors, str(tmp), metadata={"unit": unit})
         lines = "".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers)
-        _atomic_write(self.root / f"{name}.jsonl", lines.encode())
+        atomic_write(self.root / f"{name}.jsonl", lines.encode())
         n_tokens = int(tokens["answer"].shape[0])
         manifest["units"].append({"unit": unit, "shard": name, "n_tokens": n_tokens,
                                   "n_answers": len(answers)})
         self._write_manifest(manifest)
 
     def _write_manifest(self, manifest: dict) -> None:
-        _atomic_write(self.root / MANIFEST, json.dumps(manifest, indent=1).encode())
+        atomic_write(self.root / MANIFEST, json.dumps(manifest, indent=1).encode())
 
     # ---- reading ----------------------------------------------------------------------------
 

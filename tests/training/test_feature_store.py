@@ -66,7 +66,7 @@ def test_resume_after_interruption(tiny_llama, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         build(model, tok, tmp_path / "d")
     assert len(FeatureStore(tmp_path / "d").manifest()["units"]) == 2
-    assert not list((tmp_path / "d").glob(".*tmp"))
+    assert not list((tmp_path / "d").glob(".*tmp*"))
     calls["n"] = 10
     build(model, tok, tmp_path / "d")
     assert calls["n"] == 12  # only the two missing units ran
@@ -124,7 +124,7 @@ def test_add_layers_equals_a_build_that_stored_them(tiny_llama, tmp_path, monkey
     monkeypatch.setattr(restate, "_states", flaky)
     with pytest.raises(KeyboardInterrupt):
         add_layers(model, tok, tmp_path / "d", [5], batch_size=3, progress=False)
-    assert store.extra_layers() == [] and not list((tmp_path / "d").glob(".*tmp"))
+    assert store.extra_layers() == [] and not list((tmp_path / "d").glob(".*tmp*"))
     assert len(list((tmp_path / "d").glob("*.layer5.safetensors"))) == 1
     assert add_layers(model, tok, tmp_path / "d", [5], batch_size=2, progress=False) == [5]
     assert calls["n"] == 2 + 3 * 2  # the three shards left, two batches each
@@ -147,3 +147,15 @@ def test_add_layers_equals_a_build_that_stored_them(tiny_llama, tmp_path, monkey
     assert not list((tmp_path / "d").glob("*.layer3.safetensors"))
     with torch.no_grad():
         assert add_layers(model, tok, tmp_path / "d", [5], progress=False) == [5]  # nothing left
+
+
+def test_stored_files_are_readable_as_the_umask_allows(tiny_llama, tmp_path):
+    import os
+    import stat
+
+    model, tok = tiny_llama
+    build(model, tok, tmp_path / "d", max_seconds=1e-9)
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in (tmp_path / "d").iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask, f.name
