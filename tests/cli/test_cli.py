@@ -85,8 +85,8 @@ def test_help_lists_every_command_with_a_one_line_summary():
     runner = CliRunner()
     top = runner.invoke(main, ["--help"])
     assert top.exit_code == 0
-    expected = {"bench", "data", "demo", "eval", "examples", "fit", "generate", "heads", "info",
-                "judge", "policy", "quantize"}
+    expected = {"bench", "data", "demo", "eval", "examples", "export", "fit", "generate", "heads",
+                "info", "judge", "policy", "quantize"}
     assert expected <= set(main.commands)
     for path, cmd in _all_commands(main):
         parent = runner.invoke(main, [*path[:-1], "--help"])

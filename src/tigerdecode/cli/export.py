@@ -25,9 +25,10 @@ from tigerdecode.cli.options import set_option
             "risk_at=0.8), stored with them and applied by default where the export is "
             "decoded; repeatable. Default: the heads' metrics.json 'policy', if any.")
 def export_cmd(model_name, heads_dir, fmt, source_gguf, out, sets) -> None:
-    """Write MODEL ('default', an HF directory, a .gguf file) with its heads appended to
-    lm_head, for engines that return logits.
+    """Write MODEL with its heads as extra lm_head rows (for engines).
 
+    MODEL is 'default', an HF directory or a .gguf file; the heads must be linear on the final
+    normed state, so that engines that return logits compute them.
     The original vocabulary's rows are unchanged; k reserved tokens carry the heads (p_stop,
     p_dev, ...), and a small JSON (calibration, constants, fingerprint) travels with them.
     Decode the GGUF with `tigerdecode generate --backend llama-cpp --model OUT.gguf`.

@@ -123,7 +123,7 @@ def build_cmd(qa_path, open_path, out, model_name, split, limit, sample, forms, 
 @batch_size_option(32)
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 def add_layers_cmd(data_dir, layers, model_name, batch_size, threads) -> None:
-    """Add more layers' states to a built data directory, without sampling again.
+    """Add layers' states to a built data directory (no new sampling).
 
     Every stored answer is re-read teacher-forced, as it was decoded; one stored layer is
     recomputed alongside and checked. Rerun to resume.
