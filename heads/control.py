@@ -96,6 +96,10 @@ class ControlHeads(nn.Module):
         super().__init__()
         self.config = config
         self.fingerprint = fingerprint
+        # Policy fields chosen for these heads on validation data (their abstention bars),
+        # from metrics.json's "policy" (`tigerdecode policy risk --write`); the generator
+        # applies them as defaults for controlled decoding
+        self.policy: dict = {}
         self.register_buffer("feat_mean", torch.zeros(config.in_features))
         self.register_buffer("feat_std", torch.ones(config.in_features))
         self.nets = nn.ModuleDict({o: _net(config) for o in config.outputs})
@@ -170,9 +174,25 @@ class ControlHeads(nn.Module):
             raise HeadsError(f"heads checkpoint {path}: {e}") from None
         heads = build()
         heads.load_state_dict(state)
+        heads.policy = _policy_of(Path(path))
         if device is None and model is not None:
             device = next(model.parameters()).device
         return heads.to(device).eval() if device is not None else heads.eval()
+
+
+def _policy_of(path: Path) -> dict:
+    """The ``policy`` a checkpoint's metrics.json records (empty when none)."""
+    import json
+
+    f = path / "metrics.json"
+    try:
+        policy = json.loads(f.read_text(encoding="utf-8")).get("policy") if f.is_file() else None
+    except (OSError, ValueError, AttributeError) as e:
+        raise HeadsError(f"heads checkpoint {f} is corrupt: {e}") from None
+    if policy is not None and not isinstance(policy, dict):
+        raise HeadsError(f"heads checkpoint {f}: 'policy' must map Policy fields to values, got "
+                         f"{policy!r:.80}")
+    return dict(policy or {})
 
 
 def check_fingerprint(expected: Fingerprint | None, model, tokenizer, where) -> None:

@@ -110,6 +110,25 @@ def _llama_cpp(model, tokenizer, heads, ensemble, n_threads):
     return model, tokenizer, model.packed if heads == "auto" else None
 
 
+def head_defaults(heads, config=None, defaults: dict | None = None, **kwargs) -> GenerateRequest:
+    """The request, with the Policy fields chosen for ``heads`` (their ``policy``: abstention
+    bars read on validation data) under everything else, for controlled decoding only."""
+    req = GenerateRequest.build(config, defaults=defaults, **kwargs)
+    policy = getattr(heads, "policy", None)
+    if not policy or req.method != "tigerdecode":
+        return req
+    from dataclasses import fields
+
+    from tigerdecode.policy.knob import Policy
+
+    bad = sorted(set(policy) - {f.name for f in fields(Policy)} - {"creativity"})
+    if bad:
+        raise HeadsError(f"these heads' policy names unknown Policy fields {bad}; fix their "
+                         "metrics.json 'policy' or choose the bars again (`tigerdecode policy "
+                         "risk --heads DIR --write`)")
+    return GenerateRequest.build(config, defaults={**(defaults or {}), **policy}, **kwargs)
+
+
 class ControlledGenerator:
     """Controlled decoding for one model: heads (``"auto"``: the shipped ones when found),
     an optional ensemble, and every baseline through one call. ``fast``: decode on a static KV
@@ -155,14 +174,10 @@ class ControlledGenerator:
         ``seed``, ``method``, ``raw``, Policy fields or a baseline's settings, ``judge=True`` and
         its options, ``min_new_tokens``, ``streamer``, ``stopping_criteria``, ``on_token``,
         ``fast``)."""
-        req = GenerateRequest.build(config, creativity=creativity, **kwargs)
+        req = head_defaults(self.heads, config, creativity=creativity, **kwargs)
         if isinstance(prompts, str):
             prompts = [prompts]
         if self.backend == "llama-cpp":
-            policy = getattr(self.heads, "policy", None)
-            if policy and req.method == "tigerdecode":  # the bars chosen for packed heads
-                req = GenerateRequest.build(config, defaults=policy, creativity=creativity,
-                                            **kwargs)
             enc = encode_prompts(self.tokenizer, prompts, raw=req.raw,
                                  max_length=self.model.n_ctx - req.max_new_tokens)
             return self.run([(self.model, enc["input_ids"], enc["attention_mask"])], req,
@@ -251,6 +266,9 @@ def generate(model, input_ids: torch.Tensor | None = None, attention_mask=None, 
         raise PromptError(f"prompt {empty[0]} is empty (its attention mask is all zero)")
     default_n = int(getattr(model.generation_config, "max_new_tokens", None) or 20)
     req = GenerateRequest.build(config, defaults={"max_new_tokens": default_n}, **kwargs)
+    if req.method == "tigerdecode" and heads is not None and heads is not False:
+        heads = resolve_heads(model, tokenizer, heads)
+        req = head_defaults(heads, config, defaults={"max_new_tokens": default_n}, **kwargs)
     if req.judge is not None and tokenizer is None:
         raise ValueError("judge=True needs tokenizer= (the judge reads the answer's text "
                          "positions and writes abstentions)")

@@ -66,3 +66,14 @@ def test_answers_without_a_fact_slot_count_against_the_budget_under_every_bar():
     assert lv["chosen"]["right_kept"] == 0.95 and lv["chosen"]["wrong_caught"] == 0.8
     assert all(r["right_kept"] <= 0.95 for r in lv["dev_curve"])  # abstained under every bar
     assert lv["creative_abstain"] == 0
+
+
+def test_no_bars_from_a_handful_of_right_answers():
+    """Three right answers against a 5% budget would choose the lowest bar there is: with
+    fewer than MIN_RIGHT the table says so and no bars are returned."""
+    from tigerdecode.eval import risk
+
+    lv = risk.level([[0.2, 0.3]] * 3, [[0.9, 0.95]] * 50, [[0.1, 0.1]] * 5, 0.05)
+    res = {"budget": 0.05, "levels": [{"creativity": 0.0, **lv}], "abstain_at": None,
+           "abstain_rise": None, "risk_at": None, "risk_rise": None, "too_few_right": 3}
+    assert "no bars chosen: 3 right answers" in risk.table(res)

@@ -164,8 +164,12 @@ def tune_cmd(model_name, split, limit, sample, seed, creativities, variants, max
               help="Also draw the risk-coverage curves to this PNG.")
 @json_option("Print the results as JSON instead of the table.")
 @out_option("Also write the results to this JSON file.")
+@click.option("--write", is_flag=True,
+              help="Store the chosen bars with --heads DIR (its metrics.json 'policy'): "
+                   "generating with those heads then uses them by default.")
 def risk_cmd(model_name, heads_dir, qa_path, split, sample, seed, forms, creativities, topics,
-             budget, n_open, max_new_tokens, batch_size, sets, threads, plot_path, as_json, out):
+             budget, n_open, max_new_tokens, batch_size, sets, threads, plot_path, as_json, out,
+             write):
     """Print the risk-coverage curves and the abstention bars they imply.
 
     Decodes the QA items (in --forms) with abstention off and reports, for every bar on p_dev
@@ -198,6 +202,9 @@ def risk_cmd(model_name, heads_dir, qa_path, split, sample, seed, forms, creativ
     items = items[:sample or 150]
     asked = [it for it in with_forms_option(items, forms, seed) if form_of(it) != "mixed"]
     mixed = [it.prompt for it in with_forms(items, ("mixed",), seed=seed)]
+    if write and (heads_dir is None or split == "test"):
+        raise click.UsageError("--write stores bars with the heads given by --heads DIR, chosen "
+                               "on non-test data: give --heads and a --split other than test")
     try:
         model, tok = load_model(model_name)
         heads = ControlHeads.load(heads_dir, model=model, tokenizer=tok) if heads_dir else "auto"
@@ -216,6 +223,30 @@ def risk_cmd(model_name, heads_dir, qa_path, split, sample, seed, forms, creativ
                        "overrides": sets, "max_new_tokens": max_new_tokens}
     if out:
         write_json(out, res)
+    if write:
+        _write_bars(heads_dir, res, split, topics)
     if plot_path:
         risk.plot(res, plot_path)
     click.echo(json.dumps(res) if as_json else risk.table(res))
+
+
+def _write_bars(heads_dir, res: dict, split: str, topics) -> None:
+    """Record the chosen bars in the checkpoint's metrics.json (``policy``), atomically."""
+    from pathlib import Path
+
+    if res.get("abstain_at") is None or res.get("risk_at") is None:
+        raise click.ClickException(f"no bars were chosen ({res.get('too_few_right')} right "
+                                   "answers are too few), so nothing was written; choose them "
+                                   "on items the model knows more of (--qa, --topic)")
+    path = Path(heads_dir) / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    bars = {"abstain_at": res["abstain_at"], "risk_at": res["risk_at"]}
+    for key in ("abstain_rise", "risk_rise"):
+        if res.get(key) is not None:
+            bars[key] = res[key]
+    metrics["policy"] = bars
+    metrics["policy_source"] = (f"tigerdecode policy risk, split {split}"
+                                + (f", topics {list(topics)}" if topics else "")
+                                + f", error budget {res['budget']}")
+    write_json(path, metrics)
+    click.echo(f"wrote the bars {bars} to {path}", err=True)

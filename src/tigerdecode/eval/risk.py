@@ -71,6 +71,11 @@ def curve(right: np.ndarray, wrong: np.ndarray, creative: np.ndarray, bars=BARS,
     return rows
 
 
+# fewer right answers than this at some creativity: no bars are chosen (an error budget of 5%
+# on three right answers would pick the lowest bar there is)
+MIN_RIGHT = 20
+
+
 def choose_bar(rows: list[dict], budget: float) -> float:
     """The lowest bar that keeps at least ``1 - budget`` of the right answers (1.0 if none)."""
     ok = [r["bar"] for r in rows if r["right_kept"] >= 1 - budget - 1e-12]
@@ -138,6 +143,11 @@ def run(gen, items, creative_prompts: list[str], creativities, *, budget: float 
         out["levels"].append({"creativity": c, **level(right, wrong, creative, budget)})
     bar.close()
     lv = out["levels"]
+    few = min(x["n_right"] for x in lv)
+    if few < MIN_RIGHT:  # a budget on a handful of right answers is no measurement
+        out.update(abstain_at=None, abstain_rise=None, risk_at=None, risk_rise=None,
+                   too_few_right=few)
+        return out
     for name in ("dev", "risk"):
         at = lv[0][f"{name}_bar"]
         rise = None
@@ -181,6 +191,10 @@ def table(res: dict, every: int = 4) -> str:
                      f"{lv['risk_bar']:g}: right kept {ch['right_kept']:.3f}, wrong caught "
                      f"{ch['wrong_caught']:.3f}, creative requests abstaining "
                      f"{lv['creative_abstain']}")
+    if res.get("too_few_right") is not None:
+        lines.append(f"=> no bars chosen: {res['too_few_right']} right answers at some "
+                     f"creativity, fewer than {MIN_RIGHT}; use items this model knows more of")
+        return "\n".join(lines)
     fmt = lambda v: "n/a" if v is None else f"{v:g}"  # noqa: E731
     lines.append(f"=> abstain_at = {fmt(res['abstain_at'])}, abstain_rise = "
                  f"{fmt(res['abstain_rise'])}, risk_at = {fmt(res['risk_at'])}, risk_rise = "
