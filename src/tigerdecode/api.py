@@ -117,11 +117,9 @@ def head_defaults(heads, config=None, defaults: dict | None = None, **kwargs) ->
     policy = getattr(heads, "policy", None)
     if not policy or req.method != "tigerdecode":
         return req
-    from dataclasses import fields
+    from tigerdecode.policy.knob import tunable_fields
 
-    from tigerdecode.policy.knob import Policy
-
-    bad = sorted(set(policy) - {f.name for f in fields(Policy)} - {"creativity"})
+    bad = sorted(set(policy) - tunable_fields())
     if bad:
         raise HeadsError(f"these heads' policy names unknown Policy fields {bad}; fix their "
                          "metrics.json 'policy' or choose the bars again (`tigerdecode policy "

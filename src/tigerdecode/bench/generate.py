@@ -140,12 +140,12 @@ def run_bench(model_name: str = "default", max_new_tokens: int = 128, repeats: i
     if reference is not None:
         names["plain_fp32"] = "plain model.generate, fp32 model (reference)"
         configs[("plain_fp32", 1)] = lambda: plain(one, reference)
+    ids = one["input_ids"][0].tolist()  # the prompt every batch-1 engine row decodes after
     gguf = llama_cpp_gguf(model_name) if llama_cpp else None
     if gguf is not None:
         names["llama_cpp"] = f"llama.cpp on {gguf.name}"
         cpp = LlamaCpp(gguf, pol.temperature, pol.top_p, torch.get_num_threads(),
                        n_ctx=one["input_ids"].shape[1] + n + 8)
-        ids = one["input_ids"][0].tolist()
         configs[("llama_cpp", 1)] = lambda: torch.tensor([ids + cpp.run(ids, n)])
     if engine_gguf is not None:
         from tigerdecode.api import ControlledGenerator
@@ -154,7 +154,6 @@ def run_bench(model_name: str = "default", max_new_tokens: int = 128, repeats: i
                                   n_threads=torch.get_num_threads())
         names["llama_cpp_heads"] = (f"tigerdecode on llama.cpp ({Path(engine_gguf).name}, "
                                     f"{'packed heads' if eng.heads is not None else 'no heads'})")
-        ids = one["input_ids"][0].tolist()
 
         def engine_run():
             (r,) = eng.generate_text([PROMPT], creativity=creativity, max_new_tokens=n,

@@ -48,11 +48,7 @@ def export_cmd(model_name, heads_dir, fmt, source_gguf, out, sets) -> None:
     heads = resolve_heads(model, tok, heads_dir if heads_dir is not None else "auto")
     if heads is None:
         raise click.ClickException(f"no heads found for {model_name}; pass --heads DIR")
-    policy = {}
-    if heads_dir is not None and (Path(heads_dir) / "metrics.json").is_file():
-        policy = dict(json.loads((Path(heads_dir) / "metrics.json").read_text())
-                      .get("policy") or {})
-    policy.update(sets)
+    policy = {**heads.policy, **sets}  # the bars chosen for these heads, then --set
     if fmt == "hf":
         info = export_hf(model, tok, heads, out, policy)
     else:

@@ -144,11 +144,9 @@ def parse_sets(sets) -> dict:
     """``--set FIELD=VALUE`` options as Policy overrides (values read as JSON where they parse:
     ``0.9``, ``false``; otherwise kept as strings). A name that is not a Policy field is a
     ``click.BadParameter``."""
-    from dataclasses import fields
+    from tigerdecode.policy.knob import tunable_fields
 
-    from tigerdecode.policy.knob import Policy
-
-    known = {f.name for f in fields(Policy)} - {"creativity", "extra"}
+    known = tunable_fields()
     overrides = {}
     for item in sets:
         key, sep, value = item.partition("=")

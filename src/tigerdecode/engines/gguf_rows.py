@@ -115,9 +115,9 @@ def append_rows_gguf(src: str | Path, dst: str | Path, rows: np.ndarray, names: 
     if "output.bias" in tensors:  # a biased LM head: the new rows get a zero bias
         new_tensors["output.bias"] = _extend_bias(tensors["output.bias"], n_vocab, k, src)
 
-    _write_atomic(dst, lambda path: _write_gguf(reader, path, arch, names, k, new_tensors,
-                                                 tied=output is None, progress=progress,
-                                                 extra=extra_metadata or {}))
+    with atomic_file(dst) as tmp:
+        _write_gguf(reader, tmp, arch, names, k, new_tensors, tied=output is None,
+                    progress=progress, extra=extra_metadata or {})
     return {
         "n_vocab_before": n_vocab,
         "n_vocab_after": n_vocab + k,
@@ -344,9 +344,3 @@ def _write_gguf(reader, path: Path, arch: str, names: list[str], k: int,
         writer.write_tensors_to_file(progress=progress)
     finally:
         writer.close()
-
-
-def _write_atomic(dst: Path, write) -> None:
-    """Run ``write(tmp)`` on a temporary file beside ``dst``, then move it onto ``dst``."""
-    with atomic_file(dst) as tmp:
-        write(tmp)

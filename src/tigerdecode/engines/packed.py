@@ -13,7 +13,7 @@ extra rows so they are never sampled; :func:`split_scores` does that by cutting 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -68,13 +68,12 @@ class PackedHeads:
                 c.iso_x = torch.tensor(spec["iso_x"], dtype=torch.float32)
                 c.iso_y = torch.tensor(spec["iso_y"], dtype=torch.float32)
             self._cal[o] = c
-        from tigerdecode.policy.knob import Policy
+        from tigerdecode.policy.knob import Policy, tunable_fields
 
-        known = {f.name for f in fields(Policy)} - {"creativity"}
-        bad = sorted(set(self.policy) - known)
+        bad = sorted(set(self.policy) - tunable_fields())
         if bad:
             raise HeadsError(f"packed heads name unknown policy fields {bad}; known: "
-                             f"{sorted(known)}")
+                             f"{sorted(tunable_fields())}")
         try:
             Policy(**self.policy)
         except (TypeError, ValueError) as e:

@@ -31,7 +31,7 @@ and ``docs/results/knob.md``; ``tigerdecode policy show`` prints the table.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 
@@ -287,3 +287,9 @@ class Policy:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def tunable_fields() -> frozenset[str]:
+    """The Policy fields a caller may set (every field but ``creativity``): what ``--set``,
+    heads' ``policy`` and packed heads may name."""
+    return frozenset(f.name for f in fields(Policy)) - {"creativity"}
