@@ -184,7 +184,9 @@ def test_compiled_step_equals_the_eager_path(tiny_llama):
                         heads=heads_for(model, tok), fast=True)
         assert torch.equal(ours, ref)
         for c, seed in ((0.0, None), (0.8, 3)):
-            kw = dict(creativity=c, max_new_tokens=10, seed=seed)
+            # name_hold off: whether a token is held as a name follows the top token, and the
+            # random tiny model's near-tied logits let inductor's last-bit differences flip it
+            kw = dict(creativity=c, max_new_tokens=10, seed=seed, name_hold=0.0)
             _same(*_both(model, tok, **kw))
 
 

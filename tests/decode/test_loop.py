@@ -292,3 +292,56 @@ def test_a_factual_answer_that_never_reaches_a_fact_slot_abstains_at_its_end(tin
     assert out.stop_reasons == ["max_new_tokens"] * 2
     out = run([0.0] * 6, None)  # heads without p_factual: the rule cannot tell, never fires
     assert out.stop_reasons == ["max_new_tokens"] * 2
+
+
+class _NameVocab:
+    """A tokenizer stand-in for the name masks: only ``convert_ids_to_tokens`` and ``len``."""
+
+    def __init__(self, toks):
+        self.toks = toks
+
+    def __len__(self):
+        return len(self.toks)
+
+    def convert_ids_to_tokens(self, ids):
+        return [self.toks[i] for i in ids]
+
+
+def test_name_masks_mark_capitalised_word_starts_and_sentence_ends():
+    from tigerdecode.decode.sampling import name_masks, names_next
+
+    toks = ["Ġthe", "ĠParis", "▁London", ".", "Ġcity.", "Ċ", "Hello", "ĠX", "Ġ", None, "?"]
+    starts, ends = name_masks(_NameVocab(toks), 12, "cpu")  # one id past the vocabulary: padding
+    assert starts.tolist() == [False, True, True, False, False, False, False, True, False, False,
+                               False, False]
+    assert ends.tolist() == [False, False, False, True, True, True, False, False, False, False,
+                             True, False]
+    logits = torch.full((3, 12), -1.0)
+    logits[0, 1] = logits[1, 1] = logits[2, 0] = 5.0  # top: " Paris", " Paris", " the"
+    prev = torch.tensor([0, 3, 0])  # after " the", after "." (a sentence starts), after " the"
+    assert names_next((starts, ends), logits, prev).tolist() == [1.0, 0.0, 0.0]
+
+
+def test_a_name_mid_sentence_is_drawn_greedily_up_to_slot_hold(tiny_llama):
+    from tigerdecode.decode.sampling import name_masks
+
+    model, tok = tiny_llama
+    starts, ends = name_masks(tok, model.config.vocab_size, "cpu")
+    assert starts.any() and ends.any()  # the fixture vocabulary has both kinds
+    gen = ControlledGenerator(model, tok, heads=None, warn=False)
+    seen = {0.0: 0, 1.0: 0}
+    for seed in range(6):
+        (r,) = gen.generate_text(["The capital of Japan is a city called"], creativity=0.5,
+                                 max_new_tokens=16, seed=seed, no_repeat_ngram=0)
+        assert r.trace[0].p_name == 0.0  # the first token starts a sentence
+        for t in r.trace:
+            seen[t.p_name] += 1
+            # a name is held greedy (temperature 0); other tokens keep the schedule's 0.5
+            assert t.temperature == pytest.approx(0.0 if t.p_name == 1.0 else 0.5)
+    assert seen[1.0] > 0 and seen[0.0] > 0  # both cases were exercised
+    (r,) = gen.generate_text(["The capital of Japan is a city called"], creativity=0.5,
+                             max_new_tokens=8, seed=0, name_hold=0.0)
+    assert all(t.p_name is None and t.temperature == pytest.approx(0.5) for t in r.trace)
+    (r,) = gen.generate_text(["The capital of Japan is a city called"], creativity=1.0,
+                             max_new_tokens=8, seed=0)
+    assert all(t.p_name is None for t in r.trace)  # c = 1 samples names freely: not read

@@ -273,3 +273,32 @@ def test_batched_rows_equal_their_solo_runs_when_greedy_and_sampled_steps_mix(ti
 
     batched = run([0, 1, 2])
     assert [run([i])[0] for i in range(3)] == batched
+
+
+def test_hf_processor_holds_a_name_mid_sentence_as_the_loop_does(tiny_llama):
+    from tigerdecode.decode.sampling import name_masks
+
+    model, tok = tiny_llama
+    V = model.config.vocab_size
+    starts, ends = name_masks(tok, V, "cpu")
+    name, plain = int(starts.nonzero()[0]), int((~starts).nonzero()[0])
+    mid, end = int((~ends).nonzero()[0]), int(ends.nonzero()[0])
+    proc = ControlledLogitsProcessor(model, tok, creativity=0.5)
+    ids = torch.tensor([[5, 6, 7]])
+
+    def temp(ids, top):
+        scores = torch.zeros(1, V)
+        scores[0, top] = 3.0
+        proc(ids, scores)
+        return float(proc.last["temperature"][0])
+
+    assert temp(ids, name) == pytest.approx(0.5)  # the first token starts a sentence
+    assert temp(torch.cat([ids, torch.tensor([[mid]])], 1), name) == pytest.approx(0.0)
+    assert temp(torch.cat([ids, torch.tensor([[mid, end]])], 1), name) == pytest.approx(0.5)
+    assert temp(torch.cat([ids, torch.tensor([[mid, end, mid]])], 1), plain) == pytest.approx(0.5)
+    off = ControlledLogitsProcessor(model, None, creativity=0.5)  # no tokenizer: no name signal
+    off(ids, torch.zeros(1, V))
+    scores = torch.zeros(1, V)
+    scores[0, name] = 3.0
+    off(torch.cat([ids, torch.tensor([[mid]])], 1), scores)
+    assert float(off.last["temperature"][0]) == pytest.approx(0.5)

@@ -204,3 +204,25 @@ def test_risk_abstains_before_the_token_only_at_a_fact_slot_of_a_factual_request
     # heads without p_factual keep the old behaviour: the EOS bias acts
     assert float(_full(0, p_stop=0.95).eos_bias[0]) > 0
     assert float(_full(0, p_stop=0.95, p_factual=0.2).eos_bias[0]) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=unit, b=unit, p_slot=maybe_p, p_name=st.sampled_from([None, 0.0, 1.0]),
+       hold=st.floats(0, 1))
+def test_a_name_is_held_like_a_fact_slot_and_stays_monotone(a, b, p_slot, p_name, hold):
+    t = lambda p: None if p is None else torch.tensor([p])  # noqa: E731
+    lo, hi = sorted((a, b))
+    x, y = (Policy(c, name_hold=hold).step(None, None, 2, batch=1, p_slot=t(p_slot),
+                                            p_name=t(p_name)) for c in (lo, hi))
+    assert y.temperature[0] >= x.temperature[0] - 1e-6 and y.top_p[0] >= x.top_p[0] - 1e-6
+    assert y.weights[0, 1] >= x.weights[0, 1] - 1e-6  # the creative member never loses weight
+    free = Policy(lo, name_hold=hold).step(None, None, 2, batch=1, p_slot=t(p_slot))
+    # held: the temperature scaled by 1 - slot_guard * hold (slot_guard 1 up to slot_hold = 0.75,
+    # then falling to 0 at c = 1); a token that starts no name keeps the schedule
+    scale = 1 - Policy(lo).slot_guard * hold if p_name == 1.0 else 1.0
+    assert float(x.temperature[0]) == pytest.approx(float(free.temperature[0]) * scale, abs=1e-6)
+
+
+def test_name_hold_is_checked():
+    with pytest.raises(ValueError, match="name_hold must lie in"):
+        Policy(0.5, name_hold=1.5)

@@ -21,7 +21,15 @@ import torch
 
 from tigerdecode.decode.fast import runner_factory
 from tigerdecode.decode.runner import ModelRunner, left_pad
-from tigerdecode.decode.sampling import NEG_INF, RepeatGuard, StepDecision, blend, draw
+from tigerdecode.decode.sampling import (
+    NEG_INF,
+    RepeatGuard,
+    StepDecision,
+    blend,
+    draw,
+    name_masks,
+    names_next,
+)
 
 
 @dataclass
@@ -29,14 +37,16 @@ class Signals:
     """What the heads say about each row's last position (None without heads, or heads without
     that output): ``p_stop`` the answer is complete, ``p_dev`` it has left the facts, ``p_slot``
     the next token commits to a fact and ``p_risk`` that fact would be wrong (both read before
-    it is drawn), ``p_factual`` the request asks for a fact (read once, at the prompt). Each
-    (B,)."""
+    it is drawn), ``p_factual`` the request asks for a fact (read once, at the prompt);
+    ``p_name`` (no heads needed: read from member 0's logits) 1 where the top next token starts
+    a capitalised word inside a sentence, else 0. Each (B,)."""
 
     p_stop: torch.Tensor | None = None
     p_dev: torch.Tensor | None = None
     p_slot: torch.Tensor | None = None
     p_risk: torch.Tensor | None = None
     p_factual: torch.Tensor | None = None
+    p_name: torch.Tensor | None = None
 
 
 @dataclass
@@ -64,7 +74,7 @@ class Control:
     same n-gram twice (the token that would repeat one is banned). With ``abstain_unslotted`` a
     factual request (``p_factual`` at least ``factual_at``) whose answer ends without ever
     reaching a fact slot ends as an abstention too: it never committed to the fact asked for.
-    ``policy``: the
+    ``reads_names``: the loop fills ``Signals.p_name`` (needs the tokenizer). ``policy``: the
     :class:`~tigerdecode.policy.knob.Policy` when there is one (recorded in results)."""
 
     name = "control"
@@ -77,6 +87,7 @@ class Control:
     abstain_unslotted = False
     factual_at = 0.5
     no_repeat_ngram = 0
+    reads_names = False
 
     def decide(self, signals: Signals, batch: int, device) -> StepDecision:
         raise NotImplementedError
@@ -103,8 +114,8 @@ class DecodeOutput:
     p_factual: list[float] | None = None  # per row: the request asks for a fact (the heads')
 
 
-TRACE_KEYS = ("p_stop", "p_dev", "p_slot", "p_risk", "temperature", "top_p", "weights",
-              "retries")
+TRACE_KEYS = ("p_stop", "p_dev", "p_slot", "p_risk", "p_name", "temperature", "top_p",
+              "weights", "retries")
 _CONTENT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -194,6 +205,15 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
         logits, sig = run.forward()
         t_prefill = time.perf_counter() - t0
         dev = logits[0].device
+        names = name_masks(tokenizer, logits[0].shape[-1], dev) if (
+            control.reads_names and tokenizer is not None) else None
+        if names is not None:  # the first token starts a sentence: no name there
+            sig.p_name = torch.zeros(B, device=dev)
+
+        def name_signal(logits, sig, tok):
+            if names is not None:
+                sig.p_name = names_next(names, logits[0], tok)
+            return logits, sig
         gens = None if seed is None else [
             torch.Generator(device=dev).manual_seed(seed + i) for i in range(B)]
         content = content_mask(tokenizer, logits[0].shape[-1], dev) if (
@@ -231,7 +251,7 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
             last = t == max_new_tokens - 1 and heads is None
             if not last:
                 # ---- step: feed the token, read the heads, decide the next draw ----
-                prev, (logits, sig) = logits, run.forward(tok)
+                prev, (logits, sig) = logits, name_signal(*run.forward(tok), tok)
                 nd = control.decide(sig, B, dev)
                 # ---- retry: undo and redraw the rows the control flags ----
                 for attempt in range(1, control.max_retries + 1):
@@ -241,7 +261,7 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
                     run.undo()
                     tok = torch.where(redo, pick(prev, control.retry(d, attempt), t), tok)
                     retries += redo.long()
-                    logits, sig = run.forward(tok)
+                    logits, sig = name_signal(*run.forward(tok), tok)
                     nd = control.decide(sig, B, dev)
                 if content is not None:
                     gate = content[tok]
@@ -255,7 +275,8 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
             if guard is not None:
                 guard.push(tok.tolist())
             for k, v in (("p_stop", sig.p_stop), ("p_dev", sig.p_dev), ("p_slot", sig_d.p_slot),
-                         ("p_risk", sig_d.p_risk), ("temperature", d.temperature),
+                         ("p_risk", sig_d.p_risk), ("p_name", sig_d.p_name),
+                         ("temperature", d.temperature),
                          ("top_p", d.top_p),
                          ("weights", d.weights), ("retries", retries)):
                 rec[k].append(v)

@@ -14,6 +14,7 @@ distribution, so they commute; min-p first would renormalise before top-p and sh
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -280,3 +281,37 @@ def eos_ids_of(eos) -> list[int]:
     if isinstance(eos, int):
         return [eos]
     return [int(x) for x in eos]
+
+
+_NAMES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_SPACE = ("Ġ", "▁", " ")  # how byte-level BPE, SentencePiece and plain vocabularies mark a space
+_ENDS = (".", "!", "?", ":", ";", '"', "“", "”")
+
+
+def name_masks(tokenizer, vocab: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(V,) bool each: tokens that start a capitalised word after a space (" Paris", " The"),
+    and tokens after which a sentence starts (ending in . ! ? : ; a quote, or a newline).
+    Together they mark where a name is written: a capitalised word not at a sentence start."""
+    cached = _NAMES.get(tokenizer)
+    if cached is None or cached[0].shape[0] != vocab:
+        toks = tokenizer.convert_ids_to_tokens(list(range(min(vocab, len(tokenizer)))))
+        starts, ends = [], []
+        for t in toks:
+            t = t or ""
+            starts.append(len(t) > 1 and t[0] in _SPACE and t[1].isupper())
+            body = t.rstrip("".join(_SPACE))
+            ends.append(body.endswith(_ENDS) or "\n" in t or "Ċ" in t or "<0x0A>" in t)
+        pad = [False] * (vocab - len(toks))
+        cached = (torch.tensor(starts + pad, dtype=torch.bool),
+                  torch.tensor(ends + pad, dtype=torch.bool))
+        _NAMES[tokenizer] = cached
+    return cached[0].to(device), cached[1].to(device)
+
+
+def names_next(masks: tuple[torch.Tensor, torch.Tensor], logits: torch.Tensor,
+               prev: torch.Tensor) -> torch.Tensor:
+    """(B,) float: 1 where the top next token of ``logits`` (B, V) starts a capitalised word and
+    the token just written, ``prev`` (B,), does not end a sentence; else 0."""
+    starts, ends = masks
+    return (starts[logits.argmax(-1)] & ~ends[prev]).float()
+

@@ -22,11 +22,12 @@ class PolicyControl(Control):
         self.abstain_unslotted = policy.abstain_no_slot and policy.use_slot
         self.factual_at = policy.factual_at
         self.no_repeat_ngram = policy.no_repeat_ngram
+        self.reads_names = policy.use_slot and policy.name_hold > 0 and policy.slot_guard > 0
 
     def decide(self, signals: Signals, batch: int, device) -> StepDecision:
         return self.policy.step(signals.p_stop, signals.p_dev, self.n_members, batch=batch,
                                 device=device, p_slot=signals.p_slot, p_risk=signals.p_risk,
-                                p_factual=signals.p_factual)
+                                p_factual=signals.p_factual, p_name=signals.p_name)
 
     def retry(self, d: StepDecision, attempt: int) -> StepDecision:
         return self.policy.retry(d, attempt)

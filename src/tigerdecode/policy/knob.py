@@ -11,6 +11,10 @@ The schedule: ``temperature = t_max * c`` (c = 0 is greedy); ``top_p`` from ``to
 
 - ``p_slot`` (the next token decides a fact) cools that token toward greedy and toward the
   factual member, firmly up to ``slot_hold``, fading to nothing at c = 1;
+- ``p_name`` (training-free, from the logits: the model's top next token starts a capitalised
+  word inside a sentence, where names, places and titles are written) cools that token the same
+  way, scaled by ``name_hold``: inside creative text the fact-slot head rarely fires, and the
+  fact a poem must name is almost always such a word;
 - ``p_factual`` (read once from the prompt: the request asks for a fact, not for creative text)
   gates everything that ends an answer: the EOS bias and abstention act only on factual
   requests, so a poem is never cut short by ``p_stop`` nor answered "I don't know.";
@@ -88,6 +92,7 @@ class Policy:
     abstain_message: str = "I don't know."
     slot_hold: float = 0.75
     slot_gain: float = 10.0
+    name_hold: float = 1.0
     abstain_slot: float = 0.5
     risk_at: float = 0.99
     risk_rise: float = 0.0
@@ -111,7 +116,7 @@ class Policy:
                 raise ValueError(f"Policy.{name} must be a finite number >= 0, got {v!r}")
         for name in ("top_p_min", "top_p_max", "top_p_floor", "min_p_max", "dev_low", "dev_high",
                      "resample_at", "abstain_at", "abstain_below", "slot_hold", "abstain_slot",
-                     "risk_at", "risk_rise", "factual_at"):
+                     "risk_at", "risk_rise", "factual_at", "name_hold"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and 0.0 <= v <= 1.0):
                 raise ValueError(f"Policy.{name} must lie in [0, 1], got {v!r}")
@@ -191,14 +196,17 @@ class Policy:
     def step(self, p_stop: torch.Tensor | None, p_dev: torch.Tensor | None, n_members: int = 1,
              *, batch: int | None = None, device=None, p_slot: torch.Tensor | None = None,
              p_risk: torch.Tensor | None = None,
-             p_factual: torch.Tensor | None = None) -> StepDecision:
+             p_factual: torch.Tensor | None = None,
+             p_name: torch.Tensor | None = None) -> StepDecision:
         """Decisions for a batch given the heads' outputs for each row's last token.
 
         Each signal is (B,) or None (no heads, or heads without it: the schedule alone).
         ``p_slot`` (the next token decides a fact) cools that token toward greedy and toward the
         factual member by ``1 - slot_guard * min(1, slot_gain * p_slot)``; other tokens keep the
         schedule. ``slot_gain`` > 1 acts on the head's ranking where its probabilities are small
-        (fact slots inside creative text score far below those of a direct answer).
+        (fact slots inside creative text score far below those of a direct answer). ``p_name``
+        (1 where the top next token starts a capitalised word inside a sentence) cools by
+        ``1 - slot_guard * name_hold * p_name`` on top.
         ``p_factual`` < ``factual_at`` (a creative request) switches off the EOS bias and
         abstention; ``p_risk`` at a fact slot (``p_slot >= abstain_slot``) at or above
         :attr:`risk_threshold` abstains before the token is drawn (``abstain_now``; the loop
@@ -217,6 +225,8 @@ class Policy:
             cool = full(1.0)
         if p_slot is not None and self.use_slot and self.slot_guard > 0:
             cool = cool * (1.0 - self.slot_guard * (self.slot_gain * p_slot.float()).clamp(0, 1))
+        if p_name is not None and self.use_slot and self.name_hold > 0 and self.slot_guard > 0:
+            cool = cool * (1.0 - self.slot_guard * self.name_hold * p_name.float().clamp(0, 1))
         temperature = self.temperature * cool
         top_p = self.top_p_floor + (self.top_p - self.top_p_floor) * cool
         min_p = full(self.min_p)

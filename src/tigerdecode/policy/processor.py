@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import torch
 
-from tigerdecode.decode.sampling import RepeatGuard, check_finite, eos_ids_of, process
+from tigerdecode.decode.sampling import (
+    RepeatGuard,
+    check_finite,
+    eos_ids_of,
+    name_masks,
+    names_next,
+    process,
+)
 from tigerdecode.model.taps import HiddenStateTap
 from tigerdecode.policy.knob import Policy
 
@@ -26,7 +33,8 @@ class ControlledLogitsProcessor:
     processor applies the policy's temperature and top-p itself. Without ``heads`` it applies the
     schedule only. The processor returns new scores and never modifies its input. The per-token
     policy acts as in tigerdecode's own loop (fact slots cooled, EOS bias only on factual
-    requests, ``p_factual`` read at the first step of each generation, no n-gram written twice);
+    requests, ``p_factual`` read at the first step of each generation, no n-gram written twice,
+    capitalised words inside a sentence held like fact slots when ``tokenizer`` is given);
     abstention cannot end a row inside HF's loop, so it does not happen here.
     """
 
@@ -38,6 +46,8 @@ class ControlledLogitsProcessor:
             eos_token_id = tokenizer.eos_token_id if tokenizer is not None else \
                 model.generation_config.eos_token_id
         self.eos_ids = eos_ids_of(eos_token_id)
+        p = self.policy
+        self.tokenizer = tokenizer if p.use_slot and p.name_hold > 0 and p.slot_guard > 0 else None
         self.tap = HiddenStateTap(model, heads.layers) if heads is not None else None
         self.last: dict[str, torch.Tensor] = {}
         self._factual: torch.Tensor | None = None
@@ -75,10 +85,15 @@ class ControlledLogitsProcessor:
             if new_run or self._factual is None:
                 self._factual = p.get("factual")  # the first step reads the prompt's state
         self._len = input_ids.shape[-1]
+        p_name = None
+        if self.tokenizer is not None:  # as the loop: read before the repetition guard
+            p_name = torch.zeros(scores.shape[0], device=scores.device) if new_run else \
+                names_next(name_masks(self.tokenizer, scores.shape[-1], scores.device), scores,
+                           input_ids[:, -1].to(scores.device))
         if self._guard is not None:
             scores = self._guard.apply(scores)
         p_stop, p_dev = p.get("stop"), p.get("dev")
         d = self.policy.step(p_stop, p_dev, 1, batch=scores.shape[0], device=scores.device,
-                             p_slot=p.get("slot"), p_factual=self._factual)
+                             p_slot=p.get("slot"), p_factual=self._factual, p_name=p_name)
         self.last = {"p_stop": p_stop, "p_dev": p_dev, "temperature": d.temperature}
         return process([scores], d, self.eos_ids).to(scores.dtype)
