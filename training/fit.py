@@ -45,7 +45,8 @@ from tigerdecode.training.fit_plan import (
 )
 
 STAGES = ("measure", "data-qa", "data-open", "heads", "judge", "publish", "eval-heads",
-          "eval-judge", "card")
+          "bars", "eval-judge", "card")
+BARS_BUDGET = 0.05  # the share of right answers abstention may lose (`policy risk --budget`)
 WORK_FORMAT = 1
 
 
@@ -542,6 +543,36 @@ class Fit:
                 "n_creative": int((~fact).sum()),
                 "creative_mean_p_wrong": float(p[~fact].mean()) if (~fact).any() else None}
 
+    def stage_bars(self) -> dict:
+        """The abstention bars for these heads, chosen as `tigerdecode policy risk --write`
+        does: validation-relation facts asked as questions and completions, decoded once at
+        creativity 0 with abstention off, the lowest bars within the error budget. Too few right
+        answers (the model knows too few of these facts): none are chosen, and the card says
+        so; the policy's defaults then apply."""
+        from tigerdecode.api import ControlledGenerator
+        from tigerdecode.eval import risk
+        from tigerdecode.heads import ControlHeads
+        from tigerdecode.qa.forms import with_forms
+
+        p = self.plan
+        heads = ControlHeads.load(self.work / "heads", model=self.model, tokenizer=self.tok)
+        if "risk" not in heads.config.outputs:
+            return {"policy": None, "why": "the heads have no p_risk output"}
+        facts = self.qa_items("validation", p.n_eval, 2)
+        items = with_forms(facts, ("question", "completion"), seed=self.req.seed)
+        if not items:
+            return {"policy": None, "why": f"{self.qa_path} has no validation relations"}
+        gen = ControlledGenerator(self.model, self.tok, heads=heads, warn=False)
+        res = risk.run(gen, items, [], [0.0], budget=BARS_BUDGET,
+                       max_new_tokens=p.eval_max_new_tokens, batch=p.batch_size,
+                       seed=self.req.seed, progress=False)
+        lv = res["levels"][0]
+        bars = risk.chosen_bars(res)
+        return {"policy": bars, "budget": BARS_BUDGET, "n_items": len(items),
+                "n_right": lv["n_right"], "n_wrong": lv["n_wrong"],
+                "why": None if bars is not None else
+                f"{lv['n_right']} right answers (at least {risk.MIN_RIGHT} are needed)"}
+
     def stage_eval_judge(self) -> dict:
         if self.judge_eval is None:
             return {"skipped": "no judge evaluator given (the CLI runs `judge eval`'s)"}
@@ -576,6 +607,12 @@ class Fit:
         heads_metrics["evaluations"] = {**heads_metrics.get("evaluations", {}),
                                         "fit_test_relations": done["eval-heads"]["heads"]}
         heads_metrics["fit"] = fit_info
+        bars = done["bars"].get("policy")
+        if bars:  # generation with these heads uses them by default (api.head_defaults)
+            heads_metrics["policy"] = bars
+            heads_metrics["policy_source"] = (
+                f"tigerdecode fit: policy risk on {done['bars']['n_items']} validation-relation "
+                f"answers at creativity 0, error budget {done['bars']['budget']}")
         judge_metrics["evaluations"] = {**judge_metrics.get("evaluations", {}),
                                         "fit_test_relations": done["eval-heads"]["judge"],
                                         "fit_end_to_end": done["eval-judge"]}

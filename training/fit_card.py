@@ -20,6 +20,21 @@ def _prompt_format(tokenizer) -> str:
             f"`{BASE_TEMPLATE!r}` (`tigerdecode.model.prompting.BASE_TEMPLATE`)")
 
 
+def _bars_line(b: dict | None) -> str:
+    if not b:
+        return "Abstention bars: not chosen by this fit (it predates the bars stage)."
+    if b.get("policy"):
+        return (f"**Abstention bars** (`policy` in metrics.json, applied by default when "
+                f"generating with these heads): {b['policy']}, the lowest within an error budget "
+                f"of {b['budget']:.0%} of the right answers on {b['n_items']} validation-relation "
+                f"answers at creativity 0 ({b['n_right']} right, {b['n_wrong']} wrong), as "
+                "`tigerdecode policy risk` chooses them.")
+    return (f"**Abstention bars**: not chosen ({b.get('why')}); the policy's defaults apply, "
+            "which were chosen for the default model and may abstain far too often here. "
+            "Choose them on facts this model knows: `tigerdecode policy risk --heads DIR "
+            "--qa FILE --split validation --write`.")
+
+
 def render_card(req, plan, fp, tokenizer, done: dict, heads_metrics: dict, out, judge_out
                 ) -> str:
     """The card's markdown. ``done``: each stage's summary (``Fit.stage``)."""
@@ -115,6 +130,8 @@ def render_card(req, plan, fp, tokenizer, done: dict, heads_metrics: dict, out, 
         f"p_dev token AUROC {_f(v['p_dev']['token_auroc'])}, answer AUROC "
         f"{_f(v['p_dev']['answer_auroc'])}, p_stop AUROC {_f(v['p_stop']['auroc'])}; judge "
         f"AUROC {_f(done['judge']['validation_auroc'])}.",
+        "",
+        _bars_line(done.get("bars")),
         "",
         "## Time",
         "",

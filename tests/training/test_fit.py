@@ -122,6 +122,10 @@ def test_quick_fit_end_to_end_then_auto_finds_the_heads(reference, fit_inputs, m
     card = (heads / "MODEL_CARD.md").read_text()
     assert "## Held-out relations" in card and "mean_logprob" in card and "--quick" in card
     assert "held-out relations: p_dev answer AUROC" in reference["output"]
+    # the bars stage ran; a random tiny model answers too few facts right to choose bars from,
+    # so none are stored and the card says why and how to choose them
+    assert "policy" not in metrics and "**Abstention bars**: not chosen (" in card
+    assert "tigerdecode policy risk --heads DIR" in card
 
     # heads="auto" now finds them (nothing ships for this model), and the trace carries p_dev
     enc = tok(["The favourite colour of person number 3 is"], return_tensors="pt")
@@ -139,13 +143,13 @@ def test_quick_fit_end_to_end_then_auto_finds_the_heads(reference, fit_inputs, m
     again = CliRunner().invoke(main, ["fit", fit_inputs["model"], "--quick", "--no-progress",
                                       *_args(fit_inputs)])
     assert again.exit_code == 0, again.output
-    assert again.output.count("done in an earlier run") == 8
+    assert again.output.count("done in an earlier run") == 9
     # another --out: published there from the work directory, nothing retrained
     moved = reference["cache"] / "elsewhere" / "h"
     again = CliRunner().invoke(main, ["fit", fit_inputs["model"], "--quick", "--no-progress",
                                       "--out", str(moved), *_args(fit_inputs)])
     assert again.exit_code == 0, again.output
-    assert again.output.count("done in an earlier run") == 6 and "outside" not in again.output
+    assert again.output.count("done in an earlier run") == 7 and "outside" not in again.output
     assert _digest(moved, SAME_FILES) == _digest(heads, SAME_FILES)
     assert (moved / "MODEL_CARD.md").is_file() and (moved.parent / "h-judge").is_dir()
     assert "(not these: pass the folder above explicitly)" in again.output
@@ -273,7 +277,7 @@ def test_budget_scales_the_facts_and_says_what_it_chose():
     greedy = replace(full_plan(30), qa_settings="greedy")
     assert estimate(greedy, slow)["data-qa"] == estimate(greedy, TP)["data-qa"]
     assert list(estimate(full_plan(30), TP)) == ["data-qa", "data-open", "heads", "judge",
-                                                 "publish", "eval-heads", "eval-judge", "card"]
+                                                 "publish", "eval-heads", "bars", "eval-judge", "card"]
 
 
 def test_a_budget_too_small_names_the_minimum():
@@ -362,4 +366,19 @@ def test_missing_data_files_are_named(fit_inputs, tmp_path, monkeypatch):
     res = CliRunner().invoke(main, ["fit", fit_inputs["model"], "--quick", "--qa",
                                     str(tmp_path / "nope.jsonl")])
     assert res.exit_code != 0 and "--qa" in res.output and "is not a file" in res.output
+
+
+def test_the_card_states_the_bars_the_fit_chose_or_why_not():
+    from tigerdecode.eval.risk import chosen_bars
+    from tigerdecode.training.fit_card import _bars_line
+
+    assert chosen_bars({"abstain_at": None, "risk_at": None, "too_few_right": 3}) is None
+    res = {"abstain_at": 0.9, "risk_at": 0.99, "abstain_rise": None, "risk_rise": 0.0}
+    assert chosen_bars(res) == {"abstain_at": 0.9, "risk_at": 0.99, "risk_rise": 0.0}
+    line = _bars_line({"policy": {"abstain_at": 0.9, "risk_at": 0.99}, "budget": 0.05,
+                       "n_items": 300, "n_right": 80, "n_wrong": 220})
+    assert "0.9" in line and "5%" in line and "80 right, 220 wrong" in line
+    assert "not chosen (3 right answers" in _bars_line(
+        {"policy": None, "why": "3 right answers (at least 20 are needed)"})
+    assert "predates" in _bars_line(None)
 

@@ -44,7 +44,8 @@ def fit_cmd(model_name, budget_minutes, quick, out, work_dir, qa_path, open_path
 
     MODEL is 'default', a Hugging Face directory, a .gguf file or a cached hub id. Stages:
     data (facts in three forms, open prompts), heads, judge, evaluation on held-out relations
-    beside the training-free signals, model card. Kill it and rerun the same command: it
+    beside the training-free signals, abstention bars chosen on validation relations, model
+    card. Kill it and rerun the same command: it
     resumes (finished stages and data units are kept).
     """
     import shutil

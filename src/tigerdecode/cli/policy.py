@@ -234,16 +234,15 @@ def _write_bars(heads_dir, res: dict, split: str, topics) -> None:
     """Record the chosen bars in the checkpoint's metrics.json (``policy``), atomically."""
     from pathlib import Path
 
-    if res.get("abstain_at") is None or res.get("risk_at") is None:
+    from tigerdecode.eval.risk import chosen_bars
+
+    bars = chosen_bars(res)
+    if bars is None:
         raise click.ClickException(f"no bars were chosen ({res.get('too_few_right')} right "
                                    "answers are too few), so nothing was written; choose them "
                                    "on items the model knows more of (--qa, --topic)")
     path = Path(heads_dir) / "metrics.json"
     metrics = json.loads(path.read_text()) if path.is_file() else {}
-    bars = {"abstain_at": res["abstain_at"], "risk_at": res["risk_at"]}
-    for key in ("abstain_rise", "risk_rise"):
-        if res.get(key) is not None:
-            bars[key] = res[key]
     metrics["policy"] = bars
     metrics["policy_source"] = (f"tigerdecode policy risk, split {split}"
                                 + (f", topics {list(topics)}" if topics else "")

@@ -159,6 +159,18 @@ def run(gen, items, creative_prompts: list[str], creativities, *, budget: float 
     return out
 
 
+def chosen_bars(res: dict) -> dict | None:
+    """The Policy fields :func:`run` chose (``abstain_at``, ``risk_at`` and their rises when
+    several creativities were decoded), or None when it chose none (too few right answers)."""
+    if res.get("abstain_at") is None or res.get("risk_at") is None:
+        return None
+    bars = {"abstain_at": res["abstain_at"], "risk_at": res["risk_at"]}
+    for key in ("abstain_rise", "risk_rise"):
+        if res.get(key) is not None:
+            bars[key] = res[key]
+    return bars
+
+
 def table(res: dict, every: int = 4) -> str:
     """Both curves at every ``every``-th bar plus the chosen ones, per creativity."""
     lines = [f"error budget: at most {res['budget']:.0%} of the right answers abstain", ""]
