@@ -555,6 +555,8 @@ class Fit:
         from tigerdecode.qa.forms import with_forms
 
         p = self.plan
+        # a fit finished before this stage existed wrote its card without bars: redo the card
+        (self.work / "done" / "card.json").unlink(missing_ok=True)
         heads = ControlHeads.load(self.work / "heads", model=self.model, tokenizer=self.tok)
         if "risk" not in heads.config.outputs:
             return {"policy": None, "why": "the heads have no p_risk output"}

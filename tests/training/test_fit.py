@@ -144,6 +144,15 @@ def test_quick_fit_end_to_end_then_auto_finds_the_heads(reference, fit_inputs, m
                                       *_args(fit_inputs)])
     assert again.exit_code == 0, again.output
     assert again.output.count("done in an earlier run") == 9
+    # a fit finished before the bars stage existed: the stage runs, and the card is redone
+    work = next(p for p in (reference["cache"] / "fit").iterdir() if p.is_dir())
+    (work / "done" / "bars.json").unlink()
+    again = CliRunner().invoke(main, ["fit", fit_inputs["model"], "--quick", "--no-progress",
+                                      *_args(fit_inputs)])
+    assert again.exit_code == 0, again.output
+    assert again.output.count("done in an earlier run") == 7
+    assert "bars ..." in again.output and "card ..." in again.output
+    assert "**Abstention bars**" in (heads / "MODEL_CARD.md").read_text()
     # another --out: published there from the work directory, nothing retrained
     moved = reference["cache"] / "elsewhere" / "h"
     again = CliRunner().invoke(main, ["fit", fit_inputs["model"], "--quick", "--no-progress",
