@@ -350,7 +350,12 @@ class Fit:
         self.republish_if_missing()
         results = {}
         try:
+            ran = False
             for i, stage in enumerate(STAGES[1:], start=1):
+                if stage == "card" and ran:  # the card sums up the stages: redo it when one ran
+                    (self.work / "done" / "card.json").unlink(missing_ok=True)
+                marker = self.work / "done" / f"{stage}.json"
+                ran |= not marker.is_file()
                 results[stage] = self.stage(i, stage)
         finally:
             self.overall.close()
@@ -555,8 +560,6 @@ class Fit:
         from tigerdecode.qa.forms import with_forms
 
         p = self.plan
-        # a fit finished before this stage existed wrote its card without bars: redo the card
-        (self.work / "done" / "card.json").unlink(missing_ok=True)
         heads = ControlHeads.load(self.work / "heads", model=self.model, tokenizer=self.tok)
         if "risk" not in heads.config.outputs:
             return {"policy": None, "why": "the heads have no p_risk output"}

@@ -14,7 +14,6 @@ rewrite ban all implement it.
 from __future__ import annotations
 
 import time
-import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -29,6 +28,7 @@ from tigerdecode.decode.sampling import (
     draw,
     name_masks,
     names_next,
+    token_flags,
 )
 
 
@@ -116,18 +116,15 @@ class DecodeOutput:
 
 TRACE_KEYS = ("p_stop", "p_dev", "p_slot", "p_risk", "p_name", "temperature", "top_p",
               "weights", "retries")
-_CONTENT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _has_alnum(t: str) -> bool:
+    return any(ch.isalnum() for ch in t)
 
 
 def content_mask(tokenizer, vocab: int, device) -> torch.Tensor:
     """(V,) bool: tokens with a letter or digit (where a fact can sit)."""
-    cached = _CONTENT.get(tokenizer)
-    if cached is None or cached.shape[0] != vocab:
-        toks = tokenizer.convert_ids_to_tokens(list(range(min(vocab, len(tokenizer)))))
-        flags = [any(ch.isalnum() for ch in (t or "")) for t in toks]
-        cached = torch.tensor(flags + [False] * (vocab - len(flags)), dtype=torch.bool)
-        _CONTENT[tokenizer] = cached
-    return cached.to(device)
+    return token_flags(tokenizer, vocab, device, _has_alnum)
 
 
 class _Members:

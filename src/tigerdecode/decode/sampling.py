@@ -283,29 +283,37 @@ def eos_ids_of(eos) -> list[int]:
     return [int(x) for x in eos]
 
 
-_NAMES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_FLAGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> {key: (V,)}
 _SPACE = ("Ġ", "▁", " ")  # how byte-level BPE, SentencePiece and plain vocabularies mark a space
 _ENDS = (".", "!", "?", ":", ";", '"', "“", "”")
+
+
+def token_flags(tokenizer, vocab: int, device, flag) -> torch.Tensor:
+    """(V,) bool: ``flag(token string)`` for every id of ``tokenizer`` (False for ids past its
+    vocabulary), computed once per tokenizer, vocabulary size and ``flag`` function."""
+    per = _FLAGS.setdefault(tokenizer, {})
+    key = (flag, vocab)
+    if key not in per:
+        toks = tokenizer.convert_ids_to_tokens(list(range(min(vocab, len(tokenizer)))))
+        per[key] = torch.tensor([bool(flag(t or "")) for t in toks] + [False] * (vocab - len(toks)),
+                                dtype=torch.bool)
+    return per[key].to(device)
+
+
+def _starts_capitalised(t: str) -> bool:
+    return len(t) > 1 and t[0] in _SPACE and t[1].isupper()
+
+
+def _ends_sentence(t: str) -> bool:
+    return t.rstrip("".join(_SPACE)).endswith(_ENDS) or "\n" in t or "Ċ" in t or "<0x0A>" in t
 
 
 def name_masks(tokenizer, vocab: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(V,) bool each: tokens that start a capitalised word after a space (" Paris", " The"),
     and tokens after which a sentence starts (ending in . ! ? : ; a quote, or a newline).
     Together they mark where a name is written: a capitalised word not at a sentence start."""
-    cached = _NAMES.get(tokenizer)
-    if cached is None or cached[0].shape[0] != vocab:
-        toks = tokenizer.convert_ids_to_tokens(list(range(min(vocab, len(tokenizer)))))
-        starts, ends = [], []
-        for t in toks:
-            t = t or ""
-            starts.append(len(t) > 1 and t[0] in _SPACE and t[1].isupper())
-            body = t.rstrip("".join(_SPACE))
-            ends.append(body.endswith(_ENDS) or "\n" in t or "Ċ" in t or "<0x0A>" in t)
-        pad = [False] * (vocab - len(toks))
-        cached = (torch.tensor(starts + pad, dtype=torch.bool),
-                  torch.tensor(ends + pad, dtype=torch.bool))
-        _NAMES[tokenizer] = cached
-    return cached[0].to(device), cached[1].to(device)
+    return (token_flags(tokenizer, vocab, device, _starts_capitalised),
+            token_flags(tokenizer, vocab, device, _ends_sentence))
 
 
 def names_next(masks: tuple[torch.Tensor, torch.Tensor], logits: torch.Tensor,

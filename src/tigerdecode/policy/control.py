@@ -22,7 +22,7 @@ class PolicyControl(Control):
         self.abstain_unslotted = policy.abstain_no_slot and policy.use_slot
         self.factual_at = policy.factual_at
         self.no_repeat_ngram = policy.no_repeat_ngram
-        self.reads_names = policy.use_slot and policy.name_hold > 0 and policy.slot_guard > 0
+        self.reads_names = policy.reads_names
 
     def decide(self, signals: Signals, batch: int, device) -> StepDecision:
         return self.policy.step(signals.p_stop, signals.p_dev, self.n_members, batch=batch,

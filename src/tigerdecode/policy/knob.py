@@ -152,6 +152,11 @@ class Policy:
         return max(0.0, (1.0 - self.creativity) / max(1.0 - self.slot_hold, 1e-9))
 
     @property
+    def reads_names(self) -> bool:
+        """Whether ``p_name`` acts at this creativity (``name_hold`` on, fact slots held)."""
+        return self.use_slot and self.name_hold > 0 and self.slot_guard > 0
+
+    @property
     def temperature(self) -> float:
         return self.t_max * self.creativity
 
@@ -225,7 +230,7 @@ class Policy:
             cool = full(1.0)
         if p_slot is not None and self.use_slot and self.slot_guard > 0:
             cool = cool * (1.0 - self.slot_guard * (self.slot_gain * p_slot.float()).clamp(0, 1))
-        if p_name is not None and self.use_slot and self.name_hold > 0 and self.slot_guard > 0:
+        if p_name is not None and self.reads_names:
             cool = cool * (1.0 - self.slot_guard * self.name_hold * p_name.float().clamp(0, 1))
         temperature = self.temperature * cool
         top_p = self.top_p_floor + (self.top_p - self.top_p_floor) * cool

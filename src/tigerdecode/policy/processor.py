@@ -46,8 +46,8 @@ class ControlledLogitsProcessor:
             eos_token_id = tokenizer.eos_token_id if tokenizer is not None else \
                 model.generation_config.eos_token_id
         self.eos_ids = eos_ids_of(eos_token_id)
-        p = self.policy
-        self.tokenizer = tokenizer if p.use_slot and p.name_hold > 0 and p.slot_guard > 0 else None
+        self.tokenizer = tokenizer if self.policy.reads_names else None
+        self._names: tuple[torch.Tensor, torch.Tensor] | None = None  # name_masks, once
         self.tap = HiddenStateTap(model, heads.layers) if heads is not None else None
         self.last: dict[str, torch.Tensor] = {}
         self._factual: torch.Tensor | None = None
@@ -87,9 +87,10 @@ class ControlledLogitsProcessor:
         self._len = input_ids.shape[-1]
         p_name = None
         if self.tokenizer is not None:  # as the loop: read before the repetition guard
+            if self._names is None or self._names[0].shape[0] != scores.shape[-1]:
+                self._names = name_masks(self.tokenizer, scores.shape[-1], scores.device)
             p_name = torch.zeros(scores.shape[0], device=scores.device) if new_run else \
-                names_next(name_masks(self.tokenizer, scores.shape[-1], scores.device), scores,
-                           input_ids[:, -1].to(scores.device))
+                names_next(self._names, scores, input_ids[:, -1].to(scores.device))
         if self._guard is not None:
             scores = self._guard.apply(scores)
         p_stop, p_dev = p.get("stop"), p.get("dev")
