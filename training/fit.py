@@ -47,6 +47,7 @@ from tigerdecode.training.fit_plan import (
 STAGES = ("measure", "data-qa", "data-open", "heads", "judge", "publish", "eval-heads",
           "bars", "eval-judge", "card")
 BARS_BUDGET = 0.05  # the share of right answers abstention may lose (`policy risk --budget`)
+EASY_FACTS = "easy_validation_facts.jsonl"  # the bars stage's second part (data/README.md)
 WORK_FORMAT = 1
 
 
@@ -557,6 +558,7 @@ class Fit:
         from tigerdecode.api import ControlledGenerator
         from tigerdecode.eval import risk
         from tigerdecode.heads import ControlHeads
+        from tigerdecode.qa.data import dataset_path, load_qa
         from tigerdecode.qa.forms import with_forms
 
         p = self.plan
@@ -567,13 +569,20 @@ class Fit:
         items = with_forms(facts, ("question", "completion"), seed=self.req.seed)
         if not items:
             return {"policy": None, "why": f"{self.qa_path} has no validation relations"}
+        # beside them, validation-relation facts most models know, as a part of their own: the
+        # budget holds in both, so the bars do not serve obscure facts at the cost of easy ones
+        easy = load_qa(dataset_path(EASY_FACTS))
+        random.Random(self.req.seed).shuffle(easy)
+        easy = easy[:p.n_eval]
+        parts = ["relations"] * len(items) + ["easy"] * len(easy)
         gen = ControlledGenerator(self.model, self.tok, heads=heads, warn=False)
-        res = risk.run(gen, items, [], [0.0], budget=BARS_BUDGET,
+        res = risk.run(gen, items + easy, [], [0.0], budget=BARS_BUDGET,
                        max_new_tokens=p.eval_max_new_tokens, batch=p.batch_size,
-                       seed=self.req.seed, progress=False)
+                       seed=self.req.seed, progress=False, parts=parts)
         lv = res["levels"][0]
         bars = risk.chosen_bars(res)
-        return {"policy": bars, "budget": BARS_BUDGET, "n_items": len(items),
+        return {"policy": bars, "budget": BARS_BUDGET, "n_items": len(items) + len(easy),
+                "n_easy": len(easy), "parts": lv.get("parts"),
                 "n_right": lv["n_right"], "n_wrong": lv["n_wrong"],
                 "why": None if bars is not None else
                 f"{lv['n_right']} right answers (at least {risk.MIN_RIGHT} are needed)"}

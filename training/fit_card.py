@@ -25,10 +25,12 @@ def _bars_line(b: dict | None) -> str:
         return "Abstention bars: not chosen by this fit (it predates the bars stage)."
     if b.get("policy"):
         return (f"**Abstention bars** (`policy` in metrics.json, applied by default when "
-                f"generating with these heads): {b['policy']}, the lowest within an error budget "
+                f"generating with these heads): {b['policy']}, chosen within an error budget "
                 f"of {b['budget']:.0%} of the right answers on {b['n_items']} validation-relation "
-                f"answers at creativity 0 ({b['n_right']} right, {b['n_wrong']} wrong), as "
-                "`tigerdecode policy risk` chooses them.")
+                f"answers at creativity 0 ({b['n_right']} right, {b['n_wrong']} wrong"
+                + (f"; {b['n_easy']} of them easy validation facts, the budget holding in both "
+                   "parts" if b.get("n_easy") else "")
+                + "), as `tigerdecode policy risk` chooses them.")
     return (f"**Abstention bars**: not chosen ({b.get('why')}); the policy's defaults apply, "
             "which were chosen for the default model and may abstain far too often here. "
             "Choose them on facts this model knows: `tigerdecode policy risk --heads DIR "

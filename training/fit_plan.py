@@ -136,7 +136,8 @@ def estimate(plan: Plan, tp: Throughput) -> dict[str, float]:
         "eval-heads": (plan.n_eval + plan.n_creative_eval) * plan.eval_max_new_tokens
         * _per_token(plan.eval_settings, tp) + plan.n_eval * tp.reencode_s_per_answer * 2,
         # validation facts as questions and completions, controlled decoding at creativity 0
-        "bars": plan.n_eval * 2 * plan.eval_max_new_tokens * tp.sample_s_per_token,
+        # validation-relation facts in two forms plus as many easy validation facts
+        "bars": plan.n_eval * 3 * plan.eval_max_new_tokens * tp.sample_s_per_token,
         # without and with the judge (controlled decoding is slower than a data build step,
         # a rejected answer is decoded again), plus the creative prompts
         "eval-judge": (plan.n_judge_eval * 4 + plan.n_creative_eval // 2 * 4)

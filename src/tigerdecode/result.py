@@ -22,6 +22,7 @@ class TokenTrace:
     p_slot: float | None = None  # read before the token was drawn: does it commit to a fact?
     p_risk: float | None = None  # read before the token was drawn: would that fact be wrong?
     p_name: float | None = None  # 1: the top next token started a capitalised word mid-sentence
+    logprob: float | None = None  # the token's log-probability under the model's own logits
     temperature: float | None = None
     top_p: float | None = None
     member_weights: list[float] | None = None

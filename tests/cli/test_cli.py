@@ -117,8 +117,9 @@ def test_policy_show_table_and_overrides():
     assert res.exit_code == 0, res.output
     lines = res.output.strip().splitlines()
     assert lines[0].startswith("| creativity | temperature |") and len(lines) == 2 + 5
-    flat = CliRunner().invoke(main, ["policy", "show", "--json", "--set", "abstain_at=0.95"])
-    assert {r["abstain_at"] for r in json.loads(flat.stdout) if r["abstains"]} == {0.95}
+    flat = CliRunner().invoke(main, ["policy", "show", "--json", "--set", "abstain_at=0.9",
+                                     "--set", "abstain_rise=0"])
+    assert {r["abstain_at"] for r in json.loads(flat.stdout) if r["abstains"]} == {0.9}
     bad = CliRunner().invoke(main, ["policy", "show", "--set", "nope=1"])
     assert bad.exit_code == 2 and "Policy field" in bad.output
 

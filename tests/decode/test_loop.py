@@ -294,6 +294,43 @@ def test_a_factual_answer_that_never_reaches_a_fact_slot_abstains_at_its_end(tin
     assert out.stop_reasons == ["max_new_tokens"] * 2
 
 
+def test_a_factual_answer_written_unsure_abstains_at_its_end(tiny_llama):
+    """abstain_logprob: the mean log-probability of the drawn tokens under the model's own
+    logits, recomputed here by a teacher-forced forward, decides; creative rows never abstain."""
+    from tigerdecode.decode.loop import decode
+
+    model, tok = tiny_llama
+    inp = encode_prompts(tok, PROMPTS, raw=True)
+    members = [(model, inp["input_ids"], inp["attention_mask"])]
+
+    def run(bar, factual=(0.9, 0.9)):
+        c = _gate_control(True, dev=False)
+        c.abstain_logprob = bar
+        return decode(members, c, max_new_tokens=5, eos_ids=[], pad_id=2, tokenizer=tok,
+                      heads=_ScheduledHeads([1.0] * 6, factual=list(factual)))
+
+    ref = run(None)
+    assert ref.stop_reasons == ["max_new_tokens"] * 2
+    means = []
+    for i in range(2):
+        ids = torch.cat([inp["input_ids"][i], ref.tokens[i]])
+        mask = torch.cat([inp["attention_mask"][i], torch.ones(5, dtype=torch.long)])
+        with torch.no_grad():
+            logits = model(ids[None], attention_mask=mask[None]).logits[0].float()
+        n = inp["input_ids"].shape[1]
+        lp = torch.log_softmax(logits[n - 1:-1], -1).gather(1, ref.tokens[i][:, None])[:, 0]
+        assert ref.trace["logprob"][i] == pytest.approx(lp.tolist(), abs=1e-4)  # the trace
+        means.append(float(lp.mean()))
+    lo, hi = min(means), max(means)
+    out = run((lo + hi) / 2)  # between the two rows' means: only the less sure row abstains
+    assert out.stop_reasons == ["abstain" if m < (lo + hi) / 2 else "max_new_tokens"
+                                for m in means]
+    assert out.tokens.tolist() == ref.tokens.tolist()  # decided at the end: same tokens
+    assert run(lo - 0.5).stop_reasons == ["max_new_tokens"] * 2
+    assert run(hi + 0.5).stop_reasons == ["abstain"] * 2
+    assert run(hi + 0.5, factual=(0.9, 0.1)).stop_reasons == ["abstain", "max_new_tokens"]
+
+
 class _NameVocab:
     """A tokenizer stand-in for the name masks: only ``convert_ids_to_tokens`` and ``len``."""
 

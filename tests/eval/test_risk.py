@@ -11,7 +11,8 @@ from tigerdecode.result import GenerationResult, TokenTrace
 
 def _result(steps, p_factual=0.9):
     """steps: (token, p_slot read before it, p_risk read before it, p_dev after it)."""
-    trace = [TokenTrace(token=w, token_id=0, p_slot=s, p_risk=r, p_dev=d) for w, s, r, d in steps]
+    trace = [TokenTrace(token=w, token_id=0, p_slot=s, p_risk=r, p_dev=d, logprob=-0.5 * i)
+             for i, (w, s, r, d) in enumerate(steps)]
     return GenerationResult(text="x", token_ids=[0] * len(steps), trace=trace,
                             p_factual=p_factual)
 
@@ -21,13 +22,14 @@ def test_peaks_start_at_the_first_fact_slot_of_a_factual_request():
     steps = [(" The", 0.1, 0.99, 0.99), (" capital", 0.2, 0.9, 0.98), (" is", 0.3, 0.1, 0.2),
              (" Par", 0.8, 0.7, 0.3), ("is", 0.9, 0.2, 0.6), (".", 0.1, 0.1, 0.95)]
     # risk: read at " Par"; dev: content tokens from " Par" on (the "." is not content)
-    assert peaks(_result(steps), pol) == pytest.approx((0.7, 0.6, 0.0))
-    assert peaks(_result(steps, p_factual=0.2), pol) == (0.0, 0.0, 0.0)  # a creative request
+    # the fourth value: the mean token log-probability (-0.5 * (0 + 1 + ... + 5) / 6)
+    assert peaks(_result(steps), pol) == pytest.approx((0.7, 0.6, 0.0, -1.25))
+    assert peaks(_result(steps, p_factual=0.2), pol) == (0.0, 0.0, 0.0, 0.0)  # creative
     # never reaches a fact slot: kept by default, abstained at its end with abstain_no_slot
-    assert peaks(_result(steps[:3]), pol) == (0.0, 0.0, 0.0)
+    assert peaks(_result(steps[:3]), pol) == pytest.approx((0.0, 0.0, 0.0, -0.5))
     no_slot = Policy(0.0, abstain_no_slot=True)
-    assert peaks(_result(steps[:3]), no_slot) == (0.0, 0.0, 1.0)
-    assert peaks(_result(steps[:3], p_factual=0.2), no_slot) == (0.0, 0.0, 0.0)  # creative
+    assert peaks(_result(steps[:3]), no_slot) == pytest.approx((0.0, 0.0, 1.0, -0.5))
+    assert peaks(_result(steps[:3], p_factual=0.2), no_slot) == (0.0, 0.0, 0.0, 0.0)
 
 
 def test_curve_and_the_bar_within_budget():
@@ -77,3 +79,30 @@ def test_no_bars_from_a_handful_of_right_answers():
     res = {"budget": 0.05, "levels": [{"creativity": 0.0, **lv}], "abstain_at": None,
            "abstain_rise": None, "risk_at": None, "risk_rise": None, "too_few_right": 3}
     assert "no bars chosen: 3 right answers" in risk.table(res)
+
+
+def test_logprob_and_dev_bars_are_chosen_together_within_the_budget_of_every_part():
+    """(risk, dev, no slot, mean log-prob) peaks. The easy part's right answers look risky to
+    p_dev (0.92) but the model wrote them surely (-0.2); the hard part's wrong answers are
+    unsure (-2). A p_dev bar that keeps the easy part would catch nothing: the pair chosen
+    catches the unsure wrong answers by log-probability and keeps both parts whole."""
+    hard_right = [(0.1, 0.5, 0.0, -0.4)] * 20
+    easy_right = [(0.1, 0.92, 0.0, -0.2)] * 20
+    wrong = [(0.1, 0.95, 0.0, -2.0)] * 10 + [(0.1, 0.6, 0.0, -2.0)] * 6 + \
+        [(0.1, 0.3, 0.0, -0.3)] * 4
+    parts = np.array(["hard"] * 20 + ["easy"] * 20, dtype=object)
+    # p_dev alone, budget in every part: the bar must clear the easy answers' 0.92
+    alone = level(hard_right + easy_right, wrong, [(0.0,) * 4], 0.04, parts=parts)
+    assert alone["dev_bar"] == 0.925 and "logprob_bar" not in alone
+    assert alone["parts"] == {"easy": {"n_right": 20, "right_kept": 1.0},
+                              "hard": {"n_right": 20, "right_kept": 1.0}}
+    both = level(hard_right + easy_right, wrong, [(0.0,) * 4], 0.04, logprob=True, parts=parts)
+    assert both["logprob_bar"] == pytest.approx(-0.4)  # below every right answer's, above -2
+    assert both["chosen"]["wrong_caught"] == pytest.approx(0.8)  # the 16 unsure wrong ones
+    assert both["chosen"]["right_kept"] == 1.0
+    assert both["parts"]["easy"]["right_kept"] == both["parts"]["hard"]["right_kept"] == 1.0
+    chosen = next(r for r in both["logprob_curve"] if r["bar"] == both["logprob_bar"])
+    assert chosen["wrong_caught"] == pytest.approx(0.8) and chosen["creative_abstain"] == 0
+    # without parts the pooled budget lets p_dev lose one right answer in 40: same catch here
+    pooled = level(hard_right + easy_right, wrong, [(0.0,) * 4], 0.04, logprob=True)
+    assert pooled["chosen"]["wrong_caught"] >= both["chosen"]["wrong_caught"]

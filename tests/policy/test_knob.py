@@ -126,9 +126,13 @@ def test_bad_fields():
 
 
 def test_abstain_bar_default_and_rising_option():
-    # the defaults (policy risk on eight validation relations, 5% error budget): flat bars
-    assert Policy(0).abstain_threshold == Policy(0.75).abstain_threshold == pytest.approx(0.9)
+    # the defaults (policy risk on eight validation relations beside the easy validation facts,
+    # 5% error budget in each part): p_dev 0.95 rising 0.05 per unit of creativity, p_risk
+    # 0.99 flat, the answer's mean log-probability -0.85 flat
+    assert Policy(0).abstain_threshold == pytest.approx(0.95)
+    assert Policy(0.5).abstain_threshold == pytest.approx(0.975)
     assert Policy(0).risk_threshold == Policy(0.75).risk_threshold == pytest.approx(0.99)
+    assert Policy(0).use_logprob and Policy(0.75).logprob_threshold == pytest.approx(-0.85)
     assert Policy(0.99).abstains and not Policy(1.0).abstains
     rising = dict(abstain_at=0.95, abstain_rise=0.05)
     assert Policy(0.5, **rising).abstain_threshold == pytest.approx(0.975)
@@ -226,3 +230,19 @@ def test_a_name_is_held_like_a_fact_slot_and_stays_monotone(a, b, p_slot, p_name
 def test_name_hold_is_checked():
     with pytest.raises(ValueError, match="name_hold must lie in"):
         Policy(0.5, name_hold=1.5)
+
+
+def test_logprob_abstention_bar_and_its_switch():
+    from tigerdecode.policy.control import PolicyControl
+
+    p = Policy(0.5, use_logprob=True, abstain_logprob=-0.8, logprob_drop=0.4)
+    assert p.logprob_threshold == pytest.approx(-1.0)
+    assert PolicyControl(p, 1).abstain_logprob == pytest.approx(-1.0)
+    assert p.describe()["logprob_at"] == pytest.approx(-1.0)
+    assert PolicyControl(Policy(0.5, use_logprob=False), 1).abstain_logprob is None
+    assert Policy(0.5, use_logprob=True, use_abstain=False).describe()["logprob_at"] is None
+    for bad in (0.1, float("nan"), float("-inf"), True):
+        with pytest.raises(ValueError, match="abstain_logprob"):
+            Policy(0.5, abstain_logprob=bad)
+    with pytest.raises(ValueError, match="logprob_drop"):
+        Policy(0.5, logprob_drop=-1)

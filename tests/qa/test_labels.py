@@ -133,3 +133,44 @@ def test_question_restated_in_another_order_or_joined_by_a_connective_is_right(p
 def test_reordering_and_connectives_do_not_excuse_a_wrong_claim(prompt, gold, text):
     lab = label_answer(prompt, gold, [text], ended_by_eos=True)
     assert not lab.correct, (prompt, text)
+
+
+@pytest.mark.parametrize("prompt, gold, text", [
+    # a restatement may change tense or number: compared by a light stem
+    ("What instrument did Jimi Hendrix play?", ["guitar"], "Jimi Hendrix played a guitar."),
+    ("What sport does Lionel Messi play?", ["football"], "Lionel Messi plays football."),
+    ("What language did Victor Hugo write in?", ["French"], "Victor Hugo wrote in French."),
+    ("What language did Leo Tolstoy speak?", ["Russian"], "Leo Tolstoy spoke Russian."),
+    ("Who composed The Magic Flute?", ["Mozart"], "The Magic Flute was composed by Mozart."),
+    # the prompt's lowercase words in another order after the copula (a passive restatement)
+    ("Who founded Microsoft?", ["Bill Gates"], "Microsoft was founded by Bill Gates."),
+    ("What instrument does Anne-Sophie Mutter play?", ["violin"],
+     "The instrument played by Anne-Sophie Mutter is a violin."),
+    # a hedge claims nothing
+    ("What is steel mainly made of?", ["iron"], "Steel is primarily made of iron and carbon."),
+])
+def test_restatement_in_another_tense_voice_or_with_a_hedge_is_right(prompt, gold, text):
+    lab = label_answer(prompt, gold, [text], ended_by_eos=True)
+    assert lab.correct, (prompt, text)
+
+
+@pytest.mark.parametrize("prompt, gold, text", [
+    # a capitalised prompt word after the copula is still a claim, in any tense
+    ("Who founded Microsoft?", ["Bill Gates"], "The founder was Microsoft, then Bill Gates."),
+    # a word the prompt does not hold, inflected or not, starts the span
+    ("What language did Dante write in?", ["Italian"], "Dante's works were written in Italian."),
+    ("What instrument did Jimi Hendrix play?", ["guitar"], "Jimi Hendrix played drums."),
+])
+def test_stemming_does_not_excuse_a_claim(prompt, gold, text):
+    lab = label_answer(prompt, gold, [text], ended_by_eos=True)
+    assert not lab.correct, (prompt, text)
+
+
+@pytest.mark.parametrize("word, stemmed", [
+    ("played", "play"), ("plays", "play"), ("play", "play"), ("wrote", "writ"),
+    ("write", "writ"), ("composed", "compos"), ("compose", "compos"), ("is", "is"),
+    ("paris", "pari"), ("used", "used"),
+])
+def test_stem(word, stemmed):
+    from tigerdecode.qa.labels import stem
+    assert stem(word) == stemmed

@@ -151,13 +151,18 @@ def tune_cmd(model_name, split, limit, sample, seed, creativities, variants, max
               help="Keep only this topic (repeatable), e.g. the heads' own validation topics "
                    "(metrics.json: data.val_topics), which their training never saw.")
 @click.option("--budget", type=click.FloatRange(0, 1), default=0.05, show_default=True,
-              help="Error budget: the share of right answers abstention may lose.")
+              help="Error budget: the share of right answers abstention may lose (in every "
+                   "part, with --also-qa).")
+@click.option("--also-qa", "also_qa", multiple=True, type=click.Path(dir_okay=False),
+              help="Another QA file, every item asked as written, as a part of its own: the "
+                   "budget then holds in each part (repeatable), e.g. "
+                   "data/easy_validation_facts.jsonl, validation facts the model mostly knows.")
 @click.option("--n-open", type=click.IntRange(0, 200), default=24, show_default=True,
               help="Open prompts (data/open_prompts_train.jsonl) checked beside the items' "
                    "mixed prompts: creative requests must never abstain.")
 @max_new_tokens_option(24)
 @batch_size_option(16)
-@set_option("Policy field, e.g. --set slot_gain=10 (repeatable).")
+@set_option("Policy field, e.g. --set use_logprob=false (repeatable).")
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True,
               help="torch CPU threads.")
 @click.option("--plot", "plot_path", default=None, type=click.Path(dir_okay=False),
@@ -168,14 +173,16 @@ def tune_cmd(model_name, split, limit, sample, seed, creativities, variants, max
               help="Store the chosen bars with --heads DIR (its metrics.json 'policy'): "
                    "generating with those heads then uses them by default.")
 def risk_cmd(model_name, heads_dir, qa_path, split, sample, seed, forms, creativities, topics,
-             budget, n_open, max_new_tokens, batch_size, sets, threads, plot_path, as_json, out,
-             write):
+             budget, also_qa, n_open, max_new_tokens, batch_size, sets, threads, plot_path,
+             as_json, out, write):
     """Print the risk-coverage curves and the abstention bars they imply.
 
     Decodes the QA items (in --forms) with abstention off and reports, for every bar on p_dev
     (from the first fact slot on) and on p_risk (at the first fact slot), the right answers
     kept, the wrong ones caught and the creative requests that would abstain; the bars at each
-    creativity are the lowest within the --budget.
+    creativity are the lowest within the --budget. With the policy's use_logprob on (the
+    default), the p_dev bar and the bar on the answer's mean token log-probability are chosen
+    together: the pair catching the most wrong answers within the budget.
     """
     import random
 
@@ -202,6 +209,15 @@ def risk_cmd(model_name, heads_dir, qa_path, split, sample, seed, forms, creativ
     items = items[:sample or 150]
     asked = [it for it in with_forms_option(items, forms, seed) if form_of(it) != "mixed"]
     mixed = [it.prompt for it in with_forms(items, ("mixed",), seed=seed)]
+    parts = None
+    if also_qa:
+        from pathlib import Path
+
+        parts = ["qa"] * len(asked)
+        for path in also_qa:
+            extra = load_items(path, "all")
+            asked += extra
+            parts += [Path(path).stem] * len(extra)
     if write and (heads_dir is None or split == "test"):
         raise click.UsageError("--write stores bars with the heads given by --heads DIR, chosen "
                                "on non-test data: give --heads and a --split other than test")
@@ -216,21 +232,22 @@ def risk_cmd(model_name, heads_dir, qa_path, split, sample, seed, forms, creativ
                                    "`tigerdecode heads train` on data built with --forms")
     res = risk.run(gen, asked, mixed + open_prompts(n_open), creativities, budget=budget,
                    max_new_tokens=max_new_tokens, batch=batch_size, seed=seed, overrides=sets,
-                   progress=not as_json)
+                   progress=not as_json, parts=parts)
     res["settings"] = {"split": split, "topics": list(topics), "sample": len(items), "seed": seed,
+                       "also_qa": list(also_qa),
                        "forms": forms,
                        "n_mixed": len(mixed), "n_open": n_open, "heads": str(heads_dir or "auto"),
                        "overrides": sets, "max_new_tokens": max_new_tokens}
     if out:
         write_json(out, res)
     if write:
-        _write_bars(heads_dir, res, split, topics)
+        _write_bars(heads_dir, res, split, topics, also_qa)
     if plot_path:
         risk.plot(res, plot_path)
     click.echo(json.dumps(res) if as_json else risk.table(res))
 
 
-def _write_bars(heads_dir, res: dict, split: str, topics) -> None:
+def _write_bars(heads_dir, res: dict, split: str, topics, also_qa=()) -> None:
     """Record the chosen bars in the checkpoint's metrics.json (``policy``), atomically."""
     from pathlib import Path
 
@@ -246,6 +263,7 @@ def _write_bars(heads_dir, res: dict, split: str, topics) -> None:
     metrics["policy"] = bars
     metrics["policy_source"] = (f"tigerdecode policy risk, split {split}"
                                 + (f", topics {list(topics)}" if topics else "")
+                                + (f", also {list(also_qa)}" if also_qa else "")
                                 + f", error budget {res['budget']}")
     write_json(path, metrics)
     click.echo(f"wrote the bars {bars} to {path}", err=True)

@@ -74,6 +74,9 @@ class Control:
     same n-gram twice (the token that would repeat one is banned). With ``abstain_unslotted`` a
     factual request (``p_factual`` at least ``factual_at``) whose answer ends without ever
     reaching a fact slot ends as an abstention too: it never committed to the fact asked for.
+    With ``abstain_logprob`` set (a number <= 0), a factual request whose answer's mean token
+    log-probability under member 0 (its raw logits, before the control's changes; end-of-sequence
+    left out) ends below it abstains at its end: the model was unsure of what it wrote.
     ``reads_names``: the loop fills ``Signals.p_name`` (needs the tokenizer). ``policy``: the
     :class:`~tigerdecode.policy.knob.Policy` when there is one (recorded in results)."""
 
@@ -85,6 +88,7 @@ class Control:
     abstain_slot: float | None = None
     abstain_latch = False
     abstain_unslotted = False
+    abstain_logprob: float | None = None
     factual_at = 0.5
     no_repeat_ngram = 0
     reads_names = False
@@ -114,8 +118,8 @@ class DecodeOutput:
     p_factual: list[float] | None = None  # per row: the request asks for a fact (the heads')
 
 
-TRACE_KEYS = ("p_stop", "p_dev", "p_slot", "p_risk", "p_name", "temperature", "top_p",
-              "weights", "retries")
+TRACE_KEYS = ("p_stop", "p_dev", "p_slot", "p_risk", "p_name", "logprob", "temperature",
+              "top_p", "weights", "retries")
 
 
 def _has_alnum(t: str) -> bool:
@@ -220,6 +224,8 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
             torch.zeros(B, dtype=torch.bool, device=dev) for _ in range(5))
         lengths = torch.zeros(B, dtype=torch.long, device=dev)
         slot_seen = False
+        # the answer's summed token log-probability under member 0, for abstain_logprob
+        lp_sum, lp_n = torch.zeros(B, device=dev), torch.zeros(B, device=dev)
         guard = RepeatGuard(control.no_repeat_ngram, B) if control.no_repeat_ngram > 1 else None
         d, sig_d = control.decide(sig, B, dev), sig  # sig_d: the signals d was decided from
 
@@ -243,6 +249,7 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
                 early = d.abstain_now & ~finished & ~past_slot  # at the row's first fact slot
                 abstained |= early
                 finished = finished | early
+            drawn_from = logits
             tok = torch.where(finished, pad_id, pick(logits, d, t))
             retries = torch.zeros(B, dtype=torch.long, device=dev)
             last = t == max_new_tokens - 1 and heads is None
@@ -267,12 +274,18 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
                     abstained |= nd.abstain & gate & ~finished
             if at_slot is not None:
                 past_slot |= at_slot & ~finished
+            # the drawn token's log-probability under member 0's own logits
+            lp = torch.log_softmax(drawn_from[0].float(), -1).gather(
+                1, tok.clamp(0, drawn_from[0].shape[-1] - 1)[:, None])[:, 0]
+            live = ~finished & ~torch.isin(tok, eos_t)
+            lp_sum += torch.where(live, lp, 0.0)
+            lp_n += live.float()
             # ---- record ----
             toks.append(tok)
             if guard is not None:
                 guard.push(tok.tolist())
             for k, v in (("p_stop", sig.p_stop), ("p_dev", sig.p_dev), ("p_slot", sig_d.p_slot),
-                         ("p_risk", sig_d.p_risk), ("p_name", sig_d.p_name),
+                         ("p_risk", sig_d.p_risk), ("p_name", sig_d.p_name), ("logprob", lp),
                          ("temperature", d.temperature),
                          ("top_p", d.top_p),
                          ("weights", d.weights), ("retries", retries)):
@@ -308,6 +321,11 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
         # a factual request answered without a fact slot: it never committed to the fact
         factual = run.p_factual.to(dev) >= control.factual_at
         abstained |= factual & ~past_slot & ~stopped
+    if control.abstains and control.abstain_logprob is not None and run.p_factual is not None:
+        # a factual answer the model wrote unsure of itself, on average
+        factual = run.p_factual.to(dev) >= control.factual_at
+        unsure = (lp_n > 0) & (lp_sum / lp_n.clamp(min=1) < control.abstain_logprob)
+        abstained |= factual & unsure & ~stopped
     out = _collect(toks, rec, lengths, hit_eos, abstained, stopped, B, t0, t_prefill)
     if run.p_factual is not None:
         out.p_factual = run.p_factual.float().cpu().tolist()

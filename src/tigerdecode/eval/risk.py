@@ -15,8 +15,14 @@ request whose answer never reaches a fact slot abstains at its end (``abstain_no
 answers count as abstained under every bar, and the table says how many there are. The bars for
 a creativity come from an error budget stated up front: first the lowest ``p_dev`` bar that
 loses at most ``budget`` of the right answers, then the lowest ``p_risk`` bar that keeps the
-union within the same budget (1.0, i.e. off, when the risk adds nothing there). The curves also
-count the creative requests (mixed and open prompts) that would abstain: none should.
+union within the same budget (1.0, i.e. off, when the risk adds nothing there). With the
+policy's ``use_logprob`` on, a third peak is the answer's mean token log-probability (the loop
+abstains at the end of a factual answer below ``abstain_logprob``), and the ``p_dev`` bar and
+that bar are chosen together: the pair that catches the most wrong answers within the budget.
+Given ``parts`` (say, validation facts the model mostly knows beside ones it mostly does not),
+the budget holds in every part, so one bar does not serve a hard set at the cost of an easy
+one. The curves also count the creative requests (mixed and open prompts) that would abstain:
+none should.
 
     tigerdecode policy risk --split validation --sample 150 --creativity 0,0.5 --budget 0.05
 """
@@ -26,25 +32,36 @@ from __future__ import annotations
 import numpy as np
 
 BARS = tuple(round(0.05 + 0.025 * i, 3) for i in range(38)) + (0.99, 1.0)  # 0.05 .. 1
+# bars on the answer's mean token log-probability (abstain below); -inf: off
+LOGPROB_BARS = (float("-inf"),) + tuple(round(-3.0 + 0.05 * i, 2) for i in range(60))
 
 
-def peaks(result, policy) -> tuple[float, float, float]:
+def mean_logprob(result) -> float:
+    """The answer's mean token log-probability under the model (end-of-sequence left out), as
+    the loop's ``abstain_logprob`` rule reads it; 0.0 when the trace has none."""
+    lps = [t.logprob for t in result.trace[:len(result.token_ids)] if t.logprob is not None]
+    return sum(lps) / len(lps) if lps else 0.0
+
+
+def peaks(result, policy) -> tuple[float, float, float, float]:
     """(``p_risk`` at the first fact slot, highest content-token ``p_dev`` from that slot on,
-    1.0 if the policy abstains on it at its end for never reaching a fact slot else 0.0);
-    (0, 0, 0) for a creative request."""
+    1.0 if the policy abstains on it at its end for never reaching a fact slot else 0.0, the
+    answer's mean token log-probability); (0, 0, 0, 0) for a creative request, which no bar
+    ends (p_factual gates every abstention)."""
     if result.p_factual is not None and result.p_factual < policy.factual_at:
-        return 0.0, 0.0, 0.0
+        return 0.0, 0.0, 0.0, 0.0
+    lp = mean_logprob(result) if result.p_factual is not None else 0.0
     tr = result.trace
     first = next((j for j, t in enumerate(tr)
                   if t.p_slot is not None and t.p_slot >= policy.abstain_slot), None)
     if first is None:
         unslotted = (policy.abstain_no_slot and policy.use_slot and result.p_factual is not None
                      and any(t.p_slot is not None for t in tr))
-        return 0.0, 0.0, float(unslotted)
+        return 0.0, 0.0, float(unslotted), lp
     risk = tr[first].p_risk or 0.0
     dev = max((t.p_dev for t in tr[first:] if t.p_dev is not None
                and any(ch.isalnum() for ch in t.token)), default=0.0)
-    return risk, dev, 0.0
+    return risk, dev, 0.0, lp
 
 
 def curve(right: np.ndarray, wrong: np.ndarray, creative: np.ndarray, bars=BARS,
@@ -83,37 +100,98 @@ def choose_bar(rows: list[dict], budget: float) -> float:
 
 
 def _peak_array(x) -> np.ndarray:
-    """Peaks as an (N, 3) array; (risk, dev) pairs get a 0 "no fact slot" column."""
+    """Peaks as an (N, 4) array: (risk, dev) pairs get a 0 "no fact slot" column, and peaks
+    without a mean log-probability get 0 (no log-probability bar ends them)."""
     a = np.asarray(x, float)
-    a = a.reshape(-1, a.shape[-1] if a.size else 3)
-    return a if a.shape[1] == 3 else np.concatenate([a, np.zeros((len(a), 1))], axis=1)
+    a = a.reshape(-1, a.shape[-1] if a.size else 4)
+    return np.concatenate([a, np.zeros((len(a), 4 - a.shape[1]))], axis=1)
 
 
-def level(right, wrong, creative, budget: float, n_abstained: int = 0) -> dict:
-    """Both curves and bars at one creativity from (risk, dev[, no slot]) peaks (arrays of
-    shape (N, 2) or (N, 3)). Answers ended for never reaching a fact slot are abstained under
-    every bar; the bars are chosen with them counted against the budget."""
+def _kept_everywhere(kept: np.ndarray, parts: np.ndarray | None, budget: float) -> bool:
+    """Whether ``kept`` (a boolean per right answer) keeps >= 1 - budget in every part."""
+    groups = [kept] if parts is None else [kept[parts == p] for p in np.unique(parts)]
+    return all(g.mean() >= 1 - budget - 1e-12 for g in groups if len(g))
+
+
+def joint_bars(right: np.ndarray, wrong: np.ndarray, budget: float,
+               parts: np.ndarray | None = None) -> tuple[float, float]:
+    """The (``p_dev`` bar, log-probability bar) pair that catches the most wrong answers while
+    every part keeps >= 1 - budget of its right answers; ties go to the fewest right answers
+    lost, then, like the single bar's "lowest within the budget", to the pair that abstains
+    most readily (lower ``p_dev`` bar, higher log-probability bar). Peaks as
+    :func:`_peak_array` gives them; answers with the no-slot flag count as abstained."""
+    best, key = (1.0, float("-inf")), None
+    for d in BARS:
+        for m in LOGPROB_BARS:
+            ab_r = (right[:, 1] >= d) | (right[:, 3] < m) | (right[:, 2] > 0)
+            if not _kept_everywhere(~ab_r, parts, budget):
+                continue
+            ab_w = (wrong[:, 1] >= d) | (wrong[:, 3] < m) | (wrong[:, 2] > 0)
+            k = (int(ab_w.sum()), -int(ab_r.sum()), -d, m)
+            if key is None or k > key:
+                best, key = (d, m), k
+    return best
+
+
+def level(right, wrong, creative, budget: float, n_abstained: int = 0,
+          logprob: bool = False, parts: np.ndarray | None = None) -> dict:
+    """The curves and bars at one creativity from (risk, dev[, no slot[, mean log-prob]])
+    peaks. Answers ended for never reaching a fact slot are abstained under every bar; the bars
+    are chosen with them counted against the budget. ``logprob``: the ``p_dev`` bar and the
+    mean log-probability bar are chosen together (:func:`joint_bars`); otherwise the ``p_dev``
+    bar is the lowest within the budget. ``parts``: a label per right answer; the budget then
+    holds in every part (facts the model mostly knows beside ones it mostly does not)."""
     right, wrong, creative = (_peak_array(x) for x in (right, wrong, creative))
     ur, uw, uc = right[:, 2] > 0, wrong[:, 2] > 0, creative[:, 2] > 0
+    m = float("-inf")
+    if logprob:
+        d, m = joint_bars(right, wrong, budget, parts)
+        ur, uw, uc = ur | (right[:, 3] < m), uw | (wrong[:, 3] < m), uc | (creative[:, 3] < m)
     dev = curve(right[:, 1], wrong[:, 1], creative[:, 1], n_abstained=n_abstained,
                 fixed_right=ur, fixed_wrong=uw, fixed_creative=uc)
-    d = choose_bar(dev, budget)
+    if not logprob:
+        d = choose_bar(dev, budget) if parts is None else max(
+            choose_bar(curve(right[parts == p, 1], wrong[:, 1], creative[:, 1],
+                             fixed_right=ur[parts == p]), budget) for p in np.unique(parts))
+    fr, fw, fc = ur | (right[:, 1] >= d), uw | (wrong[:, 1] >= d), uc | (creative[:, 1] >= d)
     risk = curve(right[:, 0], wrong[:, 0], creative[:, 0], n_abstained=n_abstained,
-                 fixed_right=ur | (right[:, 1] >= d), fixed_wrong=uw | (wrong[:, 1] >= d),
-                 fixed_creative=uc | (creative[:, 1] >= d))
-    r = choose_bar(risk, budget)
+                 fixed_right=fr, fixed_wrong=fw, fixed_creative=fc)
+    ok = [x["bar"] for x in risk
+          if _kept_everywhere(~(fr | (right[:, 0] >= x["bar"])), parts, budget)]
+    r = min(ok) if ok else 1.0
     both = next(x for x in risk if x["bar"] == r)
-    return {"n_right": len(right), "n_wrong": len(wrong), "dev_bar": d, "risk_bar": r,
-            "dev_curve": dev, "risk_curve": risk, "chosen": both,
-            "no_slot": {"right": int(ur.sum()), "wrong": int(uw.sum()),
-                        "creative": int(uc.sum())},
-            "creative_abstain": int((uc | (creative[:, 1] >= d) | (creative[:, 0] >= r)).sum())}
+    out = {"n_right": len(right), "n_wrong": len(wrong), "dev_bar": d, "risk_bar": r,
+           "dev_curve": dev, "risk_curve": risk, "chosen": both,
+           "no_slot": {"right": int((right[:, 2] > 0).sum()), "wrong": int((wrong[:, 2] > 0).sum()),
+                       "creative": int((creative[:, 2] > 0).sum())},
+           "creative_abstain": int((fc | (creative[:, 0] >= r)).sum())}
+    if logprob:
+        out["logprob_bar"] = m
+        out["logprob_curve"] = [
+            {"bar": b, **{k: v for k, v in row.items() if k != "bar"}}
+            for b, row in ((b, curve(right[:, 3] < b, wrong[:, 3] < b, creative[:, 3] < b,
+                                     bars=(0.5,), n_abstained=n_abstained,
+                                     fixed_right=(right[:, 1] >= d) | (right[:, 2] > 0),
+                                     fixed_wrong=(wrong[:, 1] >= d) | (wrong[:, 2] > 0),
+                                     fixed_creative=(creative[:, 1] >= d) | (creative[:, 2] > 0)
+                                     )[0])
+                           for b in LOGPROB_BARS[1:])]
+    if parts is not None:
+        ab = fr | (right[:, 0] >= r)
+        out["parts"] = {str(p): {"n_right": int((parts == p).sum()),
+                                 "right_kept": float((~ab[parts == p]).mean())}
+                        for p in np.unique(parts)}
+    return out
 
 
 def run(gen, items, creative_prompts: list[str], creativities, *, budget: float = 0.05,
         max_new_tokens: int = 24, creative_tokens: int = 40, batch: int = 16, seed: int = 0,
-        overrides: dict | None = None, progress: bool = True) -> dict:
-    """Decode, label, and build the curves and bars at each creativity."""
+        overrides: dict | None = None, progress: bool = True,
+        parts: list[str] | None = None) -> dict:
+    """Decode, label, and build the curves and bars at each creativity. ``parts``: a label per
+    item (e.g. "relations" / "easy"); the budget then holds in every part. With the policy's
+    ``use_logprob`` on (``overrides`` or its default), the log-probability bar is chosen
+    together with the ``p_dev`` bar."""
     from tqdm import tqdm
 
     from tigerdecode.policy.knob import Policy
@@ -121,33 +199,48 @@ def run(gen, items, creative_prompts: list[str], creativities, *, budget: float 
     from tigerdecode.qa.prompts import format_prompt
 
     kw = {**(overrides or {}), "use_abstain": False}
+    if parts is not None and len(parts) != len(items):
+        raise ValueError(f"parts needs one label per item: {len(parts)} for {len(items)} items")
     out = {"budget": budget, "levels": []}
     bar = tqdm(total=len(creativities) * (len(items) + len(creative_prompts)), disable=not progress,
                desc="risk curve")
     for c in creativities:
         policy = Policy(c, **{k: v for k, v in kw.items() if k in Policy.__dataclass_fields__})
-        right, wrong, creative = [], [], []
+        right, wrong, creative, right_parts = [], [], [], []
         for s in range(0, len(items), batch):
             chunk = items[s:s + batch]
             res = gen.generate_text([format_prompt(it.prompt) for it in chunk], creativity=c,
                                     max_new_tokens=max_new_tokens, seed=seed + s, **kw)
-            for it, r in zip(chunk, res, strict=True):
+            for k, (it, r) in enumerate(zip(chunk, res, strict=True)):
                 ok = label_answer(it.prompt, it.answers, [r.text], True).correct
                 (right if ok else wrong).append(peaks(r, policy))
+                if ok and parts is not None:
+                    right_parts.append(parts[s + k])
             bar.update(len(chunk))
         for s in range(0, len(creative_prompts), batch):
             res = gen.generate_text(creative_prompts[s:s + batch], creativity=c,
                                     max_new_tokens=creative_tokens, seed=seed + 10_000 + s, **kw)
             creative += [peaks(r, policy) for r in res]
             bar.update(len(res))
-        out["levels"].append({"creativity": c, **level(right, wrong, creative, budget)})
+        out["levels"].append({"creativity": c, **level(
+            right, wrong, creative, budget, logprob=policy.use_logprob,
+            parts=None if parts is None else np.array(right_parts, dtype=object))})
     bar.close()
     lv = out["levels"]
-    few = min(x["n_right"] for x in lv)
+    few = min(x["n_right"] if x.get("parts") is None else
+              min(p["n_right"] for p in x["parts"].values()) for x in lv)
     if few < MIN_RIGHT:  # a budget on a handful of right answers is no measurement
         out.update(abstain_at=None, abstain_rise=None, risk_at=None, risk_rise=None,
                    too_few_right=few)
         return out
+    if all("logprob_bar" in x for x in lv):
+        ms = [x["logprob_bar"] for x in lv]
+        out["use_logprob"] = all(np.isfinite(ms))
+        if out["use_logprob"]:
+            out["abstain_logprob"] = ms[0]
+            if len(lv) > 1 and lv[-1]["creativity"] > lv[0]["creativity"]:
+                out["logprob_drop"] = round(max(0.0, (ms[0] - ms[-1]) / (
+                    lv[-1]["creativity"] - lv[0]["creativity"])), 4)
     for name in ("dev", "risk"):
         at = lv[0][f"{name}_bar"]
         rise = None
@@ -165,7 +258,7 @@ def chosen_bars(res: dict) -> dict | None:
     if res.get("abstain_at") is None or res.get("risk_at") is None:
         return None
     bars = {"abstain_at": res["abstain_at"], "risk_at": res["risk_at"]}
-    for key in ("abstain_rise", "risk_rise"):
+    for key in ("abstain_rise", "risk_rise", "use_logprob", "abstain_logprob", "logprob_drop"):
         if res.get(key) is not None:
             bars[key] = res[key]
     return bars
@@ -190,6 +283,26 @@ def table(res: dict, every: int = 4) -> str:
                              f"{r['error_among_answered']:.3f} | {r['creative_abstain']}/"
                              f"{r['n_creative']} |")
         lines.append("")
+    if any("logprob_curve" in lv for lv in res["levels"]):
+        lines += ["**the answer's mean token log-probability (abstain below the bar; with the "
+                  "p_dev bar)**", "",
+                  "| creativity | bar | answered | right kept | wrong caught | error among "
+                  "answered | creative requests abstaining |", "|---:|---:|---:|---:|---:|---:|---:|"]
+        for lv in res["levels"]:
+            for i, r in enumerate(lv.get("logprob_curve", [])):
+                chosen = r["bar"] == lv["logprob_bar"]
+                if i % every and not chosen:
+                    continue
+                m = "**" if chosen else ""
+                lines.append(f"| {lv['creativity']:g} | {m}{r['bar']:g}{m} | {r['coverage']:.3f} "
+                             f"| {r['right_kept']:.3f} | {r['wrong_caught']:.3f} | "
+                             f"{r['error_among_answered']:.3f} | {r['creative_abstain']}/"
+                             f"{r['n_creative']} |")
+        lines.append("")
+    for lv in res["levels"]:
+        for name, p in (lv.get("parts") or {}).items():
+            lines.append(f"creativity {lv['creativity']:g}, part {name}: {p['n_right']} right, "
+                         f"{p['right_kept']:.3f} kept under the chosen bars")
     for lv in res["levels"]:
         ns = lv.get("no_slot")
         if ns and any(ns.values()):
@@ -198,9 +311,10 @@ def table(res: dict, every: int = 4) -> str:
                          f"{ns['creative']} creative")
     for lv in res["levels"]:
         ch = lv["chosen"]
+        lp = (f", mean log-prob {lv['logprob_bar']:g}" if "logprob_bar" in lv else "")
         lines.append(f"creativity {lv['creativity']:g}: {lv['n_right']} right, {lv['n_wrong']} "
                      f"wrong without abstention; bars p_dev {lv['dev_bar']:g}, p_risk "
-                     f"{lv['risk_bar']:g}: right kept {ch['right_kept']:.3f}, wrong caught "
+                     f"{lv['risk_bar']:g}{lp}: right kept {ch['right_kept']:.3f}, wrong caught "
                      f"{ch['wrong_caught']:.3f}, creative requests abstaining "
                      f"{lv['creative_abstain']}")
     if res.get("too_few_right") is not None:
@@ -210,7 +324,10 @@ def table(res: dict, every: int = 4) -> str:
     fmt = lambda v: "n/a" if v is None else f"{v:g}"  # noqa: E731
     lines.append(f"=> abstain_at = {fmt(res['abstain_at'])}, abstain_rise = "
                  f"{fmt(res['abstain_rise'])}, risk_at = {fmt(res['risk_at'])}, risk_rise = "
-                 f"{fmt(res['risk_rise'])}")
+                 f"{fmt(res['risk_rise'])}" + (
+                     f", use_logprob = {res['use_logprob']}" if "use_logprob" in res else "") + (
+                     f", abstain_logprob = {res['abstain_logprob']:g}, logprob_drop = "
+                     f"{fmt(res.get('logprob_drop'))}" if res.get("use_logprob") else ""))
     return "\n".join(lines)
 
 

@@ -174,6 +174,18 @@ def run_cell(gen, cell: Cell, cfg: EvalConfig, bar) -> dict:
     return {"row": row, "outputs": outputs}
 
 
+def rescored(saved: dict) -> dict:
+    """A saved cell's row with its factual rates recomputed from the saved answers by today's
+    labelling rule (a fix to the rule reaches cached cells without decoding them again); the
+    answers abstained on stay abstained."""
+    fact = saved.get("outputs", {}).get("factual")
+    if not fact:
+        return saved["row"]
+    outcomes = [judge_outcome(QAItem(id=o["id"], prompt=o["prompt"], answers=o["answers"]),
+                              o["text"], o["outcome"] == "abstain") for o in fact]
+    return {**saved["row"], **factual_rates(outcomes)}
+
+
 def _write_json(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1))
@@ -197,7 +209,7 @@ def run_eval(generators: dict[bool, object], cells: list[Cell], cfg: EvalConfig,
             try:
                 saved = json.loads(path.read_text())
                 if saved.get("digest") == digest:
-                    rows.append(saved["row"])
+                    rows.append(rescored(saved))
                     bar.update(per_cell)
                     continue
             except (json.JSONDecodeError, KeyError):

@@ -20,6 +20,7 @@ class PolicyControl(Control):
         self.abstain_slot = policy.abstain_slot if policy.use_slot else None
         self.abstain_latch = policy.abstain_from_slot
         self.abstain_unslotted = policy.abstain_no_slot and policy.use_slot
+        self.abstain_logprob = policy.logprob_threshold if policy.use_logprob else None
         self.factual_at = policy.factual_at
         self.no_repeat_ngram = policy.no_repeat_ngram
         self.reads_names = policy.reads_names

@@ -26,6 +26,9 @@ The schedule: ``temperature = t_max * c`` (c = 0 is greedy); ``top_p`` from ``to
   c``; an EOS bias ``eos_gain * (1 - c) * logit(p_stop)`` ends a complete answer; optional
   cooling on ``p_dev`` (``use_tighten``), undo-and-resample (``use_resample``), and abstaining
   at the end of a factual answer that never reached a fact slot (``abstain_no_slot``);
+- the model's own confidence (``use_logprob``): a factual answer whose mean token log-probability
+  ends below ``abstain_logprob - logprob_drop * c`` abstains at its end (tigerdecode's loop;
+  chosen beside the ``p_dev`` bar on validation facts the model mostly knows and mostly does not);
   a row never writes the same ``no_repeat_ngram``-gram twice (the loop guard of small models).
 
 How the defaults were chosen, with the commands that measured them: ``docs/results/policy.md``
@@ -86,9 +89,9 @@ class Policy:
     resample_at: float = 0.7
     max_retries: int = 2
     retry_temperature: float = 0.5
-    abstain_at: float = 0.9
+    abstain_at: float = 0.95
     abstain_below: float = 1.0
-    abstain_rise: float = 0.0
+    abstain_rise: float = 0.05
     abstain_message: str = "I don't know."
     slot_hold: float = 0.75
     slot_gain: float = 10.0
@@ -105,12 +108,15 @@ class Policy:
     use_risk: bool = True
     abstain_from_slot: bool = True
     abstain_no_slot: bool = False
+    use_logprob: bool = True
+    abstain_logprob: float = -0.85
+    logprob_drop: float = 0.0
     no_repeat_ngram: int = 4
 
     def __post_init__(self):
         object.__setattr__(self, "creativity", check_creativity(self.creativity))
         for name in ("t_max", "eos_gain", "eos_bias_max", "retry_temperature", "abstain_rise",
-                     "slot_gain"):
+                     "slot_gain", "logprob_drop"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and _finite(v) and v >= 0):
                 raise ValueError(f"Policy.{name} must be a finite number >= 0, got {v!r}")
@@ -120,6 +126,10 @@ class Policy:
             v = getattr(self, name)
             if not (isinstance(v, int | float) and 0.0 <= v <= 1.0):
                 raise ValueError(f"Policy.{name} must lie in [0, 1], got {v!r}")
+        v = self.abstain_logprob
+        if isinstance(v, bool) or not (isinstance(v, int | float) and _finite(v) and v <= 0):
+            raise ValueError(f"Policy.abstain_logprob is a mean log-probability: a finite number "
+                             f"<= 0, got {v!r}")
         if not 0 < self.guard_until <= 1:
             raise ValueError(f"Policy.guard_until must lie in (0, 1], got {self.guard_until}")
         if self.top_p_min > self.top_p_max or self.top_p_floor > self.top_p_min:
@@ -181,6 +191,11 @@ class Policy:
     def abstain_threshold(self) -> float:
         """The ``p_dev`` at which a content token makes the answer abstain at this creativity."""
         return min(1.0, self.abstain_at + self.abstain_rise * self.creativity)
+
+    @property
+    def logprob_threshold(self) -> float:
+        """The mean token log-probability below which a factual answer abstains at its end."""
+        return self.abstain_logprob - self.logprob_drop * self.creativity
 
     @property
     def risk_threshold(self) -> float:
@@ -297,6 +312,8 @@ class Policy:
             "abstains": self.abstains,
             "abstain_at": round(self.abstain_threshold, 4) if self.abstains else None,
             "risk_at": round(self.risk_threshold, 4) if self.abstains and self.use_risk
+            else None,
+            "logprob_at": round(self.logprob_threshold, 4) if self.abstains and self.use_logprob
             else None,
         }
 

@@ -10,12 +10,16 @@ The rules (tested on hand-made cases in tests/training/test_labels.py):
   "Poland's capital is Warsaw.", "A Christmas Carol by Charles Dickens."). The span starts at the
   first word that is not part of that restatement: words are skipped while each one occurs in the
   prompt *later than the previous skipped word* (prompt order; dropping prompt words is allowed),
-  is a filler such as *is / are / has / does / answer* or a connective such as *by / in / located
-  / written* (a filler that also occurs later in the prompt moves the position on), or, before
-  the first copula (*is / are / was / were*), occurs anywhere in the prompt (a question restated
-  in another order: "Poland's capital"); never past a point where a gold answer starts. After the
-  copula a prompt word out of order is a claim ("The language is Alternate"). Everything from
-  there to the end of the generation is the span.
+  is a filler such as *is / are / has / does / answer*, a connective such as *by / in / located
+  / written* or a hedge such as *mainly / primarily / traditionally* (a filler that also occurs
+  later in the prompt moves the position on), is one of the prompt's lowercase words (its verbs
+  and common nouns, in any order: "Who founded X?" -> "X was founded by ..."), or, before the
+  first copula (*is / are / was / were*), occurs anywhere in the prompt (a question restated in
+  another order: "Poland's capital"); never past a point where a gold answer starts. Words are
+  compared by a light stem, so a restatement may change tense or number ("What instrument did X
+  play?" -> "X played the guitar", "wrote" for "write"). After the copula a capitalised prompt
+  word out of order is a claim ("The language is Alternate", "The capital is Poland"). Everything
+  from there to the end of the generation is the span.
 - **Deviation** (``dev``): inside the span, 0 while the normalised span text so far is a prefix of
   some normalised gold answer, 1 from the first token where it is a prefix of none, and 1 for the
   rest of the span. Once a gold answer is complete (followed by a word boundary) the fact slot is
@@ -59,6 +63,22 @@ _TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ni
 CONNECTIVES = frozenset({"by", "in", "on", "at", "from", "located", "situated", "written",
                          "called", "named", "known", "as"})
 COPULAS = frozenset({"is", "are", "was", "were"})
+# adverbs that hedge or frame a restated question without claiming anything ("Steel is
+# primarily made of iron", "Wine is traditionally made from grapes")
+HEDGES = frozenset({"primarily", "mainly", "mostly", "chiefly", "largely", "typically",
+                    "usually", "generally", "commonly", "traditionally", "originally", "also",
+                    "actually", "widely", "often", "best"})
+# forms whose stem is not the present's ("wrote" for "write"): a restatement may change tense
+_IRREGULAR = {"wrote": "write", "written": "write", "spoke": "speak", "spoken": "speak",
+              "sang": "sing", "sung": "sing", "made": "make", "began": "begin", "begun": "begin",
+              "built": "build", "drew": "draw", "drawn": "draw", "taught": "teach", "won": "win",
+              "held": "hold", "led": "lead", "ran": "run", "grew": "grow", "grown": "grow",
+              "knew": "know", "known": "know", "came": "come", "became": "become",
+              "gave": "give", "given": "give", "took": "take", "taken": "take", "sold": "sell",
+              "chose": "choose", "chosen": "choose", "fought": "fight", "bought": "buy",
+              "thought": "think", "flew": "fly", "flown": "fly", "wore": "wear", "worn": "wear",
+              "rode": "ride", "ridden": "ride", "does": "do", "did": "do", "has": "have",
+              "had": "have"}
 NUMBER_WORDS = {w: str(i) for i, w in enumerate(_UNITS)} | {
     w: str(20 + 10 * i) for i, w in enumerate(_TENS)}
 OPEN_TEXT = -2  # dev label of every token of an answer to an open (creative) prompt
@@ -102,23 +122,41 @@ def _on_prefix(s: str, golds: list[str]) -> bool:
     return any(g.startswith(s) for g in golds)
 
 
+def stem(word: str) -> str:
+    """A light stem for matching a restated word to the prompt's: an irregular form to the
+    present, then one of *-ing / -ed / -es / -s* and a final *-e* dropped while at least three
+    letters stay ("played", "plays" -> "play"; "composed", "compose" -> "compos")."""
+    w = _IRREGULAR.get(word, word)
+    for suffix in ("ing", "ed", "es", "s"):
+        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
+            w = w[:-len(suffix)]
+            break
+    return w[:-1] if w.endswith("e") and len(w) > 3 else w
+
+
 def answer_start(prompt: str, text: str, golds: list[str], norm=normalise) -> int:
     """Character offset where the answer span begins (after a restatement of the prompt)."""
-    prompt_words = norm(prompt).split()
+    prompt_words = [stem(w) for w in norm(prompt).split()]
     in_prompt = set(prompt_words)
-    at = -1  # after the copula, restated words must follow the prompt's word order
+    # the prompt's own lowercase words (its verbs and common nouns, not a name it asks about)
+    # may come back in any order, after the copula too: "Who founded X?" -> "X was founded by"
+    lowercase = {stem(w) for m in re.finditer(r"\S+", prompt) if m.group()[:1].islower()
+                 for w in norm(m.group()).split()}
+    at = -1  # after the copula, other restated words must follow the prompt's word order
     copula = False
     for m in re.finditer(r"\S+", text):
         rest = norm(text[m.start():])
         if rest and _complete(rest, golds):
             return m.start()
         for w in norm(m.group()).split():
-            nxt = next((i for i in range(at + 1, len(prompt_words)) if prompt_words[i] == w), None)
+            s = stem(w)
+            nxt = next((i for i in range(at + 1, len(prompt_words)) if prompt_words[i] == s),
+                       None)
             if nxt is not None:
                 at = nxt
-            elif w in FILLER or w in CONNECTIVES:
+            elif w in FILLER or w in CONNECTIVES or w in HEDGES or s in lowercase:
                 pass
-            elif copula or w not in in_prompt:
+            elif copula or s not in in_prompt:
                 return m.start()
             copula = copula or w in COPULAS
     return len(text)

@@ -1,0 +1,47 @@
+"""End-of-answer abstention on the answer's mean token log-probability, alone and beside the
+p_dev bar, on the mixed validation set (recordings of abstain_record.py). For every p_dev bar
+(1 = off) the highest log-probability bar keeping >= 95% of the right answers in *each* part,
+and the wrong answers both rules together catch.
+
+    python docs/results/scripts/abstain_union.py runs/easy/rel_c0.json runs/easy/easy_c0.json
+"""
+import sys
+
+import numpy as np
+
+sys.argv, files = sys.argv[:1], sys.argv[1:]
+exec(open("docs/results/scripts/abstain_bars.py").read().split("parts = {}")[0])  # noqa: S102
+
+
+def mean_logprob(r):
+    return float(np.mean([np.log(max(t[5], 1e-9)) for t in r["toks"]])) if r["toks"] else 0.0
+
+
+parts = {}
+for path in files:
+    c, rows = load(path)
+    parts["easy" if rows and rows[0]["prompt"] in EASY else "relations"] = rows
+data = {k: (np.array([peak(r) for r in v]), np.array([mean_logprob(r) for r in v]),
+            np.array([r["right"] for r in v])) for k, v in parts.items()}
+print(f"creativity {c:g}; " + "; ".join(f"{k}: {int(y.sum())} right, {int((~y).sum())} wrong"
+                                        for k, (_, _, y) in data.items()))
+print("| p_dev bar | log-prob bar | " + " | ".join(f"{k} right kept | {k} wrong caught"
+                                                  for k in [*data, "pooled"]) + " |")
+print("|---:|---:|" + "---:|---:|" * (len(data) + 1))
+for d in (0.875, 0.9, 0.925, 0.95, 1.01):
+    best = None
+    for m in np.round(np.arange(-3.0, 0.0001, 0.05), 3):  # abstain when mean log-prob < m
+        ok = all((~((dv >= d) | (lp < m)))[y].mean() >= 0.95 for dv, lp, y in data.values())
+        if ok:
+            best = m
+    if best is None:
+        continue
+    cells, kr, kw = [], [], []
+    for dv, lp, y in data.values():
+        ab = (dv >= d) | (lp < best)
+        cells.append(f"{(~ab)[y].mean():.3f} | {ab[~y].mean():.3f}")
+        kr.append(ab[y])
+        kw.append(ab[~y])
+    kr, kw = np.concatenate(kr), np.concatenate(kw)
+    cells.append(f"{(~kr).mean():.3f} | {kw.mean():.3f}")
+    print(f"| {'off' if d > 1 else d} | {best:g} | " + " | ".join(cells) + " |")
