@@ -23,6 +23,7 @@ class TokenTrace:
     p_risk: float | None = None  # read before the token was drawn: would that fact be wrong?
     p_name: float | None = None  # 1: the top next token started a capitalised word mid-sentence
     logprob: float | None = None  # the token's log-probability under the model's own logits
+    top_logprob: float | None = None  # the same for the most likely token at this step
     temperature: float | None = None
     top_p: float | None = None
     member_weights: list[float] | None = None

@@ -295,8 +295,9 @@ def test_a_factual_answer_that_never_reaches_a_fact_slot_abstains_at_its_end(tin
 
 
 def test_a_factual_answer_written_unsure_abstains_at_its_end(tiny_llama):
-    """abstain_logprob: the mean log-probability of the drawn tokens under the model's own
-    logits, recomputed here by a teacher-forced forward, decides; creative rows never abstain."""
+    """abstain_logprob: the mean log-probability of the most likely token at each step under
+    the model's own logits, recomputed here by a teacher-forced forward, decides; creative rows
+    never abstain."""
     from tigerdecode.decode.loop import decode
 
     model, tok = tiny_llama
@@ -318,9 +319,12 @@ def test_a_factual_answer_written_unsure_abstains_at_its_end(tiny_llama):
         with torch.no_grad():
             logits = model(ids[None], attention_mask=mask[None]).logits[0].float()
         n = inp["input_ids"].shape[1]
-        lp = torch.log_softmax(logits[n - 1:-1], -1).gather(1, ref.tokens[i][:, None])[:, 0]
+        logp = torch.log_softmax(logits[n - 1:-1], -1)
+        lp = logp.gather(1, ref.tokens[i][:, None])[:, 0]
         assert ref.trace["logprob"][i] == pytest.approx(lp.tolist(), abs=1e-4)  # the trace
-        means.append(float(lp.mean()))
+        top = logp.max(-1).values
+        assert ref.trace["top_logprob"][i] == pytest.approx(top.tolist(), abs=1e-4)
+        means.append(float(top.mean()))
     lo, hi = min(means), max(means)
     out = run((lo + hi) / 2)  # between the two rows' means: only the less sure row abstains
     assert out.stop_reasons == ["abstain" if m < (lo + hi) / 2 else "max_new_tokens"

@@ -11,7 +11,7 @@ from tigerdecode.result import GenerationResult, TokenTrace
 
 def _result(steps, p_factual=0.9):
     """steps: (token, p_slot read before it, p_risk read before it, p_dev after it)."""
-    trace = [TokenTrace(token=w, token_id=0, p_slot=s, p_risk=r, p_dev=d, logprob=-0.5 * i)
+    trace = [TokenTrace(token=w, token_id=0, p_slot=s, p_risk=r, p_dev=d, top_logprob=-0.5 * i)
              for i, (w, s, r, d) in enumerate(steps)]
     return GenerationResult(text="x", token_ids=[0] * len(steps), trace=trace,
                             p_factual=p_factual)
@@ -22,7 +22,7 @@ def test_peaks_start_at_the_first_fact_slot_of_a_factual_request():
     steps = [(" The", 0.1, 0.99, 0.99), (" capital", 0.2, 0.9, 0.98), (" is", 0.3, 0.1, 0.2),
              (" Par", 0.8, 0.7, 0.3), ("is", 0.9, 0.2, 0.6), (".", 0.1, 0.1, 0.95)]
     # risk: read at " Par"; dev: content tokens from " Par" on (the "." is not content)
-    # the fourth value: the mean token log-probability (-0.5 * (0 + 1 + ... + 5) / 6)
+    # the fourth value: the mean top-token log-probability (-0.5 * (0 + 1 + ... + 5) / 6)
     assert peaks(_result(steps), pol) == pytest.approx((0.7, 0.6, 0.0, -1.25))
     assert peaks(_result(steps, p_factual=0.2), pol) == (0.0, 0.0, 0.0, 0.0)  # creative
     # never reaches a fact slot: kept by default, abstained at its end with abstain_no_slot

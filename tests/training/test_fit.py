@@ -387,6 +387,12 @@ def test_the_card_states_the_bars_the_fit_chose_or_why_not():
     line = _bars_line({"policy": {"abstain_at": 0.9, "risk_at": 0.99}, "budget": 0.05,
                        "n_items": 300, "n_right": 80, "n_wrong": 220})
     assert "0.9" in line and "5%" in line and "80 right, 220 wrong" in line
+    # the log-probability bar travels with them; the easy part is named on the card
+    res = {"abstain_at": 0.95, "risk_at": 0.99, "use_logprob": True, "abstain_logprob": -0.85}
+    assert chosen_bars(res) == res
+    line = _bars_line({"policy": res, "budget": 0.05, "n_items": 300, "n_easy": 100,
+                       "n_right": 80, "n_wrong": 220})
+    assert "100 of them easy validation facts" in line and "-0.85" in line
     assert "not chosen (3 right answers" in _bars_line(
         {"policy": None, "why": "3 right answers (at least 20 are needed)"})
     assert "predates" in _bars_line(None)

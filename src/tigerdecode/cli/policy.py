@@ -181,7 +181,7 @@ def risk_cmd(model_name, heads_dir, qa_path, split, sample, seed, forms, creativ
     (from the first fact slot on) and on p_risk (at the first fact slot), the right answers
     kept, the wrong ones caught and the creative requests that would abstain; the bars at each
     creativity are the lowest within the --budget. With the policy's use_logprob on (the
-    default), the p_dev bar and the bar on the answer's mean token log-probability are chosen
+    default), the p_dev bar and the bar on the answer's mean top-token log-probability are chosen
     together: the pair catching the most wrong answers within the budget.
     """
     import random

@@ -74,9 +74,12 @@ class Control:
     same n-gram twice (the token that would repeat one is banned). With ``abstain_unslotted`` a
     factual request (``p_factual`` at least ``factual_at``) whose answer ends without ever
     reaching a fact slot ends as an abstention too: it never committed to the fact asked for.
-    With ``abstain_logprob`` set (a number <= 0), a factual request whose answer's mean token
-    log-probability under member 0 (its raw logits, before the control's changes; end-of-sequence
-    left out) ends below it abstains at its end: the model was unsure of what it wrote.
+    With ``abstain_logprob`` set (a number <= 0), a factual request whose answer's mean
+    top-token log-probability under member 0 (at each step, the log-probability of the model's
+    most likely next token in its raw logits, before the control's changes; end-of-sequence
+    steps left out) ends below it abstains at its end: the model was unsure along the way. The
+    most likely token's, not the drawn one's: at a higher creativity the policy draws less likely
+    tokens by design, which says nothing about what the model knows.
     ``reads_names``: the loop fills ``Signals.p_name`` (needs the tokenizer). ``policy``: the
     :class:`~tigerdecode.policy.knob.Policy` when there is one (recorded in results)."""
 
@@ -118,8 +121,8 @@ class DecodeOutput:
     p_factual: list[float] | None = None  # per row: the request asks for a fact (the heads')
 
 
-TRACE_KEYS = ("p_stop", "p_dev", "p_slot", "p_risk", "p_name", "logprob", "temperature",
-              "top_p", "weights", "retries")
+TRACE_KEYS = ("p_stop", "p_dev", "p_slot", "p_risk", "p_name", "logprob", "top_logprob",
+              "temperature", "top_p", "weights", "retries")
 
 
 def _has_alnum(t: str) -> bool:
@@ -274,11 +277,13 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
                     abstained |= nd.abstain & gate & ~finished
             if at_slot is not None:
                 past_slot |= at_slot & ~finished
-            # the drawn token's log-probability under member 0's own logits
-            lp = torch.log_softmax(drawn_from[0].float(), -1).gather(
-                1, tok.clamp(0, drawn_from[0].shape[-1] - 1)[:, None])[:, 0]
+            # under member 0's own logits: the drawn token's log-probability, and that of the
+            # most likely token (the model's confidence, whatever the policy drew)
+            logp = torch.log_softmax(drawn_from[0].float(), -1)
+            lp = logp.gather(1, tok.clamp(0, logp.shape[-1] - 1)[:, None])[:, 0]
+            top_lp = logp.max(-1).values
             live = ~finished & ~torch.isin(tok, eos_t)
-            lp_sum += torch.where(live, lp, 0.0)
+            lp_sum += torch.where(live, top_lp, 0.0)
             lp_n += live.float()
             # ---- record ----
             toks.append(tok)
@@ -286,6 +291,7 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
                 guard.push(tok.tolist())
             for k, v in (("p_stop", sig.p_stop), ("p_dev", sig.p_dev), ("p_slot", sig_d.p_slot),
                          ("p_risk", sig_d.p_risk), ("p_name", sig_d.p_name), ("logprob", lp),
+                         ("top_logprob", top_lp),
                          ("temperature", d.temperature),
                          ("top_p", d.top_p),
                          ("weights", d.weights), ("retries", retries)):
@@ -322,7 +328,7 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
         factual = run.p_factual.to(dev) >= control.factual_at
         abstained |= factual & ~past_slot & ~stopped
     if control.abstains and control.abstain_logprob is not None and run.p_factual is not None:
-        # a factual answer the model wrote unsure of itself, on average
+        # a factual answer the model was unsure along, on average
         factual = run.p_factual.to(dev) >= control.factual_at
         unsure = (lp_n > 0) & (lp_sum / lp_n.clamp(min=1) < control.abstain_logprob)
         abstained |= factual & unsure & ~stopped

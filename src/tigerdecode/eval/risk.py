@@ -16,8 +16,8 @@ answers count as abstained under every bar, and the table says how many there ar
 a creativity come from an error budget stated up front: first the lowest ``p_dev`` bar that
 loses at most ``budget`` of the right answers, then the lowest ``p_risk`` bar that keeps the
 union within the same budget (1.0, i.e. off, when the risk adds nothing there). With the
-policy's ``use_logprob`` on, a third peak is the answer's mean token log-probability (the loop
-abstains at the end of a factual answer below ``abstain_logprob``), and the ``p_dev`` bar and
+policy's ``use_logprob`` on, a third peak is the answer's mean top-token log-probability (the
+loop abstains at the end of a factual answer below ``abstain_logprob``), and the ``p_dev`` bar and
 that bar are chosen together: the pair that catches the most wrong answers within the budget.
 Given ``parts`` (say, validation facts the model mostly knows beside ones it mostly does not),
 the budget holds in every part, so one bar does not serve a hard set at the cost of an easy
@@ -32,21 +32,22 @@ from __future__ import annotations
 import numpy as np
 
 BARS = tuple(round(0.05 + 0.025 * i, 3) for i in range(38)) + (0.99, 1.0)  # 0.05 .. 1
-# bars on the answer's mean token log-probability (abstain below); -inf: off
+# bars on the answer's mean top-token log-probability (abstain below); -inf: off
 LOGPROB_BARS = (float("-inf"),) + tuple(round(-3.0 + 0.05 * i, 2) for i in range(60))
 
 
 def mean_logprob(result) -> float:
-    """The answer's mean token log-probability under the model (end-of-sequence left out), as
-    the loop's ``abstain_logprob`` rule reads it; 0.0 when the trace has none."""
-    lps = [t.logprob for t in result.trace[:len(result.token_ids)] if t.logprob is not None]
+    """The answer's mean top-token log-probability under the model (end-of-sequence left out),
+    as the loop's ``abstain_logprob`` rule reads it; 0.0 when the trace has none."""
+    lps = [t.top_logprob for t in result.trace[:len(result.token_ids)]
+           if t.top_logprob is not None]
     return sum(lps) / len(lps) if lps else 0.0
 
 
 def peaks(result, policy) -> tuple[float, float, float, float]:
     """(``p_risk`` at the first fact slot, highest content-token ``p_dev`` from that slot on,
     1.0 if the policy abstains on it at its end for never reaching a fact slot else 0.0, the
-    answer's mean token log-probability); (0, 0, 0, 0) for a creative request, which no bar
+    answer's mean top-token log-probability); (0, 0, 0, 0) for a creative request, which no bar
     ends (p_factual gates every abstention)."""
     if result.p_factual is not None and result.p_factual < policy.factual_at:
         return 0.0, 0.0, 0.0, 0.0
@@ -267,30 +268,18 @@ def chosen_bars(res: dict) -> dict | None:
 def table(res: dict, every: int = 4) -> str:
     """Both curves at every ``every``-th bar plus the chosen ones, per creativity."""
     lines = [f"error budget: at most {res['budget']:.0%} of the right answers abstain", ""]
-    for name, title in (("dev", "p_dev from the first fact slot on"),
-                        ("risk", "p_risk at the first fact slot (with the p_dev bar above)")):
+    curves = [("dev", "p_dev from the first fact slot on"),
+              ("risk", "p_risk at the first fact slot (with the p_dev bar above)")]
+    if any("logprob_curve" in lv for lv in res["levels"]):
+        curves.append(("logprob", "the answer's mean top-token log-probability (abstain below "
+                                  "the bar; with the p_dev bar)"))
+    for name, title in curves:
         lines += [f"**{title}**", "",
                   "| creativity | bar | answered | right kept | wrong caught | error among "
                   "answered | creative requests abstaining |", "|---:|---:|---:|---:|---:|---:|---:|"]
         for lv in res["levels"]:
-            for i, r in enumerate(lv[f"{name}_curve"]):
+            for i, r in enumerate(lv.get(f"{name}_curve", [])):
                 chosen = r["bar"] == lv[f"{name}_bar"]
-                if i % every and not chosen:
-                    continue
-                m = "**" if chosen else ""
-                lines.append(f"| {lv['creativity']:g} | {m}{r['bar']:g}{m} | {r['coverage']:.3f} "
-                             f"| {r['right_kept']:.3f} | {r['wrong_caught']:.3f} | "
-                             f"{r['error_among_answered']:.3f} | {r['creative_abstain']}/"
-                             f"{r['n_creative']} |")
-        lines.append("")
-    if any("logprob_curve" in lv for lv in res["levels"]):
-        lines += ["**the answer's mean token log-probability (abstain below the bar; with the "
-                  "p_dev bar)**", "",
-                  "| creativity | bar | answered | right kept | wrong caught | error among "
-                  "answered | creative requests abstaining |", "|---:|---:|---:|---:|---:|---:|---:|"]
-        for lv in res["levels"]:
-            for i, r in enumerate(lv.get("logprob_curve", [])):
-                chosen = r["bar"] == lv["logprob_bar"]
                 if i % every and not chosen:
                     continue
                 m = "**" if chosen else ""
@@ -337,10 +326,12 @@ def plot(res: dict, path) -> None:
 
     curves = {}
     for lv in res["levels"]:
-        for name in ("dev", "risk"):
+        for name in ("dev", "risk", "logprob"):
+            if f"{name}_curve" not in lv:
+                continue
             curves[f"{name} c={lv['creativity']:g}"] = [
                 (r["coverage"], r["error_among_answered"],
                  f"bar {r['bar']:g}" if r["bar"] == lv[f"{name}_bar"] else "")
                 for r in lv[f"{name}_curve"]]
-    line_plot(curves, path, title="Risk-coverage: abstaining on p_dev / p_risk after a fact slot",
+    line_plot(curves, path, title="Risk-coverage: abstaining on p_dev / p_risk / mean log-prob",
               xlabel="answered (coverage)", ylabel="error among answered")

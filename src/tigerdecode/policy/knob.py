@@ -26,9 +26,10 @@ The schedule: ``temperature = t_max * c`` (c = 0 is greedy); ``top_p`` from ``to
   c``; an EOS bias ``eos_gain * (1 - c) * logit(p_stop)`` ends a complete answer; optional
   cooling on ``p_dev`` (``use_tighten``), undo-and-resample (``use_resample``), and abstaining
   at the end of a factual answer that never reached a fact slot (``abstain_no_slot``);
-- the model's own confidence (``use_logprob``): a factual answer whose mean token log-probability
-  ends below ``abstain_logprob - logprob_drop * c`` abstains at its end (tigerdecode's loop;
-  chosen beside the ``p_dev`` bar on validation facts the model mostly knows and mostly does not);
+- the model's own confidence (``use_logprob``): a factual answer whose mean top-token
+  log-probability (the most likely next token's, step by step) ends below ``abstain_logprob -
+  logprob_drop * c`` abstains at its end (tigerdecode's loop; chosen beside the ``p_dev`` bar
+  on validation facts the model mostly knows and mostly does not);
   a row never writes the same ``no_repeat_ngram``-gram twice (the loop guard of small models).
 
 How the defaults were chosen, with the commands that measured them: ``docs/results/policy.md``
@@ -194,7 +195,7 @@ class Policy:
 
     @property
     def logprob_threshold(self) -> float:
-        """The mean token log-probability below which a factual answer abstains at its end."""
+        """The mean top-token log-probability below which a factual answer abstains at its end."""
         return self.abstain_logprob - self.logprob_drop * self.creativity
 
     @property
