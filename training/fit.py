@@ -585,7 +585,8 @@ class Fit:
                 "n_easy": len(easy), "parts": lv.get("parts"),
                 "n_right": lv["n_right"], "n_wrong": lv["n_wrong"],
                 "why": None if bars is not None else
-                f"{lv['n_right']} right answers (at least {risk.MIN_RIGHT} are needed)"}
+                f"{res.get('too_few_right', lv['n_right'])} right answers in the part with the "
+                f"fewest (at least {risk.MIN_RIGHT} are needed in each part)"}
 
     def stage_eval_judge(self) -> dict:
         if self.judge_eval is None:

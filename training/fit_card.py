@@ -34,7 +34,7 @@ def _bars_line(b: dict | None) -> str:
     return (f"**Abstention bars**: not chosen ({b.get('why')}); the policy's defaults apply, "
             "which were chosen for the default model and may abstain far too often here. "
             "Choose them on facts this model knows: `tigerdecode policy risk --heads DIR "
-            "--qa FILE --split validation --write`.")
+            "--qa FILE --split validation --also-qa data/easy_validation_facts.jsonl --write`.")
 
 
 def render_card(req, plan, fp, tokenizer, done: dict, heads_metrics: dict, out, judge_out
