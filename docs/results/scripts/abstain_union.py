@@ -9,24 +9,17 @@ and the wrong answers both rules together catch.
 ``--pair D,M``: also print what the p_dev bar D with the log-probability bar M (or "off") does.
 """
 import sys
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from abstain_bars import mean_logprob, peak, read_parts  # noqa: E402
 
 args = sys.argv[1:]
 pairs = [args[i + 1] for i, a in enumerate(args) if a == "--pair"]
 files = [a for i, a in enumerate(args) if a != "--pair" and (i == 0 or args[i - 1] != "--pair")]
-sys.argv = sys.argv[:1]
-exec(open("docs/results/scripts/abstain_bars.py").read().split("parts = {}")[0])  # noqa: S102
-
-
-def mean_logprob(r):
-    return float(np.mean([np.log(max(t[5], 1e-9)) for t in r["toks"]])) if r["toks"] else 0.0
-
-
-parts = {}
-for path in files:
-    c, rows = load(path)
-    parts["easy" if rows and rows[0]["prompt"] in EASY else "relations"] = rows
+c, parts = read_parts(files)
 data = {k: (np.array([peak(r) for r in v]), np.array([mean_logprob(r) for r in v]),
             np.array([r["right"] for r in v])) for k, v in parts.items()}
 print(f"creativity {c:g}; " + "; ".join(f"{k}: {int(y.sum())} right, {int((~y).sum())} wrong"
@@ -34,6 +27,8 @@ print(f"creativity {c:g}; " + "; ".join(f"{k}: {int(y.sum())} right, {int((~y).s
 print("| p_dev bar | log-prob bar | " + " | ".join(f"{k} right kept | {k} wrong caught"
                                                   for k in [*data, "pooled"]) + " |")
 print("|---:|---:|" + "---:|---:|" * (len(data) + 1))
+
+
 def row(d, m, label):
     cells, kr, kw = [], [], []
     for dv, lp, y in data.values():

@@ -227,7 +227,7 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
             torch.zeros(B, dtype=torch.bool, device=dev) for _ in range(5))
         lengths = torch.zeros(B, dtype=torch.long, device=dev)
         slot_seen = False
-        # the answer's summed token log-probability under member 0, for abstain_logprob
+        # the answer's summed top-token log-probability under member 0, for abstain_logprob
         lp_sum, lp_n = torch.zeros(B, device=dev), torch.zeros(B, device=dev)
         guard = RepeatGuard(control.no_repeat_ngram, B) if control.no_repeat_ngram > 1 else None
         d, sig_d = control.decide(sig, B, dev), sig  # sig_d: the signals d was decided from
@@ -282,7 +282,8 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
             logp = torch.log_softmax(drawn_from[0].float(), -1)
             lp = logp.gather(1, tok.clamp(0, logp.shape[-1] - 1)[:, None])[:, 0]
             top_lp = logp.max(-1).values
-            live = ~finished & ~torch.isin(tok, eos_t)
+            is_eos = torch.isin(tok, eos_t)
+            live = ~finished & ~is_eos
             lp_sum += torch.where(live, top_lp, 0.0)
             lp_n += live.float()
             # ---- record ----
@@ -306,7 +307,7 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
             control.observe(tok, ctx)
             # ---- stop ----
             lengths += (~finished).long()
-            hit_eos |= torch.isin(tok, eos_t) & ~finished
+            hit_eos |= is_eos & ~finished
             finished = finished | hit_eos | abstained
             if stopping_criteria is not None:
                 so_far = torch.cat([members[0][1].to(dev), torch.stack(toks, 1)], 1)

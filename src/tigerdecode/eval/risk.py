@@ -150,10 +150,9 @@ def level(right, wrong, creative, budget: float, n_abstained: int = 0,
         ur, uw, uc = ur | (right[:, 3] < m), uw | (wrong[:, 3] < m), uc | (creative[:, 3] < m)
     dev = curve(right[:, 1], wrong[:, 1], creative[:, 1], n_abstained=n_abstained,
                 fixed_right=ur, fixed_wrong=uw, fixed_creative=uc)
-    if not logprob:
-        d = choose_bar(dev, budget) if parts is None else max(
-            choose_bar(curve(right[parts == p, 1], wrong[:, 1], creative[:, 1],
-                             fixed_right=ur[parts == p]), budget) for p in np.unique(parts))
+    if not logprob:  # the lowest p_dev bar within the budget (of every part)
+        d = min((b for b in BARS if _kept_everywhere(~(ur | (right[:, 1] >= b)), parts, budget)),
+                default=1.0)
     fr, fw, fc = ur | (right[:, 1] >= d), uw | (wrong[:, 1] >= d), uc | (creative[:, 1] >= d)
     risk = curve(right[:, 0], wrong[:, 0], creative[:, 0], n_abstained=n_abstained,
                  fixed_right=fr, fixed_wrong=fw, fixed_creative=fc)
@@ -166,17 +165,14 @@ def level(right, wrong, creative, budget: float, n_abstained: int = 0,
            "no_slot": {"right": int((right[:, 2] > 0).sum()), "wrong": int((wrong[:, 2] > 0).sum()),
                        "creative": int((creative[:, 2] > 0).sum())},
            "creative_abstain": int((fc | (creative[:, 0] >= r)).sum())}
-    if logprob:
+    if logprob:  # the log-probability curve with the p_dev bar (and no-slot rule) in place
+        fixed = {f"fixed_{k}": (a[:, 1] >= d) | (a[:, 2] > 0)
+                 for k, a in (("right", right), ("wrong", wrong), ("creative", creative))}
         out["logprob_bar"] = m
-        out["logprob_curve"] = [
-            {"bar": b, **{k: v for k, v in row.items() if k != "bar"}}
-            for b, row in ((b, curve(right[:, 3] < b, wrong[:, 3] < b, creative[:, 3] < b,
-                                     bars=(0.5,), n_abstained=n_abstained,
-                                     fixed_right=(right[:, 1] >= d) | (right[:, 2] > 0),
-                                     fixed_wrong=(wrong[:, 1] >= d) | (wrong[:, 2] > 0),
-                                     fixed_creative=(creative[:, 1] >= d) | (creative[:, 2] > 0)
-                                     )[0])
-                           for b in LOGPROB_BARS[1:])]
+        out["logprob_curve"] = [  # abstaining below b, as booleans against a 0.5 bar
+            {**curve(right[:, 3] < b, wrong[:, 3] < b, creative[:, 3] < b, bars=(0.5,),
+                     n_abstained=n_abstained, **fixed)[0], "bar": b}
+            for b in LOGPROB_BARS[1:]]
     if parts is not None:
         ab = fr | (right[:, 0] >= r)
         out["parts"] = {str(p): {"n_right": int((parts == p).sum()),
