@@ -106,3 +106,42 @@ def test_logprob_and_dev_bars_are_chosen_together_within_the_budget_of_every_par
     # without parts the pooled budget lets p_dev lose one right answer in 40: same catch here
     pooled = level(hard_right + easy_right, wrong, [(0.0,) * 4], 0.04, logprob=True)
     assert pooled["chosen"]["wrong_caught"] >= both["chosen"]["wrong_caught"]
+
+
+def test_the_knob_relaxes_the_logprob_bar_to_catch_a_shrinking_share_of_wrong_answers():
+    """At the first creativity the budget chooses the log-probability bar; at creativity c the
+    bar relaxes to the highest one catching at most (1 - c) of the share of wrong answers it
+    caught there, and logprob_drop is the straight line through the last level's bar."""
+    from tigerdecode.eval import risk
+    from tigerdecode.qa.data import QAItem
+
+    # 20 right answers written surely (-0.2); 10 wrong ones spread from -2.0 to -1.1
+    lps = {f"right {i}": -0.2 for i in range(20)}
+    lps |= {f"wrong {i}": -2.0 + 0.1 * i for i in range(10)}
+    items = [QAItem(prompt=f"Where is {k}?", answers=["Paris" if k.startswith("right") else "Rome"])
+             for k in lps]
+
+    class Gen:
+        def generate_text(self, prompts, **kw):
+            out = []
+            for p in prompts:
+                key = next((k for k in lps if f"Where is {k}?" in p), None)
+                tr = [TokenTrace(token=" Paris", token_id=0, p_slot=0.9, p_risk=0.1, p_dev=0.1,
+                                 top_logprob=lps.get(key, -0.1))]
+                out.append(GenerationResult(text="Paris.", token_ids=[0], trace=tr,
+                                            p_factual=0.9 if "Where" in p else 0.1))
+            return out
+
+    res = risk.run(Gen(), items, ["Write a poem."], [0.0, 0.5], budget=0.05, progress=False)
+    first, half = res["levels"]
+    # the budget keeps every right answer (-0.2) and catches all ten wrong ones (below -1.05)
+    assert first["logprob_alone_caught"] == 1.0
+    # at c = 0.5: catch at most half of them; the highest such bar is -1.5 (catches -2.0..-1.6)
+    assert half["logprob_relaxed"] == pytest.approx(-1.5)
+    assert half["logprob_relaxed_caught"] == pytest.approx(0.5)
+    assert res["logprob_drop"] == pytest.approx(2 * (first["logprob_bar"] + 1.5))
+    assert "the knob relaxes it to -1.5" in risk.table(res)
+    # a bar that rose with creativity would abstain more the more creative: never chosen
+    bars = risk.chosen_bars(res)
+    assert bars["logprob_drop"] > 0
+    assert Policy(0.5, **bars).logprob_threshold < Policy(0.0, **bars).logprob_threshold

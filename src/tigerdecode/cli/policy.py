@@ -182,7 +182,9 @@ def risk_cmd(model_name, heads_dir, qa_path, split, sample, seed, forms, creativ
     kept, the wrong ones caught and the creative requests that would abstain; the bars at each
     creativity are the lowest within the --budget. With the policy's use_logprob on (the
     default), the p_dev bar and the bar on the answer's mean top-token log-probability are chosen
-    together: the pair catching the most wrong answers within the budget.
+    together: the pair catching the most wrong answers within the budget; the log-probability
+    bar then relaxes with creativity (logprob_drop), catching at creativity c (1 - c) of the
+    share of wrong answers it catches at the first creativity.
     """
     import random
 

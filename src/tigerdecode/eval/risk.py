@@ -19,6 +19,11 @@ union within the same budget (1.0, i.e. off, when the risk adds nothing there). 
 policy's ``use_logprob`` on, a third peak is the answer's mean top-token log-probability (the
 loop abstains at the end of a factual answer below ``abstain_logprob``), and the ``p_dev`` bar and
 that bar are chosen together: the pair that catches the most wrong answers within the budget.
+That pair is chosen at the first creativity; the knob then relaxes the log-probability bar with
+creativity (``logprob_drop``): at creativity c it catches ``(1 - c)`` of the share of wrong
+answers the first level's bar caught by log-probability alone, measured on the answers decoded
+at c, so that errors rise and "I don't know" falls as the knob turns (a bar the budget chose
+afresh at each creativity may come out *higher* at c = 0.5, abstaining more the more creative).
 Given ``parts`` (say, validation facts the model mostly knows beside ones it mostly does not),
 the budget holds in every part, so one bar does not serve a hard set at the cost of an easy
 one. The curves also count the creative requests (mixed and open prompts) that would abstain:
@@ -134,14 +139,26 @@ def joint_bars(right: np.ndarray, wrong: np.ndarray, budget: float,
     return best
 
 
+def relaxed_logprob_bar(wrong_lp: np.ndarray, catch: float) -> float:
+    """The highest log-probability bar that catches at most ``catch`` of the wrong answers by
+    their mean log-probability alone (``-inf``, off, when every bar catches more)."""
+    ok = [b for b in LOGPROB_BARS if (wrong_lp < b).mean() <= catch + 1e-12] if len(wrong_lp) \
+        else list(LOGPROB_BARS)
+    return max(ok)
+
+
 def level(right, wrong, creative, budget: float, n_abstained: int = 0,
-          logprob: bool = False, parts: np.ndarray | None = None) -> dict:
+          logprob: bool = False, parts: np.ndarray | None = None,
+          relax_catch: float | None = None) -> dict:
     """The curves and bars at one creativity from (risk, dev[, no slot[, mean log-prob]])
     peaks. Answers ended for never reaching a fact slot are abstained under every bar; the bars
     are chosen with them counted against the budget. ``logprob``: the ``p_dev`` bar and the
     mean log-probability bar are chosen together (:func:`joint_bars`); otherwise the ``p_dev``
     bar is the lowest within the budget. ``parts``: a label per right answer; the budget then
-    holds in every part (facts the model mostly knows beside ones it mostly does not)."""
+    holds in every part (facts the model mostly knows beside ones it mostly does not).
+    ``relax_catch`` (with ``logprob``): also the bar the knob relaxes to here, the highest that
+    catches at most this share of the wrong answers by log-probability alone
+    (``logprob_relaxed``; see :func:`run`)."""
     right, wrong, creative = (_peak_array(x) for x in (right, wrong, creative))
     ur, uw, uc = right[:, 2] > 0, wrong[:, 2] > 0, creative[:, 2] > 0
     m = float("-inf")
@@ -169,6 +186,11 @@ def level(right, wrong, creative, budget: float, n_abstained: int = 0,
         fixed = {f"fixed_{k}": (a[:, 1] >= d) | (a[:, 2] > 0)
                  for k, a in (("right", right), ("wrong", wrong), ("creative", creative))}
         out["logprob_bar"] = m
+        out["logprob_alone_caught"] = float((wrong[:, 3] < m).mean()) if len(wrong) else 0.0
+        if relax_catch is not None:
+            out["logprob_relaxed"] = relaxed_logprob_bar(wrong[:, 3], relax_catch)
+            out["logprob_relaxed_caught"] = float(
+                (wrong[:, 3] < out["logprob_relaxed"]).mean()) if len(wrong) else 0.0
         out["logprob_curve"] = [  # abstaining below b, as booleans against a 0.5 bar
             {**curve(right[:, 3] < b, wrong[:, 3] < b, creative[:, 3] < b, bars=(0.5,),
                      n_abstained=n_abstained, **fixed)[0], "bar": b}
@@ -219,9 +241,14 @@ def run(gen, items, creative_prompts: list[str], creativities, *, budget: float 
                                     max_new_tokens=creative_tokens, seed=seed + 10_000 + s, **kw)
             creative += [peaks(r, policy) for r in res]
             bar.update(len(res))
+        relax = None
+        if out["levels"] and policy.use_logprob and out["levels"][0]["creativity"] < 1:
+            c0 = out["levels"][0]["creativity"]
+            relax = max(0.0, 1 - (c - c0) / (1 - c0)) * out["levels"][0]["logprob_alone_caught"]
         out["levels"].append({"creativity": c, **level(
             right, wrong, creative, budget, logprob=policy.use_logprob,
-            parts=None if parts is None else np.array(right_parts, dtype=object))})
+            parts=None if parts is None else np.array(right_parts, dtype=object),
+            relax_catch=relax)})
     bar.close()
     lv = out["levels"]
     few = min(x["n_right"] if x.get("parts") is None else
@@ -236,7 +263,11 @@ def run(gen, items, creative_prompts: list[str], creativities, *, budget: float 
         if out["use_logprob"]:
             out["abstain_logprob"] = ms[0]
             if len(lv) > 1 and lv[-1]["creativity"] > lv[0]["creativity"]:
-                out["logprob_drop"] = round(max(0.0, (ms[0] - ms[-1]) / (
+                # the knob relaxes the bar: at creativity c it catches (1 - c) of the share of
+                # wrong answers the bar catches at the first creativity (a straight line through
+                # the last level's relaxed bar; the lowest finite bar stands in for "off")
+                end = max(lv[-1]["logprob_relaxed"], LOGPROB_BARS[1])
+                out["logprob_drop"] = round(max(0.0, (ms[0] - end) / (
                     lv[-1]["creativity"] - lv[0]["creativity"])), 4)
     for name in ("dev", "risk"):
         at = lv[0][f"{name}_bar"]
@@ -297,6 +328,10 @@ def table(res: dict, every: int = 4) -> str:
     for lv in res["levels"]:
         ch = lv["chosen"]
         lp = (f", mean log-prob {lv['logprob_bar']:g}" if "logprob_bar" in lv else "")
+        if "logprob_relaxed" in lv:
+            lp += (f" (the knob relaxes it to {lv['logprob_relaxed']:g}: catches "
+                   f"{lv['logprob_relaxed_caught']:.3f} of the wrong answers by log-probability "
+                   f"alone)")
         lines.append(f"creativity {lv['creativity']:g}: {lv['n_right']} right, {lv['n_wrong']} "
                      f"wrong without abstention; bars p_dev {lv['dev_bar']:g}, p_risk "
                      f"{lv['risk_bar']:g}{lp}: right kept {ch['right_kept']:.3f}, wrong caught "
