@@ -585,8 +585,10 @@ class Fit:
                 "n_easy": len(easy), "parts": lv.get("parts"),
                 "n_right": lv["n_right"], "n_wrong": lv["n_wrong"],
                 "why": None if bars is not None else
-                f"{res.get('too_few_right', lv['n_right'])} right answers in the part with the "
-                f"fewest (at least {risk.MIN_RIGHT} are needed in each part)"}
+                f"{res.get('too_few_right', lv['n_right'])} right answers "
+                f"{'in the part with the fewest' if res.get('too_few_in') == 'part' else 'in all'}"
+                f" (at least {risk.MIN_RIGHT} are needed in all and {risk.MIN_PART_RIGHT} in "
+                f"each part)"}
 
     def stage_eval_judge(self) -> dict:
         if self.judge_eval is None:

@@ -81,6 +81,34 @@ def test_no_bars_from_a_handful_of_right_answers():
     assert "no bars chosen: 3 right answers" in risk.table(res)
 
 
+def test_a_part_needs_fewer_right_answers_than_the_whole():
+    """With parts, 20 right answers in all and 10 in each part are enough (17 + 30, as the
+    default model's fit gave): a part of 9 is still too few, and the table says which."""
+    from tigerdecode.eval import risk
+    from tigerdecode.qa.data import QAItem
+
+    def run(n_hard, n_easy):
+        items = ([QAItem(prompt=f"Where is hard {i}?", answers=["Paris"]) for i in range(n_hard)]
+                 + [QAItem(prompt=f"Where is easy {i}?", answers=["Paris"]) for i in range(n_easy)]
+                 + [QAItem(prompt=f"Where is wrong {i}?", answers=["Rome"]) for i in range(10)])
+
+        class Gen:
+            def generate_text(self, prompts, **kw):
+                tr = [TokenTrace(token=" Paris", token_id=0, p_slot=0.9, p_risk=0.1, p_dev=0.2,
+                                 top_logprob=-0.3)]
+                return [GenerationResult(text="Paris.", token_ids=[0], trace=tr, p_factual=0.9)
+                        for _ in prompts]
+
+        parts = ["hard"] * n_hard + ["easy"] * n_easy + ["hard"] * 10
+        return risk.run(Gen(), items, [], [0.0], progress=False, parts=parts)
+
+    assert risk.chosen_bars(run(17, 30)) is not None
+    short = run(9, 30)
+    assert risk.chosen_bars(short) is None and short["too_few_in"] == "part"
+    assert "9 right answers in a part at some creativity, fewer than 10" in risk.table(short)
+    assert run(5, 12)["too_few_in"] == "all"
+
+
 def test_logprob_and_dev_bars_are_chosen_together_within_the_budget_of_every_part():
     """(risk, dev, no slot, mean log-prob) peaks. The easy part's right answers look risky to
     p_dev (0.92) but the model wrote them surely (-0.2); the hard part's wrong answers are

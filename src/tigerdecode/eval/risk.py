@@ -97,6 +97,9 @@ def curve(right: np.ndarray, wrong: np.ndarray, creative: np.ndarray, bars=BARS,
 # fewer right answers than this at some creativity: no bars are chosen (an error budget of 5%
 # on three right answers would pick the lowest bar there is)
 MIN_RIGHT = 20
+# with parts, each part needs this many too: the budget then keeps all of a part's right answers
+# up to 19 (one lost of 10 is 10%), a strict bar rather than a handful read as a distribution
+MIN_PART_RIGHT = 10
 
 
 def choose_bar(rows: list[dict], budget: float) -> float:
@@ -251,11 +254,13 @@ def run(gen, items, creative_prompts: list[str], creativities, *, budget: float 
             relax_catch=relax)})
     bar.close()
     lv = out["levels"]
-    few = min(x["n_right"] if x.get("parts") is None else
-              min(p["n_right"] for p in x["parts"].values()) for x in lv)
-    if few < MIN_RIGHT:  # a budget on a handful of right answers is no measurement
+    total = min(x["n_right"] for x in lv)
+    part = min((p["n_right"] for x in lv for p in (x.get("parts") or {}).values()),
+               default=MIN_PART_RIGHT)
+    if total < MIN_RIGHT or part < MIN_PART_RIGHT:  # a handful of right answers: no measurement
         out.update(abstain_at=None, abstain_rise=None, risk_at=None, risk_rise=None,
-                   too_few_right=few)
+                   too_few_right=total if total < MIN_RIGHT else part,
+                   too_few_in="all" if total < MIN_RIGHT else "part")
         return out
     if all("logprob_bar" in x for x in lv):
         ms = [x["logprob_bar"] for x in lv]
@@ -338,8 +343,11 @@ def table(res: dict, every: int = 4) -> str:
                      f"{ch['wrong_caught']:.3f}, creative requests abstaining "
                      f"{lv['creative_abstain']}")
     if res.get("too_few_right") is not None:
-        lines.append(f"=> no bars chosen: {res['too_few_right']} right answers at some "
-                     f"creativity, fewer than {MIN_RIGHT}; use items this model knows more of")
+        in_part = res.get("too_few_in") == "part"
+        lines.append(f"=> no bars chosen: {res['too_few_right']} right answers "
+                     f"{'in a part ' if in_part else ''}at some creativity, fewer than "
+                     f"{MIN_PART_RIGHT if in_part else MIN_RIGHT}; use items this model knows "
+                     f"more of")
         return "\n".join(lines)
     fmt = lambda v: "n/a" if v is None else f"{v:g}"  # noqa: E731
     lines.append(f"=> abstain_at = {fmt(res['abstain_at'])}, abstain_rise = "
