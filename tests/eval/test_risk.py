@@ -138,8 +138,8 @@ def test_logprob_and_dev_bars_are_chosen_together_within_the_budget_of_every_par
 
 def test_the_knob_relaxes_the_logprob_bar_to_catch_a_shrinking_share_of_wrong_answers():
     """At the first creativity the budget chooses the log-probability bar; at creativity c the
-    bar relaxes to the highest one catching at most (1 - c) of the share of wrong answers it
-    caught there, and logprob_drop is the straight line through the last level's bar."""
+    relaxed line's bar is the highest one catching at most (1 - c) of the share of wrong answers
+    it caught there, and logprob_drop is relax times that line's slope."""
     from tigerdecode.eval import risk
     from tigerdecode.qa.data import QAItem
 
@@ -160,7 +160,8 @@ def test_the_knob_relaxes_the_logprob_bar_to_catch_a_shrinking_share_of_wrong_an
                                             p_factual=0.9 if "Where" in p else 0.1))
             return out
 
-    res = risk.run(Gen(), items, ["Write a poem."], [0.0, 0.5], budget=0.05, progress=False)
+    res = risk.run(Gen(), items, ["Write a poem."], [0.0, 0.5], budget=0.05, progress=False,
+                   relax=1.0)
     first, half = res["levels"]
     # the budget keeps every right answer (-0.2) and catches all ten wrong ones (below -1.05)
     assert first["logprob_alone_caught"] == 1.0
@@ -168,7 +169,12 @@ def test_the_knob_relaxes_the_logprob_bar_to_catch_a_shrinking_share_of_wrong_an
     assert half["logprob_relaxed"] == pytest.approx(-1.5)
     assert half["logprob_relaxed_caught"] == pytest.approx(0.5)
     assert res["logprob_drop"] == pytest.approx(2 * (first["logprob_bar"] + 1.5))
-    assert "the knob relaxes it to -1.5" in risk.table(res)
+    assert "the knob relaxes it to -1.5" in risk.table(res) and "(relax 1)" in risk.table(res)
+    # relax scales the slope: half way by default, flat at 0
+    half_way = risk.run(Gen(), items, ["Write a poem."], [0.0, 0.5], progress=False)
+    assert half_way["logprob_drop"] == pytest.approx(res["logprob_drop"] / 2)
+    flat = risk.run(Gen(), items, ["Write a poem."], [0.0, 0.5], progress=False, relax=0.0)
+    assert flat["logprob_drop"] == 0.0
     # a bar that rose with creativity would abstain more the more creative: never chosen
     bars = risk.chosen_bars(res)
     assert bars["logprob_drop"] > 0

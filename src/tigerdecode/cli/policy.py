@@ -160,6 +160,10 @@ def tune_cmd(model_name, split, limit, sample, seed, creativities, variants, max
 @click.option("--n-open", type=click.IntRange(0, 200), default=24, show_default=True,
               help="Open prompts (data/open_prompts_train.jsonl) checked beside the items' "
                    "mixed prompts: creative requests must never abstain.")
+@click.option("--relax", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="How far the log-probability bar relaxes with creativity: 1 follows the line "
+                   "on which it catches (1 - c) of the wrong answers it catches at the first "
+                   "creativity, 0 keeps it flat.")
 @max_new_tokens_option(24)
 @batch_size_option(16)
 @set_option("Policy field, e.g. --set use_logprob=false (repeatable).")
@@ -173,8 +177,8 @@ def tune_cmd(model_name, split, limit, sample, seed, creativities, variants, max
               help="Store the chosen bars with --heads DIR (its metrics.json 'policy'): "
                    "generating with those heads then uses them by default.")
 def risk_cmd(model_name, heads_dir, qa_path, split, sample, seed, forms, creativities, topics,
-             budget, also_qa, n_open, max_new_tokens, batch_size, sets, threads, plot_path,
-             as_json, out, write):
+             budget, also_qa, n_open, relax, max_new_tokens, batch_size, sets, threads,
+             plot_path, as_json, out, write):
     """Print the risk-coverage curves and the abstention bars they imply.
 
     Decodes the QA items (in --forms) with abstention off and reports, for every bar on p_dev
@@ -183,8 +187,7 @@ def risk_cmd(model_name, heads_dir, qa_path, split, sample, seed, forms, creativ
     creativity are the lowest within the --budget. With the policy's use_logprob on (the
     default), the p_dev bar and the bar on the answer's mean top-token log-probability are chosen
     together: the pair catching the most wrong answers within the budget; the log-probability
-    bar then relaxes with creativity (logprob_drop), catching at creativity c (1 - c) of the
-    share of wrong answers it catches at the first creativity.
+    bar then relaxes with creativity (logprob_drop; --relax).
     """
     import random
 
@@ -234,7 +237,7 @@ def risk_cmd(model_name, heads_dir, qa_path, split, sample, seed, forms, creativ
                                    "`tigerdecode heads train` on data built with --forms")
     res = risk.run(gen, asked, mixed + open_prompts(n_open), creativities, budget=budget,
                    max_new_tokens=max_new_tokens, batch=batch_size, seed=seed, overrides=sets,
-                   progress=not as_json, parts=parts)
+                   progress=not as_json, parts=parts, relax=relax)
     res["settings"] = {"split": split, "topics": list(topics), "sample": len(items), "seed": seed,
                        "also_qa": list(also_qa),
                        "forms": forms,

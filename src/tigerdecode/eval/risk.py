@@ -20,10 +20,11 @@ policy's ``use_logprob`` on, a third peak is the answer's mean top-token log-pro
 loop abstains at the end of a factual answer below ``abstain_logprob``), and the ``p_dev`` bar and
 that bar are chosen together: the pair that catches the most wrong answers within the budget.
 That pair is chosen at the first creativity; the knob then relaxes the log-probability bar with
-creativity (``logprob_drop``): at creativity c it catches ``(1 - c)`` of the share of wrong
-answers the first level's bar caught by log-probability alone, measured on the answers decoded
-at c, so that errors rise and "I don't know" falls as the knob turns (a bar the budget chose
-afresh at each creativity may come out *higher* at c = 0.5, abstaining more the more creative).
+creativity (``logprob_drop``). The *relaxed line*: at creativity c the bar catches ``(1 - c)`` of
+the share of wrong answers the first level's bar caught by log-probability alone, measured on
+the answers decoded at c; the bar follows that line's slope times ``relax`` (default 0.5), so
+that errors rise and "I don't know" falls as the knob turns (a bar the budget chose afresh at
+each creativity may come out *higher* at c = 0.5, abstaining more the more creative).
 Given ``parts`` (say, validation facts the model mostly knows beside ones it mostly does not),
 the budget holds in every part, so one bar does not serve a hard set at the cost of an easy
 one. The curves also count the creative requests (mixed and open prompts) that would abstain:
@@ -100,6 +101,10 @@ MIN_RIGHT = 20
 # with parts, each part needs this many too: the budget then keeps all of a part's right answers
 # up to 19 (one lost of 10 is 10%), a strict bar rather than a handful read as a distribution
 MIN_PART_RIGHT = 10
+# how far the log-probability bar follows the relaxed line (run): half way, chosen on the
+# validation split so that errors rise with creativity while creativity 0.5 keeps abstaining
+# on the answers the model is least sure of (docs/results/knob.md §9)
+RELAX = 0.5
 
 
 def choose_bar(rows: list[dict], budget: float) -> float:
@@ -209,11 +214,13 @@ def level(right, wrong, creative, budget: float, n_abstained: int = 0,
 def run(gen, items, creative_prompts: list[str], creativities, *, budget: float = 0.05,
         max_new_tokens: int = 24, creative_tokens: int = 40, batch: int = 16, seed: int = 0,
         overrides: dict | None = None, progress: bool = True,
-        parts: list[str] | None = None) -> dict:
+        parts: list[str] | None = None, relax: float = RELAX) -> dict:
     """Decode, label, and build the curves and bars at each creativity. ``parts``: a label per
     item (e.g. "relations" / "easy"); the budget then holds in every part. With the policy's
     ``use_logprob`` on (``overrides`` or its default), the log-probability bar is chosen
-    together with the ``p_dev`` bar."""
+    together with the ``p_dev`` bar, and ``logprob_drop`` is ``relax`` times the drop of the
+    line through the last level's relaxed bar (1: the bar catches ``1 - c`` of its first-level
+    share at creativity c; 0: a flat bar)."""
     from tqdm import tqdm
 
     from tigerdecode.policy.knob import Policy
@@ -244,14 +251,14 @@ def run(gen, items, creative_prompts: list[str], creativities, *, budget: float 
                                     max_new_tokens=creative_tokens, seed=seed + 10_000 + s, **kw)
             creative += [peaks(r, policy) for r in res]
             bar.update(len(res))
-        relax = None
+        catch = None  # the share of wrong answers the relaxed line's bar catches here
         if out["levels"] and policy.use_logprob and out["levels"][0]["creativity"] < 1:
             c0 = out["levels"][0]["creativity"]
-            relax = max(0.0, 1 - (c - c0) / (1 - c0)) * out["levels"][0]["logprob_alone_caught"]
+            catch = max(0.0, 1 - (c - c0) / (1 - c0)) * out["levels"][0]["logprob_alone_caught"]
         out["levels"].append({"creativity": c, **level(
             right, wrong, creative, budget, logprob=policy.use_logprob,
             parts=None if parts is None else np.array(right_parts, dtype=object),
-            relax_catch=relax)})
+            relax_catch=catch)})
     bar.close()
     lv = out["levels"]
     total = min(x["n_right"] for x in lv)
@@ -272,7 +279,8 @@ def run(gen, items, creative_prompts: list[str], creativities, *, budget: float 
                 # wrong answers the bar catches at the first creativity (a straight line through
                 # the last level's relaxed bar; the lowest finite bar stands in for "off")
                 end = max(lv[-1]["logprob_relaxed"], LOGPROB_BARS[1])
-                out["logprob_drop"] = round(max(0.0, (ms[0] - end) / (
+                out["logprob_relax"] = relax
+                out["logprob_drop"] = round(relax * max(0.0, (ms[0] - end) / (
                     lv[-1]["creativity"] - lv[0]["creativity"])), 4)
     for name in ("dev", "risk"):
         at = lv[0][f"{name}_bar"]
@@ -337,6 +345,9 @@ def table(res: dict, every: int = 4) -> str:
             lp += (f" (the knob relaxes it to {lv['logprob_relaxed']:g}: catches "
                    f"{lv['logprob_relaxed_caught']:.3f} of the wrong answers by log-probability "
                    f"alone)")
+        elif "logprob_alone_caught" in lv:
+            lp += (f" (catches {lv['logprob_alone_caught']:.3f} of the wrong answers by "
+                   f"log-probability alone)")
         lines.append(f"creativity {lv['creativity']:g}: {lv['n_right']} right, {lv['n_wrong']} "
                      f"wrong without abstention; bars p_dev {lv['dev_bar']:g}, p_risk "
                      f"{lv['risk_bar']:g}{lp}: right kept {ch['right_kept']:.3f}, wrong caught "
@@ -355,7 +366,8 @@ def table(res: dict, every: int = 4) -> str:
                  f"{fmt(res['risk_rise'])}" + (
                      f", use_logprob = {res['use_logprob']}" if "use_logprob" in res else "") + (
                      f", abstain_logprob = {res['abstain_logprob']:g}, logprob_drop = "
-                     f"{fmt(res.get('logprob_drop'))}" if res.get("use_logprob") else ""))
+                     f"{fmt(res.get('logprob_drop'))}" if res.get("use_logprob") else "") + (
+                     f" (relax {res['logprob_relax']:g})" if "logprob_relax" in res else ""))
     return "\n".join(lines)
 
 
