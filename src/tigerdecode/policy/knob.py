@@ -111,7 +111,7 @@ class Policy:
     abstain_no_slot: bool = False
     use_logprob: bool = True
     abstain_logprob: float = -0.85
-    logprob_drop: float = 0.0
+    logprob_drop: float = 0.15
     no_repeat_ngram: int = 4
 
     def __post_init__(self):
