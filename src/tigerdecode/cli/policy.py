@@ -160,10 +160,11 @@ def tune_cmd(model_name, split, limit, sample, seed, creativities, variants, max
 @click.option("--n-open", type=click.IntRange(0, 200), default=24, show_default=True,
               help="Open prompts (data/open_prompts_train.jsonl) checked beside the items' "
                    "mixed prompts: creative requests must never abstain.")
-@click.option("--relax", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--relax", type=click.FloatRange(0, 1), default=None,
               help="How far the log-probability bar relaxes with creativity: 1 follows the line "
                    "on which it catches (1 - c) of the wrong answers it catches at the first "
-                   "creativity, 0 keeps it flat.")
+                   "creativity, 0 keeps it flat (default: half way, "
+                   "tigerdecode.eval.risk.RELAX).")
 @max_new_tokens_option(24)
 @batch_size_option(16)
 @set_option("Policy field, e.g. --set use_logprob=false (repeatable).")
@@ -237,7 +238,8 @@ def risk_cmd(model_name, heads_dir, qa_path, split, sample, seed, forms, creativ
                                    "`tigerdecode heads train` on data built with --forms")
     res = risk.run(gen, asked, mixed + open_prompts(n_open), creativities, budget=budget,
                    max_new_tokens=max_new_tokens, batch=batch_size, seed=seed, overrides=sets,
-                   progress=not as_json, parts=parts, relax=relax)
+                   progress=not as_json, parts=parts,
+                   relax=risk.RELAX if relax is None else relax)
     res["settings"] = {"split": split, "topics": list(topics), "sample": len(items), "seed": seed,
                        "also_qa": list(also_qa),
                        "forms": forms,

@@ -275,9 +275,8 @@ def run(gen, items, creative_prompts: list[str], creativities, *, budget: float 
         if out["use_logprob"]:
             out["abstain_logprob"] = ms[0]
             if len(lv) > 1 and lv[-1]["creativity"] > lv[0]["creativity"]:
-                # the knob relaxes the bar: at creativity c it catches (1 - c) of the share of
-                # wrong answers the bar catches at the first creativity (a straight line through
-                # the last level's relaxed bar; the lowest finite bar stands in for "off")
+                # relax times the slope of the relaxed line through the last level's relaxed
+                # bar (the lowest finite bar stands in for "off")
                 end = max(lv[-1]["logprob_relaxed"], LOGPROB_BARS[1])
                 out["logprob_relax"] = relax
                 out["logprob_drop"] = round(relax * max(0.0, (ms[0] - end) / (
