@@ -14,7 +14,7 @@ rewrite ban all implement it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -155,10 +155,15 @@ class _Members:
         self.r0, self.rows0 = self.runners[self.where[0][0]], self.where[0][1]
         self.p_factual = None  # read once, from the prompt's last state
 
-    def forward(self, tokens: torch.Tensor | None = None):
-        """Prefill (``tokens`` None) or one step → (per-member (B, V) logits, Signals)."""
-        outs = [r.prefill() if tokens is None else
-                r.step(tokens.repeat(r.input_ids.shape[0] // self.B)) for r in self.runners]
+    def forward(self, tokens: torch.Tensor | None = None, live: torch.Tensor | None = None,
+                share_prefix: bool = False):
+        """Prefill (``tokens`` None) or one step → (per-member (B, V) logits, Signals).
+        ``live`` (B,) bool: the rows still decoding; runners that can drop the others from
+        their batch do (their logits and signals are then zeros, which the loop never reads).
+        ``share_prefix``: at the prefill, runners that can compute a prompt prefix common to
+        every row once do (``ModelRunner.prefill``)."""
+        outs = [self._prefill(r, share_prefix) if tokens is None else
+                self._step(r, tokens, live) for r in self.runners]
         dev = outs[self.where[0][0]].device
         logits = [outs[g][s].to(dev) for g, s in (self.where[m] for m in range(self.n))]
         if self.heads is None:
@@ -168,6 +173,17 @@ class _Members:
             self.p_factual = p.get("factual")
         return logits, Signals(p["stop"], p["dev"], p.get("slot"), p.get("risk"),
                                self.p_factual)
+
+    @staticmethod
+    def _prefill(r, share: bool):
+        return r.prefill(share_prefix=True) if share and getattr(r, "shares_prefix", False) \
+            else r.prefill()
+
+    def _step(self, r, tokens, live):
+        k = r.input_ids.shape[0] // self.B  # member blocks in this runner
+        if live is None or not getattr(r, "compacts", False):
+            return r.step(tokens.repeat(k))
+        return r.step(tokens.repeat(k), keep=live.repeat(k))
 
     def undo(self) -> None:
         for r in self.runners:
@@ -200,13 +216,17 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
     run = _Members(members, heads, control, pad_id, prefix_cache,
                    new_runner or runner_factory(fast, max_new_tokens))
     B = run.B
+    # rows that finished leave the batch and a prompt prefix common to every row is prefilled
+    # once, unless a cache is handed over (the judge reads every row of the kept cache as laid
+    # out at the start; a given prefix cache is the caller's)
+    compact = not keep_cache and prefix_cache is None and B > 1
     ctx = DecodeContext(eos_ids, run.r0, run.rows0)
     toks, rec = [], {k: [] for k in TRACE_KEYS}
     try:
         # ---- prefill ----
         if streamer is not None:
             streamer.put(members[0][1].cpu())
-        logits, sig = run.forward()
+        logits, sig = run.forward(share_prefix=compact)
         t_prefill = time.perf_counter() - t0
         dev = logits[0].device
         names = name_masks(tokenizer, logits[0].shape[-1], dev) if (
@@ -232,13 +252,17 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
         guard = RepeatGuard(control.no_repeat_ngram, B) if control.no_repeat_ngram > 1 else None
         d, sig_d = control.decide(sig, B, dev), sig  # sig_d: the signals d was decided from
 
-        def pick(logits, dec: StepDecision, step: int) -> torch.Tensor:
+        def pick(logits, dec: StepDecision, step: int, idle: torch.Tensor) -> torch.Tensor:
+            """Draw the next tokens; ``idle`` rows (ended, or not redrawn) draw nothing: they
+            leave their generator as it is and take the argmax, which the caller discards."""
             s = control.scores(logits, dec, ctx)
             if step < min_new_tokens and eos_ids:
                 s = s.clone()
                 s[:, eos_ids] = NEG_INF
             if guard is not None:
                 s = guard.apply(s)
+            if bool(idle.any()):
+                dec = replace(dec, temperature=dec.temperature.masked_fill(idle, 0.0))
             return draw(s, dec, eos_ids, gens)
 
         for t in range(max_new_tokens):
@@ -253,12 +277,13 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
                 abstained |= early
                 finished = finished | early
             drawn_from = logits
-            tok = torch.where(finished, pad_id, pick(logits, d, t))
+            tok = torch.where(finished, pad_id, pick(logits, d, t, finished))
             retries = torch.zeros(B, dtype=torch.long, device=dev)
             last = t == max_new_tokens - 1 and heads is None
             if not last:
                 # ---- step: feed the token, read the heads, decide the next draw ----
-                prev, (logits, sig) = logits, name_signal(*run.forward(tok), tok)
+                live = ~finished if compact else None
+                prev, (logits, sig) = logits, name_signal(*run.forward(tok, live), tok)
                 nd = control.decide(sig, B, dev)
                 # ---- retry: undo and redraw the rows the control flags ----
                 for attempt in range(1, control.max_retries + 1):
@@ -266,9 +291,9 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
                     if not bool(redo.any()):
                         break
                     run.undo()
-                    tok = torch.where(redo, pick(prev, control.retry(d, attempt), t), tok)
+                    tok = torch.where(redo, pick(prev, control.retry(d, attempt), t, ~redo), tok)
                     retries += redo.long()
-                    logits, sig = name_signal(*run.forward(tok), tok)
+                    logits, sig = name_signal(*run.forward(tok, live), tok)
                     nd = control.decide(sig, B, dev)
                 if content is not None:
                     gate = content[tok]

@@ -196,8 +196,7 @@ def draw(scores: torch.Tensor, d: StepDecision, eos_ids: list[int],
     if bool(greedy.all()):
         return top
     idx, probs = nucleus(s, d)
-    tok = idx.gather(-1, _multinomial(probs, generators, ~greedy)[:, None])[:, 0]
-    return torch.where(greedy, top, tok)
+    return torch.where(greedy, top, _inverse_cdf(idx, probs, generators, ~greedy))
 
 
 def nucleus(s: torch.Tensor, d: StepDecision) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,18 +234,40 @@ def nucleus(s: torch.Tensor, d: StepDecision) -> tuple[torch.Tensor, torch.Tenso
     return idx, w
 
 
-def _multinomial(weights: torch.Tensor, generators, sampled: torch.Tensor) -> torch.Tensor:
-    """One index per row from non-negative ``weights`` (B, K), each row from its own generator
-    when given, so a row's tokens do not depend on what else is in the batch. Only ``sampled``
-    rows (B,) draw: a greedy row leaves its generator untouched, as it does when it is alone
-    (where an all-greedy step draws nothing); other rows get index 0."""
+def _inverse_cdf(idx: torch.Tensor, weights: torch.Tensor, generators,
+                 sampled: torch.Tensor) -> torch.Tensor:
+    """One token per row from the kept tokens ``idx`` (B, K) and their non-negative
+    ``weights``: one uniform number from the row's own generator (when given), mapped through
+    the cumulative weights **in vocabulary order**. Only ``sampled`` rows (B,) draw: a greedy
+    row leaves its generator untouched, as it does alone (where an all-greedy step draws
+    nothing); other rows get token 0.
+
+    Why this way: a row draws exactly one number a step, whatever the size of its kept set
+    (a full-vocabulary fallback in another row changes nothing) and whatever else is in the
+    batch; and because the order is the vocabulary's, not the probabilities', float rounding
+    that differs between a row batched and the row alone (~1e-5 in the logits on a CPU) moves
+    each token's segment of [0, 1) only by that much instead of swapping two nearly tied
+    tokens' places, so the same seed draws the same token but for a ~1e-5 chance."""
+    B, dev = weights.shape[0], weights.device
+    out = torch.zeros(B, dtype=torch.long, device=dev)
+    rows = sampled.nonzero().flatten()
+    if rows.numel() == 0:
+        return out
     if generators is None:
-        return torch.multinomial(weights, 1).squeeze(-1)
-    if len(generators) != weights.shape[0]:
-        raise ValueError(f"{len(generators)} generators for {weights.shape[0]} rows")
-    out = torch.zeros(weights.shape[0], dtype=torch.long, device=weights.device)
-    for i in sampled.nonzero().flatten().tolist():
-        out[i] = torch.multinomial(weights[i : i + 1], 1, generator=generators[i])[0, 0]
+        u = torch.rand(rows.numel(), dtype=torch.float64, device=dev)
+    else:
+        if len(generators) != B:
+            raise ValueError(f"{len(generators)} generators for {B} rows")
+        u = torch.cat([torch.rand(1, dtype=torch.float64, generator=generators[i], device=dev)
+                       for i in rows.tolist()])
+    ids, w = idx[rows], weights[rows].double()
+    V = int(ids.max()) + 1  # the highest kept token id bounds the dense row
+    dense = torch.zeros(rows.numel(), V, dtype=torch.float64, device=dev).scatter_(1, ids, w)
+    cdf = dense.cumsum(-1)
+    tok = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0]
+    # u * total rounds up to total only for u within 2^-53 of 1: take the last kept token
+    last = V - 1 - (dense > 0).flip(-1).int().argmax(-1)
+    out[rows] = torch.where(tok < V, tok, last)
     return out
 
 
