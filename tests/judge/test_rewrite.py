@@ -41,10 +41,9 @@ def test_rewound_cache_gives_the_tokens_of_a_recomputed_prefix(setup):
     answers = first.tokens.tolist()
     r = reencode(model, from_decode(first.kept, first.kept_rows), answers, [False] * 3,
                  eos_id=tok.eos_token_id, pad_id=0, layers=[2], keep_cache=True)
-    T0 = enc["input_ids"].shape[1]
     js = [3, 0, 5]
     rows_in = [pids[i] + answers[i][:j] for i, j in enumerate(js)]
-    cache, mask = rewind_cache(model, r.cache, [0, 1, 2], [T0 - len(p) for p in pids],
+    cache, mask = rewind_cache(model, r.cache, [0, 1, 2], list(r.mask),
                                [len(x) - 1 for x in rows_in])
     W = mask.shape[1]
     ids = torch.zeros((3, W + 1), dtype=torch.long)

@@ -216,17 +216,18 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
     run = _Members(members, heads, control, pad_id, prefix_cache,
                    new_runner or runner_factory(fast, max_new_tokens))
     B = run.B
-    # rows that finished leave the batch and a prompt prefix common to every row is prefilled
-    # once, unless a cache is handed over (the judge reads every row of the kept cache as laid
-    # out at the start; a given prefix cache is the caller's)
-    compact = not keep_cache and prefix_cache is None and B > 1
+    # a prompt prefix common to every row is prefilled once, unless the decode starts from a
+    # given cache (the judge's rewrites); rows that finished leave the batch, unless the cache
+    # is handed on too (the judge re-reads every row of it)
+    share = prefix_cache is None and B > 1
+    compact = share and not keep_cache
     ctx = DecodeContext(eos_ids, run.r0, run.rows0)
     toks, rec = [], {k: [] for k in TRACE_KEYS}
     try:
         # ---- prefill ----
         if streamer is not None:
             streamer.put(members[0][1].cpu())
-        logits, sig = run.forward(share_prefix=compact)
+        logits, sig = run.forward(share_prefix=share)
         t_prefill = time.perf_counter() - t0
         dev = logits[0].device
         names = name_masks(tokenizer, logits[0].shape[-1], dev) if (

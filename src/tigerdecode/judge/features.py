@@ -36,7 +36,7 @@ class Reencoded:
     scalar_names: list[str]
     token_risk: list[list[float]]  # per answer token (EOS excluded): p_dev, or 1 - p(token)
     cache: DynamicCache | None  # the pass's KV cache (kept on request)
-    mask: torch.Tensor  # (B, T0 + K - 1): left-padded prompts, right-padded answers
+    mask: torch.Tensor  # (B, T0 + K - 1): the prompts as laid out, then right-padded answers
     prompt_lens: list[int]
 
 
@@ -48,7 +48,8 @@ def strip_padding(ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
 @dataclass
 class PromptCache:
     """The prompts' KV cache minus each row's last prompt token, which the answer pass re-feeds
-    (its state and logits open the answer). Rows are left-padded to end at ``T0``."""
+    (its state and logits open the answer). Rows end at ``T0``; ``mask`` says which columns
+    hold each row's tokens (left padding, or a shared prefix first, then padding)."""
 
     cache: DynamicCache  # T0 - 1 positions
     mask: torch.Tensor  # (B, T0)
@@ -171,22 +172,28 @@ def reencode(model, pc: PromptCache, answer_ids: list[list[int]], ended: list[bo
                      pc.mask.sum(1).tolist())
 
 
-def rewind_cache(model, src: DynamicCache, rows: list[int], starts: list[int],
+def rewind_cache(model, src: DynamicCache, rows: list[int], masks: list[torch.Tensor],
                  keep: list[int]) -> tuple[DynamicCache, torch.Tensor]:
-    """A new left-padded cache holding, for each chosen row, the ``keep[r]`` cached positions
-    from ``starts[r]``: the judge pass's keys/values cut to the rewind point, no recompute.
+    """A new left-padded cache holding, for each chosen row, its first ``keep[r]`` real cached
+    positions: the judge pass's keys/values cut to the rewind point, no recompute. ``masks[r]``
+    (1-D) says which of ``src``'s columns hold source row ``rows[r]``'s tokens, whatever the
+    layout (left padding, or a shared prefix, padding, then the row's own part).
 
     Returns the cache and its (R, W) attention mask. Positions are unchanged because both
     layouts number real tokens from the attention mask."""
     W = max(keep)
     out = DynamicCache(config=model.config)
+    dev = src.layers[0].keys.device
+    cols = [m.to(dev).nonzero().flatten()[:n] for m, n in zip(masks, keep, strict=True)]
+    if any(len(c) < n for c, n in zip(cols, keep, strict=True)):
+        raise ValueError("rewind_cache: a row keeps more positions than its mask holds")
     for li, layer in enumerate(src.layers):
         k, v = layer.keys, layer.values  # (B, heads, T, d)
         nk = k.new_zeros((len(rows), *k.shape[1:2], W, k.shape[-1]))  # (R, heads, W, d)
         nv = v.new_zeros((len(rows), *v.shape[1:2], W, v.shape[-1]))
-        for r, (b, s, n) in enumerate(zip(rows, starts, keep, strict=True)):
-            nk[r, :, W - n:] = k[b, :, s:s + n]
-            nv[r, :, W - n:] = v[b, :, s:s + n]
+        for r, (b, c, n) in enumerate(zip(rows, cols, keep, strict=True)):
+            nk[r, :, W - n:] = k[b, :, c]
+            nv[r, :, W - n:] = v[b, :, c]
         out.update(nk, nv, li)
     mask = torch.zeros((len(rows), W), dtype=torch.long)
     for r, n in enumerate(keep):

@@ -90,11 +90,12 @@ def rewind_point(risk: list[float], threshold: float) -> int:
     return max(range(len(risk)), key=risk.__getitem__) if risk else 0
 
 
-def _prompt_cache(model, cache, starts, prompts) -> PromptCache:
-    """Each row's prompt minus its last token, gathered from a pass's cache into a fresh
-    left-padded layout (the judge pass of rewritten candidates starts from it)."""
+def _prompt_cache(model, cache, masks, prompts) -> PromptCache:
+    """Each row's prompt minus its last token, gathered from a pass's cache (``masks``: its
+    columns per row) into a fresh left-padded layout (the judge pass of rewritten candidates
+    starts from it)."""
     rows = list(range(len(prompts)))
-    c, mask = rewind_cache(model, cache, rows, starts, [len(p) - 1 for p in prompts])
+    c, mask = rewind_cache(model, cache, rows, masks, [len(p) - 1 for p in prompts])
     dev = cache.layers[0].keys.device
     mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1).to(dev)  # (R, W + 1)
     return PromptCache(c, mask, torch.tensor([p[-1] for p in prompts], device=dev))
@@ -120,11 +121,9 @@ def judge_and_rewrite(gen, out, results, prompt_ids, creativity: float, max_new_
     def judge_rows(rows, pc):
         score, r = judge.score(model, pc, [cands[i][-1]["ids"] for i in rows],
                                [cands[i][-1]["ended"] for i in rows], **kw)
-        T0 = pc.mask.shape[1]
         for k, i in enumerate(rows):
             c = cands[i][-1]
             c.update(score=float(score[k]), risk=r.token_risk[k], pass_=(r, k),
-                     start=T0 - len(prompt_ids[i]),
                      signals=dict(zip(r.scalar_names, r.scalars[k].tolist(), strict=True)))
         return [i for i in rows if cands[i][-1]["score"] >= thr and not results[i].abstained]
 
@@ -145,7 +144,8 @@ def judge_and_rewrite(gen, out, results, prompt_ids, creativity: float, max_new_
                                                                           strict=True)]
         src = prev[0]["pass_"][0].cache
         cache, mask = rewind_cache(model, src, [c["pass_"][1] for c in prev],
-                                   [c["start"] for c in prev], [len(x) - 1 for x in rows_in])
+                                   [c["pass_"][0].mask[c["pass_"][1]] for c in prev],
+                                   [len(x) - 1 for x in rows_in])
         W = mask.shape[1]
         ids = torch.full((len(rows_in), W + 1), pad, dtype=torch.long)
         for r, x in enumerate(rows_in):
@@ -170,9 +170,7 @@ def judge_and_rewrite(gen, out, results, prompt_ids, creativity: float, max_new_
                              "attempt": attempt, "creativity": c_a, "rewind_at": j,
                              "span": tok.decode(body, skip_special_tokens=True),
                              "policy_abstained": res.abstained})
-        W1 = ids.shape[1]
-        pc = _prompt_cache(model, sub.kept[0], [W1 - len(x) for x in rows_in],
-                           [prompt_ids[i] for i in rejected])
+        pc = _prompt_cache(model, sub.kept[0], list(sub.kept[2]), [prompt_ids[i] for i in rejected])
         rejected = [i for i in judge_rows(rejected, pc)
                     if not cands[i][-1].get("policy_abstained")]
     _finish(results, cands, rejected, thr, settings, time.perf_counter() - t0)
