@@ -216,3 +216,36 @@ def test_judge_eval_cli_prints_the_issue_keys(setup, tiny_model_dir, tmp_path):
     assert r.exit_code != 0 and "Policy field" in r.output
     bad = CliRunner().invoke(main, ["generate", "hi", "--max-rewrites", "1"])
     assert bad.exit_code != 0 and "--judge" in bad.output
+
+
+def test_the_rewrite_budget_takes_the_shortest_rewound_spans_first(setup):
+    from tigerdecode.judge.rewrite import within_budget
+
+    assert within_budget([5, 1, 3], 4) == [False, True, True]
+    assert within_budget([5, 1, 3], 0.5) == [False, False, False]
+    assert within_budget([2, 2], 4) == [True, True]
+    model, tok, gen, judge = setup
+    kw = dict(creativity=0.6, max_new_tokens=N, seed=1, judge=judge, judge_threshold=1e-6,
+              max_rewrites=1)
+    free = gen.generate_text(PROMPTS, **kw)
+    assert [len(r.judge.rewrites) for r in free] == [2, 2, 2]  # every answer rewritten once
+    big = gen.generate_text(PROMPTS, rewrite_budget=100, **kw)
+    assert [r.judge.rewrites for r in big] == [r.judge.rewrites for r in free]
+    for r in gen.generate_text(PROMPTS, rewrite_budget=0, **kw):
+        # nothing fits: every rejected answer abstains without a rewrite, and says why
+        assert r.abstained and len(r.judge.rewrites) == 1
+        assert any("budget" in n for n in r.notes)
+    # a budget that holds exactly the cheapest rewrite: the first row with the shortest span
+    firsts = [r.judge.rewrites[0]["token_ids"] for r in free]
+    costs = [max(1, len(f) - r.judge.rewrites[1]["rewind_at"]) for f, r in
+             zip(firsts, free, strict=True)]
+    cheap = costs.index(min(costs))
+    out = gen.generate_text(PROMPTS, rewrite_budget=min(costs) / sum(map(len, firsts)), **kw)
+    assert [len(r.judge.rewrites) for r in out] == [2 if i == cheap else 1 for i in range(3)]
+    for a, b in zip(out[cheap].judge.rewrites, free[cheap].judge.rewrites, strict=True):
+        assert (a["token_ids"], a["rewind_at"]) == (b["token_ids"], b["rewind_at"])
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)  # re-read in another batch
+    with pytest.raises(ValueError, match="rewrite_budget"):
+        JudgeSettings(rewrite_budget=-1)
+    with pytest.raises(ValueError, match="rewrite_budget"):
+        gen.generate_text(PROMPTS[:1], max_new_tokens=2, judge=judge, rewrite_budget="all")

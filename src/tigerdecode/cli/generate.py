@@ -153,6 +153,9 @@ def _errors():
               help="Judge the finished answer (shipped judge) and rewrite or abstain if rejected.")
 @click.option("--max-rewrites", type=int, default=None,
               help="With --judge: rewrites before abstaining (default 2; 0 = judge only).")
+@click.option("--rewrite-budget", type=click.FloatRange(0, 100), default=None,
+              help="With --judge: tokens all rewrites may write, as a share of the answer's "
+                   "(default: the judge's; the shortest rewound spans go first).")
 @fast_option()
 @dtype_option()
 @quant_option()
@@ -163,15 +166,15 @@ def _errors():
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="--backend llama-cpp: llama.cpp threads (default: its own choice).")
 def generate(prompt, model_name, creativity, method, temperature, max_new_tokens, seed, raw,
-             trace, no_heads, ensemble, as_json, config_file, use_judge, max_rewrites, fast,
-             dtype, quant, backend, threads):
+             trace, no_heads, ensemble, as_json, config_file, use_judge, max_rewrites,
+             rewrite_budget, fast, dtype, quant, backend, threads):
     """Answer PROMPT at a chosen creativity.
 
     Controlled decoding by default, or a baseline with --method.
     """
     overrides = {}
-    if max_rewrites is not None and not use_judge:
-        raise click.UsageError("--max-rewrites applies with --judge")
+    if (max_rewrites is not None or rewrite_budget is not None) and not use_judge:
+        raise click.UsageError("--max-rewrites and --rewrite-budget apply with --judge")
     if config_file is not None:
         from tigerdecode.settings import ConfigError, for_command
 
@@ -193,6 +196,8 @@ def generate(prompt, model_name, creativity, method, temperature, max_new_tokens
         overrides["judge"] = True
         if max_rewrites is not None:
             overrides["max_rewrites"] = max_rewrites
+        if rewrite_budget is not None:
+            overrides["rewrite_budget"] = rewrite_budget
     try:
         gen = _generator(model_name, no_heads, ensemble, dtype, quant, fast, backend, threads)
         (res,) = gen.generate_text([prompt], creativity=creativity, max_new_tokens=max_new_tokens,

@@ -81,9 +81,24 @@ def train_cmd(data_dirs, out, model_name, layers, heads_spec, qa_path, threads):
         raise click.ClickException(str(e)) from None
 
 
+def _budget(text: str):
+    """--rewrite-budget: 'default', 'none' or a number in [0, 100]."""
+    if text in ("default", "none"):
+        return None if text == "none" else "default"
+    try:
+        b = float(text)
+    except ValueError:
+        b = -1.0
+    if not 0 <= b <= 100:
+        raise click.BadParameter(f"{text!r}: give a number in [0, 100] (a share of the first "
+                                 "answers' tokens), 'none' or 'default'",
+                                 param_hint="--rewrite-budget")
+    return b
+
+
 def evaluate(model, tok, items, *, creativity=0.5, max_new_tokens=16, batch_size=32,
              max_rewrites=2, judge="auto", seed=0, bar=None, policy=None,
-             open_prompts=()) -> dict:
+             open_prompts=(), rewrite_budget="default") -> dict:
     """Answer ``items`` without and with the judge; the issue's metrics plus details.
     ``policy``: Policy overrides for both arms. ``open_prompts``: creative prompts (asked as
     they are) also decoded with the judge, to count how often it abstains on free text."""
@@ -95,6 +110,9 @@ def evaluate(model, tok, items, *, creativity=0.5, max_new_tokens=16, batch_size
     from tigerdecode.training.metrics import auroc, ece
 
     policy = dict(policy or {})
+    judging = {"max_rewrites": max_rewrites}
+    if rewrite_budget != "default":
+        judging["rewrite_budget"] = rewrite_budget
     gen = ControlledGenerator(model, tok)
     base, with_j, t_base, t_judge = [], [], 0.0, 0.0
     for s in range(0, len(items), batch_size):
@@ -105,7 +123,7 @@ def evaluate(model, tok, items, *, creativity=0.5, max_new_tokens=16, batch_size
         t1 = time.perf_counter()
         with_j += gen.generate_text(prompts, creativity=creativity,
                                     max_new_tokens=max_new_tokens, seed=seed + s, judge=judge,
-                                    max_rewrites=max_rewrites, **policy)
+                                    **judging, **policy)
         t_base, t_judge = t_base + t1 - t0, t_judge + time.perf_counter() - t1
         if bar is not None:
             bar.update(len(prompts))
@@ -128,15 +146,15 @@ def evaluate(model, tok, items, *, creativity=0.5, max_new_tokens=16, batch_size
         "verdicts": {v: verdicts.count(v) for v in sorted(set(verdicts))},
         "signal_auroc": signals, "seconds_without": t_base, "seconds_with": t_judge,
         "threshold": with_j[0].judge.threshold, "creativity": creativity,
-        "max_new_tokens": max_new_tokens, "max_rewrites": max_rewrites, "policy": policy,
+        "max_new_tokens": max_new_tokens, "max_rewrites": max_rewrites,
+        "rewrite_budget": judging.get("rewrite_budget", "default"), "policy": policy,
         "seed": seed}
     if open_prompts:
         opened = []
         for s in range(0, len(open_prompts), batch_size):
             opened += gen.generate_text(list(open_prompts[s:s + batch_size]),
                                         creativity=creativity, max_new_tokens=2 * max_new_tokens,
-                                        seed=seed + s, judge=judge, max_rewrites=max_rewrites,
-                                        **policy)
+                                        seed=seed + s, judge=judge, **judging, **policy)
         res["details"]["open"] = {"n": len(opened),
                                   "abstained": sum(r.abstained for r in opened),
                                   "rewritten": sum(r.judge.verdict == "rewritten" for r in opened)}
@@ -228,6 +246,9 @@ def _prompts(items):
 @creativity_option(0.5)
 @max_new_tokens_option(16, high=512)
 @click.option("--max-rewrites", type=click.IntRange(0, 8), default=2, show_default=True)
+@click.option("--rewrite-budget", default="default", show_default=True,
+              help="Tokens all rewrites may write, as a share of the first answers' tokens "
+                   "(a number in [0, 100]), 'none' for no limit, or 'default': the judge's.")
 @batch_size_option(32)
 @seed_option(0, "Seed for decoding (and the --sample draw).")
 @click.option("--seeds", default=None, metavar="S,S,...",
@@ -242,8 +263,8 @@ def _prompts(items):
 @click.option("--n-open", type=click.IntRange(1, 1000), default=20, show_default=True,
               help="The first N open prompts.")
 def eval_cmd(qa_path, split, limit, sample, as_json, model_name, judge_spec, creativity,
-             max_new_tokens, max_rewrites, batch_size, seed, seeds, out, threads, sets, open_path,
-             n_open):
+             max_new_tokens, max_rewrites, rewrite_budget, batch_size, seed, seeds, out, threads,
+             sets, open_path, n_open):
     """Score the judge end to end on a QA file.
 
     Answers without and with the judge; prints judge AUROC / ECE, wrong-answer rates, correct→wrong flips, abstentions and the
@@ -254,6 +275,7 @@ def eval_cmd(qa_path, split, limit, sample, as_json, model_name, judge_spec, cre
     from tigerdecode.model.load import load_model
 
     policy = sets
+    budget = _budget(rewrite_budget)
     opens = ([it.prompt for it in load_items(open_path, limit=n_open, open_prompts=True)]
              if open_path else [])
     if threads:
@@ -269,6 +291,7 @@ def eval_cmd(qa_path, split, limit, sample, as_json, model_name, judge_spec, cre
         res = pooled([evaluate(model, tok, items, creativity=creativity,
                                max_new_tokens=max_new_tokens, batch_size=batch_size,
                                max_rewrites=max_rewrites, judge=judge, seed=s, bar=bar,
+                               rewrite_budget=budget,
                                policy=policy, open_prompts=opens) for s in seed_list])
     if out:
         write_json(out, res, indent=1)

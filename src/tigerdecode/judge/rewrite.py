@@ -36,6 +36,25 @@ def check_max_rewrites(n) -> int:
     return n
 
 
+def check_rewrite_budget(b) -> float | None:
+    if b is None:
+        return None
+    if isinstance(b, bool) or not isinstance(b, int | float) or not 0 <= b <= 100:
+        raise ValueError(f"rewrite_budget must be a number in [0, 100] (the tokens rewrites may "
+                         f"write, as a share of the first answers' tokens) or None, got {b!r}")
+    return float(b)
+
+
+def within_budget(costs: list[int], left: float) -> list[bool]:
+    """Which rewrites fit in ``left`` tokens, cheapest first (ties by row order)."""
+    ok = [False] * len(costs)
+    for k in sorted(range(len(costs)), key=costs.__getitem__):
+        if costs[k] > left:
+            break
+        ok[k], left = True, left - costs[k]
+    return ok
+
+
 @dataclass
 class JudgeSettings:
     """How a rejected answer is handled (``threshold=None``: the judge's creativity default)."""
@@ -44,9 +63,13 @@ class JudgeSettings:
     threshold: float | None = None
     on_reject: str = "abstain"  # or "best": the best-scored candidate, marked as rejected
     abstain_message: str = "I don't know."
+    # the tokens all rewrites together may write, as a share of the tokens the first decode
+    # wrote (None: no limit); the cheapest rewrites (shortest rewound spans) go first
+    rewrite_budget: float | None = None
 
     def __post_init__(self):
         check_max_rewrites(self.max_rewrites)
+        check_rewrite_budget(self.rewrite_budget)
         if self.threshold is not None and not (isinstance(self.threshold, int | float)
                                                and 0 < self.threshold <= 1):
             raise ValueError(f"judge_threshold must be a number in (0, 1], got "
@@ -128,12 +151,23 @@ def judge_and_rewrite(gen, out, results, prompt_ids, creativity: float, max_new_
         return [i for i in rows if cands[i][-1]["score"] >= thr and not results[i].abstained]
 
     rejected = judge_rows(list(range(B)), from_decode(out.kept, out.kept_rows))
+    left = None if settings.rewrite_budget is None else settings.rewrite_budget * max(
+        1, sum(len(r.token_ids) for r in results if not r.abstained))
+    over = []  # rejected rows the budget left without a rewrite
     for attempt in range(1, settings.max_rewrites + 1):
         if not rejected:
             break
         c_a = creativity * (1 - attempt / settings.max_rewrites)
+        js = [rewind_point(cands[i][-1]["risk"], thr) for i in rejected]
+        if left is not None:  # a rewrite writes about the span it replaces
+            ok = within_budget([max(1, len(cands[i][-1]["ids"]) - j)
+                                for i, j in zip(rejected, js, strict=True)], left)
+            over += [i for i, y in zip(rejected, ok, strict=True) if not y]
+            rejected = [i for i, y in zip(rejected, ok, strict=True) if y]
+            js = [j for j, y in zip(js, ok, strict=True) if y]
+            if not rejected:
+                break
         prev = [cands[i][-1] for i in rejected]
-        js = [rewind_point(c["risk"], thr) for c in prev]
         banned = []
         for i, j, c in zip(rejected, js, prev, strict=True):
             seen = {(x["ids"][j] if j < len(x["ids"]) else eos[0]) for x in cands[i]
@@ -161,6 +195,8 @@ def judge_and_rewrite(gen, out, results, prompt_ids, creativity: float, max_new_
         for i, j, c, res in zip(rejected, js, prev, new, strict=True):
             room = max_new_tokens - j
             body, trace = res.token_ids[:room], res.trace[:room]
+            if left is not None:
+                left -= len(body)
             for t in trace:
                 t.rewritten = True
             ids_new = list(c["ids"][:j]) + body
@@ -173,7 +209,9 @@ def judge_and_rewrite(gen, out, results, prompt_ids, creativity: float, max_new_
         pc = _prompt_cache(model, sub.kept[0], list(sub.kept[2]), [prompt_ids[i] for i in rejected])
         rejected = [i for i in judge_rows(rejected, pc)
                     if not cands[i][-1].get("policy_abstained")]
-    _finish(results, cands, rejected, thr, settings, time.perf_counter() - t0)
+    _finish(results, cands, rejected + over, thr, settings, time.perf_counter() - t0)
+    for i in over:
+        results[i].notes.append("the judge's rewrite budget was spent: not rewritten")
     return results
 
 
@@ -211,7 +249,8 @@ def _finish(results, cands, rejected, thr, settings, seconds):
             res.notes.append("every candidate was rejected by the judge; this is the best-scored")
 
 
-JUDGE_OPTIONS = ("judge", "max_rewrites", "judge_threshold", "on_reject", "judge_abstain_message")
+JUDGE_OPTIONS = ("judge", "max_rewrites", "judge_threshold", "on_reject", "judge_abstain_message",
+                 "rewrite_budget")
 
 
 def pop_judge_options(overrides: dict):
@@ -221,13 +260,16 @@ def pop_judge_options(overrides: dict):
     spec = opts.pop("judge", False)
     if "max_rewrites" in opts:
         check_max_rewrites(opts["max_rewrites"])
+    if "rewrite_budget" in opts:
+        check_rewrite_budget(opts["rewrite_budget"])
     if spec is None or spec is False:
         if opts:
             raise ValueError(f"{sorted(opts)} only apply with judge=True")
         return None
     settings = JudgeSettings(max_rewrites=opts.get("max_rewrites", 2),
                              threshold=opts.get("judge_threshold"),
-                             on_reject=opts.get("on_reject", "abstain"))
+                             on_reject=opts.get("on_reject", "abstain"),
+                             rewrite_budget=opts.get("rewrite_budget", JudgeSettings.rewrite_budget))
     if opts.get("judge_abstain_message") is not None:
         settings.abstain_message = str(opts["judge_abstain_message"])
     return spec, settings
