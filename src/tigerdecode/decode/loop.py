@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 import torch
+from transformers import DynamicCache
 
 from tigerdecode.decode.fast import runner_factory
 from tigerdecode.decode.runner import ModelRunner, left_pad
@@ -205,7 +206,8 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
     ``members``: one ``(model, input_ids (B, T_m), attention_mask (B, T_m))`` per ensemble
     member, factual member first (the heads read its rows). ``on_token(row, token_id, info)``
     is called for every accepted token; ``streamer`` gets HF's ``put``/``end`` calls (batch 1).
-    ``keep_cache``: return member 0's KV cache (the judge reads the answer on top of it);
+    ``keep_cache``: return member 0's KV cache, at least its prompt positions (the judge reads
+    the answer on top of them);
     ``prefix_cache``: a cache already holding the first positions of member 0's rows (the
     judge's rewind), so the prefix is not recomputed. ``fast``: run each model on a static KV
     cache with a compiled step (``decode/fast.py``; same outputs, falls back when it cannot).
@@ -216,19 +218,21 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
     run = _Members(members, heads, control, pad_id, prefix_cache,
                    new_runner or runner_factory(fast, max_new_tokens))
     B = run.B
-    # a prompt prefix common to every row is prefilled once, unless the decode starts from a
-    # given cache (the judge's rewrites); rows that finished leave the batch, unless the cache
-    # is handed on too (the judge re-reads every row of it)
-    share = prefix_cache is None and B > 1
-    compact = share and not keep_cache
+    # a prompt prefix common to every row is prefilled once and rows that finished leave the
+    # batch, unless the decode starts from a given cache (the judge's rewrites)
+    compact = prefix_cache is None and B > 1
     ctx = DecodeContext(eos_ids, run.r0, run.rows0)
     toks, rec = [], {k: [] for k in TRACE_KEYS}
     try:
         # ---- prefill ----
         if streamer is not None:
             streamer.put(members[0][1].cpu())
-        logits, sig = run.forward(share_prefix=share)
+        logits, sig = run.forward(share_prefix=compact)
         t_prefill = time.perf_counter() - t0
+        # what keep_cache hands on is the prompts' cache, every row: keep references to its
+        # tensors before rows leave the batch (the cache grows into new tensors, so these stay)
+        prompt_kv = ([(layer.keys, layer.values) for layer in run.r0.cache.layers]
+                     if keep_cache and compact and getattr(run.r0, "compacts", False) else None)
         dev = logits[0].device
         names = name_masks(tokenizer, logits[0].shape[-1], dev) if (
             control.reads_names and tokenizer is not None) else None
@@ -363,8 +367,17 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
     if run.p_factual is not None:
         out.p_factual = run.p_factual.float().cpu().tolist()
     if keep_cache:
-        out.kept, out.kept_rows = (run.r0.cache, run.r0.input_ids, run.r0.prompt_mask), run.rows0
+        cache = run.r0.cache if prompt_kv is None else _cache_of(prompt_kv, members[0][0])
+        out.kept, out.kept_rows = (cache, run.r0.input_ids, run.r0.prompt_mask), run.rows0
     return out
+
+
+def _cache_of(layers, model) -> DynamicCache:
+    """A cache holding these per-layer (keys, values)."""
+    cache = DynamicCache(config=model.config)
+    for i, (k, v) in enumerate(layers):
+        cache.update(k, v, i)
+    return cache
 
 
 def _collect(toks, rec, lengths, hit_eos, abstained, stopped, B, t0, t_prefill) -> DecodeOutput:
