@@ -80,7 +80,7 @@ def _generate_tab(h: Handlers, caps: dict):
                 judge_note = "" if caps["judge"] else f" — {h.backend.judge_note}"
                 judge = gr.Checkbox(False, label="Judge the whole answer and rewrite if risky"
                                     + judge_note, interactive=caps["judge"], elem_id="judge-on")
-                rewrites = gr.Slider(0, 4, value=2, step=1, label="Max rewrites",
+                rewrites = gr.Slider(0, 4, value=1, step=1, label="Max rewrites",
                                      interactive=caps["judge"])
                 policy = _policy_controls()
             run = gr.Button("Generate", variant="primary", elem_id="generate-btn")

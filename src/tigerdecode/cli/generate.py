@@ -152,10 +152,10 @@ def _errors():
 @click.option("--judge", "use_judge", is_flag=True,
               help="Judge the finished answer (shipped judge) and rewrite or abstain if rejected.")
 @click.option("--max-rewrites", type=int, default=None,
-              help="With --judge: rewrites before abstaining (default 2; 0 = judge only).")
+              help="With --judge: rewrites before abstaining (default 1; 0 = judge only).")
 @click.option("--rewrite-budget", type=click.FloatRange(0, 100), default=None,
               help="With --judge: tokens all rewrites may write, as a share of the answer's "
-                   "(default: the judge's; the shortest rewound spans go first).")
+                   "(default 0.3; the shortest rewound spans go first).")
 @fast_option()
 @dtype_option()
 @quant_option()

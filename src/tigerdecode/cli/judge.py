@@ -97,7 +97,7 @@ def _budget(text: str):
 
 
 def evaluate(model, tok, items, *, creativity=0.5, max_new_tokens=16, batch_size=32,
-             max_rewrites=2, judge="auto", seed=0, bar=None, policy=None,
+             max_rewrites=None, judge="auto", seed=0, bar=None, policy=None,
              open_prompts=(), rewrite_budget="default") -> dict:
     """Answer ``items`` without and with the judge; the issue's metrics plus details.
     ``policy``: Policy overrides for both arms. ``open_prompts``: creative prompts (asked as
@@ -110,7 +110,7 @@ def evaluate(model, tok, items, *, creativity=0.5, max_new_tokens=16, batch_size
     from tigerdecode.training.metrics import auroc, ece
 
     policy = dict(policy or {})
-    judging = {"max_rewrites": max_rewrites}
+    judging = {} if max_rewrites is None else {"max_rewrites": max_rewrites}
     if rewrite_budget != "default":
         judging["rewrite_budget"] = rewrite_budget
     gen = ControlledGenerator(model, tok)
@@ -146,7 +146,8 @@ def evaluate(model, tok, items, *, creativity=0.5, max_new_tokens=16, batch_size
         "verdicts": {v: verdicts.count(v) for v in sorted(set(verdicts))},
         "signal_auroc": signals, "seconds_without": t_base, "seconds_with": t_judge,
         "threshold": with_j[0].judge.threshold, "creativity": creativity,
-        "max_new_tokens": max_new_tokens, "max_rewrites": max_rewrites,
+        "max_new_tokens": max_new_tokens,
+        "max_rewrites": "default" if max_rewrites is None else max_rewrites,
         "rewrite_budget": judging.get("rewrite_budget", "default"), "policy": policy,
         "seed": seed}
     if open_prompts:
@@ -245,10 +246,11 @@ def _prompts(items):
               help="auto (the shipped judge) or a checkpoint directory.")
 @creativity_option(0.5)
 @max_new_tokens_option(16, high=512)
-@click.option("--max-rewrites", type=click.IntRange(0, 8), default=2, show_default=True)
+@click.option("--max-rewrites", type=click.IntRange(0, 8), default=None,
+              help="Rewrites before abstaining (default: the judge's, 1; 0 judges only).")
 @click.option("--rewrite-budget", default="default", show_default=True,
               help="Tokens all rewrites may write, as a share of the first answers' tokens "
-                   "(a number in [0, 100]), 'none' for no limit, or 'default': the judge's.")
+                   "(a number in [0, 100]), 'none' for no limit, or 'default' (0.3).")
 @batch_size_option(32)
 @seed_option(0, "Seed for decoding (and the --sample draw).")
 @click.option("--seeds", default=None, metavar="S,S,...",
