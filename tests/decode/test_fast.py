@@ -151,19 +151,20 @@ def test_more_steps_than_the_bucket_holds(tiny_llama, uncompiled):
 
 
 def test_the_judge_cache_hand_over(tiny_llama, uncompiled):
-    """keep_cache gives the same cache as the eager loop; a prefix cache decodes the same."""
+    """keep_cache gives the same prompt cache as the eager loop (at least the prompt's positions
+    are handed on); a prefix cache decodes the same."""
     model, tok = tiny_llama
     enc = encode_prompts(tok, PROMPTS, raw=True)
     ids, mask = enc["input_ids"], enc["attention_mask"]
+    T = ids.shape[1]
     outs = [decode([(model, ids, mask)], PolicyControl(Policy(0.0), 1), max_new_tokens=6,
                    eos_ids=[], pad_id=0, keep_cache=True, fast=f) for f in (False, True)]
     assert torch.equal(outs[0].tokens, outs[1].tokens)
     a, b = outs[0].kept[0], outs[1].kept[0]
-    assert a.get_seq_length() == b.get_seq_length()
+    assert a.get_seq_length() >= T and b.get_seq_length() >= T
     for la, lb in zip(a.layers, b.layers, strict=True):
-        torch.testing.assert_close(la.keys, lb.keys, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(la.keys[:, :, :T], lb.keys[:, :, :T], atol=1e-5, rtol=1e-5)
     # decode on from the prompt's cache minus its last token (the judge's rewind)
-    T = ids.shape[1]
     for c in (a, b):
         c.crop(T - 1 - c.get_seq_length())
     rew = [decode([(model, ids, mask)], PolicyControl(Policy(0.0), 1), max_new_tokens=6,
