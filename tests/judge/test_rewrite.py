@@ -1,5 +1,7 @@
 """Judge-and-rewrite through the generator: rewind, budget, abstention, batches, bad inputs."""
 
+import math
+
 import pytest
 import torch
 from test_judge_model import make_judge
@@ -77,7 +79,7 @@ def test_accept_keeps_the_answer(setup):
 def test_budget_then_abstain(setup, budget):
     model, tok, gen, judge = setup
     out = gen.generate_text(PROMPTS, creativity=0.6, max_new_tokens=N, seed=1, judge=judge,
-                            judge_threshold=1e-6, max_rewrites=budget,
+                            judge_threshold=1e-6, max_rewrites=budget, rewrite_budget=math.inf,
                             judge_abstain_message="No idea.")
     for r in out:
         assert r.judge.verdict == "abstain" and r.abstained and r.text == "No idea."
@@ -227,7 +229,8 @@ def test_the_rewrite_budget_takes_the_shortest_rewound_spans_first(setup):
     model, tok, gen, judge = setup
     kw = dict(creativity=0.6, max_new_tokens=N, seed=1, judge=judge, judge_threshold=1e-6,
               max_rewrites=1)
-    free = gen.generate_text(PROMPTS, **kw)
+    assert (JudgeSettings().max_rewrites, JudgeSettings().rewrite_budget) == (1, 0.3)  # defaults
+    free = gen.generate_text(PROMPTS, rewrite_budget=math.inf, **kw)
     assert [len(r.judge.rewrites) for r in free] == [2, 2, 2]  # every answer rewritten once
     big = gen.generate_text(PROMPTS, rewrite_budget=100, **kw)
     assert [r.judge.rewrites for r in big] == [r.judge.rewrites for r in free]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import click
@@ -84,7 +85,7 @@ def train_cmd(data_dirs, out, model_name, layers, heads_spec, qa_path, threads):
 def _budget(text: str):
     """--rewrite-budget: 'default', 'none' or a number in [0, 100]."""
     if text in ("default", "none"):
-        return None if text == "none" else "default"
+        return math.inf if text == "none" else "default"
     try:
         b = float(text)
     except ValueError:
@@ -148,7 +149,9 @@ def evaluate(model, tok, items, *, creativity=0.5, max_new_tokens=16, batch_size
         "threshold": with_j[0].judge.threshold, "creativity": creativity,
         "max_new_tokens": max_new_tokens,
         "max_rewrites": "default" if max_rewrites is None else max_rewrites,
-        "rewrite_budget": judging.get("rewrite_budget", "default"), "policy": policy,
+        "rewrite_budget": {math.inf: "none"}.get(b := judging.get("rewrite_budget", "default"),
+                                                 b),
+        "policy": policy,
         "seed": seed}
     if open_prompts:
         opened = []

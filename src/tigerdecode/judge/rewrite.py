@@ -11,6 +11,7 @@ and rewritten independently (the rows still rejected form each attempt's batch).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -43,9 +44,11 @@ def check_max_rewrites(n) -> int:
 def check_rewrite_budget(b) -> float | None:
     if b is None:
         return None
-    if isinstance(b, bool) or not isinstance(b, int | float) or not 0 <= b <= 100:
+    if isinstance(b, bool) or not isinstance(b, int | float) or not (
+            0 <= b <= 100 or b == math.inf):
         raise ValueError(f"rewrite_budget must be a number in [0, 100] (the tokens rewrites may "
-                         f"write, as a share of the first answers' tokens) or None, got {b!r}")
+                         f"write, as a share of the first answers' tokens) or inf (no limit), "
+                         f"got {b!r}")
     return float(b)
 
 
@@ -68,7 +71,7 @@ class JudgeSettings:
     on_reject: str = "abstain"  # or "best": the best-scored candidate, marked as rejected
     abstain_message: str = "I don't know."
     # the tokens all rewrites together may write, as a share of the tokens the first decode
-    # wrote (None: no limit); the cheapest rewrites (shortest rewound spans) go first
+    # wrote (inf or None: no limit); the cheapest rewrites (shortest rewound spans) go first
     rewrite_budget: float | None = DEFAULT_REWRITE_BUDGET
 
     def __post_init__(self):
