@@ -197,3 +197,33 @@ def test_a_kept_cache_holds_every_rows_prompt_after_rows_left(tiny_llama, monkey
     for a, b in zip(cd.layers, ck.layers, strict=True):
         assert torch.allclose(a.keys, b.keys[:, :, :T], atol=1e-5)
         assert torch.allclose(a.values, b.values[:, :, :T], atol=1e-5)
+
+
+def test_a_decode_from_a_given_cache_drops_finished_rows_too(tiny_llama, monkeypatch):
+    """The judge's rewrites decode on a handed-over prompt cache: rows ending apart leave that
+    batch too, with the same tokens."""
+    model, tok = tiny_llama
+    ids, mask = _enc(tok, PROMPTS * 2)
+    T = ids.shape[1]
+
+    def run():
+        first = decode([(model, ids, mask)], _Fixed(0.0), max_new_tokens=1, eos_ids=[],
+                       pad_id=tok.pad_token_id, keep_cache=True)
+        cache = first.kept[0]
+        cache.crop(T - 1 - cache.get_seq_length())  # the prompts less their last token
+        with _Rows(model) as rows:
+            out = decode([(model, ids, mask)], _Fixed(0.0), max_new_tokens=10, eos_ids=[],
+                         pad_id=tok.pad_token_id, prefix_cache=cache, keep_cache=True,
+                         stopping_criteria=_StopAt([2, 3, 4, 5, 10, 10, 6, 10], T))
+        return out, [r[0] for r in rows.seen]
+
+    dropped, rows = run()
+    assert rows[0] == 8 and min(rows) == 3
+    monkeypatch.setattr(ModelRunner, "compacts", False)
+    kept, rows_kept = run()
+    assert set(rows_kept) == {8}
+    assert dropped.lengths == kept.lengths
+    for i, n in enumerate(dropped.lengths):
+        assert dropped.tokens[i, :n].tolist() == kept.tokens[i, :n].tolist(), i
+    for a, b in zip(dropped.kept[0].layers, kept.kept[0].layers, strict=True):
+        assert torch.allclose(a.keys, b.keys[:, :, :T], atol=1e-5)  # the prompts' positions

@@ -209,7 +209,8 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
     ``keep_cache``: return member 0's KV cache, at least its prompt positions (the judge reads
     the answer on top of them);
     ``prefix_cache``: a cache already holding the first positions of member 0's rows (the
-    judge's rewind), so the prefix is not recomputed. ``fast``: run each model on a static KV
+    judge's rewind), so the prefix is not recomputed; the decode extends it and may drop rows
+    from it, so hand over a cache that is not needed afterwards. ``fast``: run each model on a static KV
     cache with a compiled step (``decode/fast.py``; same outputs, falls back when it cannot).
     ``new_runner``: what builds each model's runner instead (``ModelRunner``'s signature; the
     llama.cpp backend passes its own).
@@ -218,9 +219,9 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
     run = _Members(members, heads, control, pad_id, prefix_cache,
                    new_runner or runner_factory(fast, max_new_tokens))
     B = run.B
-    # a prompt prefix common to every row is prefilled once and rows that finished leave the
-    # batch, unless the decode starts from a given cache (the judge's rewrites)
-    compact = prefix_cache is None and B > 1
+    # rows that finished leave the batch, and a prompt prefix common to every row is prefilled
+    # once (not when the decode starts from a given cache: the runner sees it is not empty)
+    compact = B > 1
     ctx = DecodeContext(eos_ids, run.r0, run.rows0)
     toks, rec = [], {k: [] for k in TRACE_KEYS}
     try:
