@@ -149,8 +149,7 @@ def evaluate(model, tok, items, *, creativity=0.5, max_new_tokens=16, batch_size
         "threshold": with_j[0].judge.threshold, "creativity": creativity,
         "max_new_tokens": max_new_tokens,
         "max_rewrites": "default" if max_rewrites is None else max_rewrites,
-        "rewrite_budget": {math.inf: "none"}.get(b := judging.get("rewrite_budget", "default"),
-                                                 b),
+        "rewrite_budget": ("none" if rewrite_budget == math.inf else rewrite_budget),
         "policy": policy,
         "seed": seed}
     if open_prompts:

@@ -56,16 +56,6 @@ def _has_sliding_window(model) -> bool:
     return bool(getattr(cfg, "sliding_window", None)) and getattr(cfg, "use_sliding_window", True)
 
 
-def select_rows(cache: DynamicCache, idx: torch.Tensor) -> None:
-    """Keep only rows ``idx`` of every layer of ``cache``, in place."""
-    if hasattr(cache, "batch_select_indices"):
-        cache.batch_select_indices(idx)
-        return
-    for layer in cache.layers:  # pragma: no cover - transformers without the method
-        if getattr(layer, "keys", None) is not None and layer.keys.numel():
-            layer.keys, layer.values = layer.keys[idx], layer.values[idx]
-
-
 class ModelRunner:
     """Prefill once, then one token per row per step; ``undo()`` drops the last step.
 
@@ -171,7 +161,7 @@ class ModelRunner:
         if n_keep == 0 or (len(alive) - n_keep) < max(1, len(alive) // 4):
             return
         idx = wanted.nonzero().flatten()
-        select_rows(self.cache, idx)
+        self.cache.batch_select_indices(idx)
         self.mask, self.pos, self.alive = self.mask[idx], self.pos[idx], alive[idx]
 
     def _spread(self, out: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from tigerdecode.decode.runner import input_device
+from tigerdecode.decode.runner import ModelRunner, left_pad
 from tigerdecode.model.taps import HiddenStateTap
 
 LOGIT_FEATURES = ("log_len", "ended", "mean_logprob", "min_logprob", "first_logprob",
@@ -64,32 +64,14 @@ def _crop_to(cache: DynamicCache, n: int) -> None:
 
 @torch.inference_mode()
 def prompt_pass(model, prompt_ids: list[list[int]], pad_id: int) -> PromptCache:
-    """Encode left-padded prompts once; a prefix all rows share (the chat header) is computed
-    a single time and repeated over the batch. Position ids follow the attention mask, so each
-    real token keeps the position it has in the plain left-padded layout."""
-    B, T0 = len(prompt_ids), max(len(p) for p in prompt_ids)
-    dev = input_device(model)
-    c = 0
-    while B > 1 and c < min(len(p) for p in prompt_ids) - 1 and \
-            all(p[c] == prompt_ids[0][c] for p in prompt_ids):
-        c += 1
-    ids = torch.full((B, T0), pad_id, dtype=torch.long)
-    mask = torch.zeros((B, T0), dtype=torch.long)
-    for i, p in enumerate(prompt_ids):  # shared prefix first, then padding, then the own part
-        ids[i, :c], mask[i, :c] = torch.tensor(p[:c], dtype=torch.long), 1
-        ids[i, T0 - len(p) + c:], mask[i, T0 - len(p) + c:] = torch.tensor(p[c:]), 1
-    ids, mask = ids.to(dev), mask.to(dev)
-    cache = DynamicCache(config=model.config)
-    if c > 0:
-        model(input_ids=ids[:1, :c], past_key_values=cache, use_cache=True, logits_to_keep=1)
-        cache.batch_repeat_interleave(B)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T0)
-    if T0 - 1 > c:
-        model(input_ids=ids[:, c:T0 - 1], attention_mask=mask[:, :T0 - 1],
-              position_ids=pos[:, c:T0 - 1], past_key_values=cache, use_cache=True,
-              logits_to_keep=1)
-    _crop_to(cache, T0 - 1)
-    return PromptCache(cache, mask, ids[:, -1])
+    """Encode left-padded prompts once (``ModelRunner.prefill``: a prefix all rows share, the
+    chat header, is computed a single time and repeated over the batch; positions follow the
+    attention mask), cut back to the prompts less their last token."""
+    ids, mask = left_pad([(torch.tensor([p], dtype=torch.long),
+                           torch.ones(1, len(p), dtype=torch.long)) for p in prompt_ids], pad_id)
+    r = ModelRunner(model, ids, mask)
+    r.prefill(share_prefix=True)
+    return from_decode((r.cache, r.input_ids, r.prompt_mask), slice(0, len(prompt_ids)))
 
 
 def from_decode(kept, rows: slice) -> PromptCache:

@@ -77,6 +77,8 @@ class JudgeSettings:
     def __post_init__(self):
         check_max_rewrites(self.max_rewrites)
         check_rewrite_budget(self.rewrite_budget)
+        if self.rewrite_budget is None:
+            self.rewrite_budget = math.inf
         if self.threshold is not None and not (isinstance(self.threshold, int | float)
                                                and 0 < self.threshold <= 1):
             raise ValueError(f"judge_threshold must be a number in (0, 1], got "
@@ -158,22 +160,22 @@ def judge_and_rewrite(gen, out, results, prompt_ids, creativity: float, max_new_
         return [i for i in rows if cands[i][-1]["score"] >= thr and not results[i].abstained]
 
     rejected = judge_rows(list(range(B)), from_decode(out.kept, out.kept_rows))
-    left = None if settings.rewrite_budget is None else settings.rewrite_budget * max(
-        1, sum(len(r.token_ids) for r in results if not r.abstained))
+    left = settings.rewrite_budget * max(1, sum(len(r.token_ids) for r in results
+                                                if not r.abstained))
     over = []  # rejected rows the budget left without a rewrite
     for attempt in range(1, settings.max_rewrites + 1):
         if not rejected:
             break
         c_a = creativity * (1 - attempt / settings.max_rewrites)
         js = [rewind_point(cands[i][-1]["risk"], thr) for i in rejected]
-        if left is not None:  # a rewrite writes about the span it replaces
-            ok = within_budget([max(1, len(cands[i][-1]["ids"]) - j)
-                                for i, j in zip(rejected, js, strict=True)], left)
-            over += [i for i, y in zip(rejected, ok, strict=True) if not y]
-            rejected = [i for i, y in zip(rejected, ok, strict=True) if y]
-            js = [j for j, y in zip(js, ok, strict=True) if y]
-            if not rejected:
-                break
+        # a rewrite writes about the span it replaces
+        ok = within_budget([max(1, len(cands[i][-1]["ids"]) - j)
+                            for i, j in zip(rejected, js, strict=True)], left)
+        over += [i for i, y in zip(rejected, ok, strict=True) if not y]
+        rejected = [i for i, y in zip(rejected, ok, strict=True) if y]
+        js = [j for j, y in zip(js, ok, strict=True) if y]
+        if not rejected:
+            break
         prev = [cands[i][-1] for i in rejected]
         banned = []
         for i, j, c in zip(rejected, js, prev, strict=True):
@@ -202,8 +204,7 @@ def judge_and_rewrite(gen, out, results, prompt_ids, creativity: float, max_new_
         for i, j, c, res in zip(rejected, js, prev, new, strict=True):
             room = max_new_tokens - j
             body, trace = res.token_ids[:room], res.trace[:room]
-            if left is not None:
-                left -= len(body)
+            left -= len(body)
             for t in trace:
                 t.rewritten = True
             ids_new = list(c["ids"][:j]) + body
@@ -267,8 +268,6 @@ def pop_judge_options(overrides: dict):
     spec = opts.pop("judge", False)
     if "max_rewrites" in opts:
         check_max_rewrites(opts["max_rewrites"])
-    if "rewrite_budget" in opts:
-        check_rewrite_budget(opts["rewrite_budget"])
     if spec is None or spec is False:
         if opts:
             raise ValueError(f"{sorted(opts)} only apply with judge=True")
