@@ -18,7 +18,13 @@ from tigerdecode.decode.loop import decode
 from tigerdecode.decode.output import pad_id_of, to_results
 from tigerdecode.decode.sampling import eos_ids_of
 from tigerdecode.heads import ControlHeads, HeadsError, check_fingerprint, find_shipped
-from tigerdecode.judge.rewrite import apply_judge, judged_tokens
+from tigerdecode.judge.rewrite import (
+    apply_judge,
+    judge_of,
+    judged_tokens,
+    read_layers,
+    rewrites_possible,
+)
 from tigerdecode.methods.baselines import make_baseline
 from tigerdecode.methods.ensemble import Ensemble, Member
 from tigerdecode.model.load import text_config
@@ -200,11 +206,14 @@ class ControlledGenerator:
         if pad_id is None:
             pad_id = pad_id_of(tok, self.model)
         control = self.control(req, len(members))
+        # the judge reads what the decode computes along the way, and rewrites into its cache
+        reads = None if req.judge is None else read_layers(judge_of(self, req.judge), self.heads)
+        rewrites = req.judge is not None and rewrites_possible(req.judge[1])
         out = decode(members, control, max_new_tokens=req.max_new_tokens, eos_ids=eos_ids,
                      pad_id=pad_id, heads=self.heads, tokenizer=tok, seed=req.seed,
                      min_new_tokens=req.min_new_tokens, streamer=req.streamer,
                      on_token=req.on_token, stopping_criteria=req.stopping_criteria,
-                     keep_cache=req.judge is not None,
+                     keep_cache=rewrites, keep_answers=rewrites, read_layers=reads,
                      fast=self.fast if req.fast is None else req.fast)
         results = to_results(out, tok, prompts, req.creativity, req.method, control,
                              self.notes)
@@ -217,7 +226,7 @@ class ControlledGenerator:
         """An engine backend: each row decoded on its own (row ``i`` seeded ``seed + i``, as
         in a batch), through the engine's runner."""
         if req.judge is not None:
-            raise ValueError("judge=True needs the transformers backend: the judge re-reads the "
+            raise ValueError("judge=True needs the transformers backend: the judge reads the "
                              "answer's hidden states, which llama.cpp does not hand out")
         if req.method not in ("tigerdecode", "greedy", "temperature", "top_p", "min_p"):
             raise ValueError(f"method {req.method!r} needs the transformers backend; on "

@@ -6,7 +6,7 @@ import torch
 from transformers import StoppingCriteria
 
 from tigerdecode.decode.loop import Control, decode
-from tigerdecode.decode.runner import ModelRunner, _has_sliding_window
+from tigerdecode.decode.runner import ModelRunner, has_sliding_window
 from tigerdecode.decode.sampling import StepDecision
 from tigerdecode.model.prompting import encode_prompts
 
@@ -164,13 +164,13 @@ def test_sliding_window_models_keep_their_layout():
         config = Cfg()
 
     M.config.layer_types = ["full_attention", "sliding_attention"]
-    assert _has_sliding_window(M)
+    assert has_sliding_window(M)
     M.config.layer_types = ["full_attention"]
-    assert not _has_sliding_window(M)
+    assert not has_sliding_window(M)
     M.config.sliding_window, M.config.use_sliding_window = 4096, False
-    assert not _has_sliding_window(M)
+    assert not has_sliding_window(M)
     M.config.use_sliding_window = True
-    assert _has_sliding_window(M)
+    assert has_sliding_window(M)
 
 
 def test_a_kept_cache_holds_every_rows_prompt_after_rows_left(tiny_llama, monkeypatch):

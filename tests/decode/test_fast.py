@@ -174,6 +174,22 @@ def test_the_judge_cache_hand_over(tiny_llama, uncompiled):
     assert torch.equal(rew[1].tokens, outs[0].tokens)
 
 
+def test_the_judges_reads_on_the_fast_path(tiny_llama, uncompiled):
+    """The states and distributions the judge reads are the eager loop's."""
+    model, tok = tiny_llama
+    enc = encode_prompts(tok, PROMPTS, raw=True)
+    outs = [decode([(model, enc["input_ids"], enc["attention_mask"])],
+                   PolicyControl(Policy(0.0), 1), max_new_tokens=6, eos_ids=[], pad_id=0,
+                   read_layers=[1, 2], fast=f) for f in (False, True)]
+    assert torch.equal(outs[0].tokens, outs[1].tokens)
+    for a, b in zip(outs[0].reads, outs[1].reads, strict=True):
+        assert a.positions == b.positions == 7  # the prompt's last token and six written
+        for x in (1, 2):
+            torch.testing.assert_close(a.states[x], b.states[x], atol=1e-4, rtol=1e-4)
+        for u, v in ((a.logp, b.logp), (a.entropy, b.entropy), (a.maxprob, b.maxprob)):
+            torch.testing.assert_close(u, v, atol=1e-4, rtol=1e-4)
+
+
 def test_compiled_step_equals_the_eager_path(tiny_llama):
     """One compiled case (inductor): greedy, heads and seeded sampling as the eager loop."""
     model, tok = tiny_llama

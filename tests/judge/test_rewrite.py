@@ -9,7 +9,7 @@ from test_judge_model import make_judge
 from tigerdecode.api import ControlledGenerator
 from tigerdecode.decode.loop import decode
 from tigerdecode.judge.features import from_decode, reencode, rewind_cache, strip_padding
-from tigerdecode.judge.rewrite import BanAtStart, JudgeSettings, rewind_point
+from tigerdecode.judge.rewrite import BanAtStart, JudgeSettings, _kv_sources, rewind_point
 from tigerdecode.model.prompting import encode_prompts
 from tigerdecode.policy.control import PolicyControl
 from tigerdecode.policy.knob import Policy
@@ -33,34 +33,104 @@ def _greedy(model, ids, mask, cache=None, banned=None, n=N):
     return out
 
 
-def test_rewound_cache_gives_the_tokens_of_a_recomputed_prefix(setup):
-    """Cut the judge pass's cache back to prompt + answer[:j] and decode on: the same tokens as
-    decoding from prompt + answer[:j] with no cache at all (and with a banned first token)."""
+def _rewound(model, kept, kept_rows, rows, rows_in):
+    """The judge's rewind: rows of a decode's kept cache cut to prompt + answer[:j] less its
+    last token, then that token fed: ``(ids, mask, cache)``."""
+    src = _kv_sources(kept, kept_rows)
+    cache, mask = rewind_cache(model, src[0][0], [src[i][1] for i in rows],
+                               [src[i][2] for i in rows], [len(x) - 1 for x in rows_in])
+    W = mask.shape[1]
+    ids = torch.zeros((len(rows), W + 1), dtype=torch.long)
+    for r, x in enumerate(rows_in):
+        ids[r, W + 1 - len(x):] = torch.tensor(x)
+    assert cache.get_seq_length() == W  # the cut cache, handed over: only the last token is fed
+    return ids, torch.cat([mask, torch.ones(len(rows), 1, dtype=torch.long)], 1), cache
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_rewound_cache_gives_the_tokens_of_a_recomputed_prefix(setup, share, monkeypatch):
+    """Cut the first decode's cache back to prompt + answer[:j] and decode on: the same tokens
+    as decoding from prompt + answer[:j] with no cache at all (and with a banned first token);
+    rows picked out of order, from either prompt layout."""
+    from tigerdecode.decode.runner import ModelRunner
+
     model, tok, _, _ = setup
+    if not share:
+        monkeypatch.setattr(ModelRunner, "shares_prefix", False)
     enc = encode_prompts(tok, PROMPTS)
-    first = _greedy(model, enc["input_ids"], enc["attention_mask"])
+    first = decode([(model, enc["input_ids"], enc["attention_mask"])],
+                   PolicyControl(Policy(0.0), 1), max_new_tokens=N, eos_ids=[], pad_id=0,
+                   keep_cache=True, keep_answers=True)
     pids = strip_padding(enc["input_ids"], enc["attention_mask"])
     answers = first.tokens.tolist()
-    r = reencode(model, from_decode(first.kept, first.kept_rows), answers, [False] * 3,
-                 eos_id=tok.eos_token_id, pad_id=0, layers=[2], keep_cache=True)
-    js = [3, 0, 5]
-    rows_in = [pids[i] + answers[i][:j] for i, j in enumerate(js)]
-    cache, mask = rewind_cache(model, r.cache, [0, 1, 2], list(r.mask),
-                               [len(x) - 1 for x in rows_in])
-    W = mask.shape[1]
-    ids = torch.zeros((3, W + 1), dtype=torch.long)
-    for i, x in enumerate(rows_in):
-        ids[i, W + 1 - len(x):] = torch.tensor(x)
-    mask = torch.cat([mask, torch.ones(3, 1, dtype=torch.long)], 1)
-    banned = [[answers[i][j]] for i, j in enumerate(js)]
-    assert cache.get_seq_length() == W  # the cut cache, handed over: only the last token is fed
+    rows, js = [2, 0, 1], [5, 3, 0]
+    rows_in = [pids[i] + answers[i][:j] for i, j in zip(rows, js, strict=True)]
+    ids, mask, cache = _rewound(model, first.kept, first.kept_rows, rows, rows_in)
+    banned = [[answers[i][j]] for i, j in zip(rows, js, strict=True)]
     fast = _greedy(model, ids, mask, cache, banned).tokens
-    assert cache.get_seq_length() == W + 1 + N - 1  # the decode extended that same cache
-    for i, x in enumerate(rows_in):  # reference: one row, recomputed from scratch
+    for r, (i, x) in enumerate(zip(rows, rows_in, strict=True)):  # one row, from scratch
         ref = _greedy(model, torch.tensor([x]), torch.ones(1, len(x), dtype=torch.long),
-                      banned=[banned[i]]).tokens
-        assert fast[i].tolist() == ref[0].tolist()
-        assert fast[i, 0].item() != answers[i][js[i]]
+                      banned=[banned[r]]).tokens
+        assert fast[r].tolist() == ref[0].tolist()
+        assert fast[r, 0].item() != answers[i][js[r]]
+
+
+@pytest.mark.parametrize("with_heads", [False, True])
+def test_the_decodes_reads_give_the_judge_pass_features(setup, with_heads):
+    """What the decode keeps along the way gives the features a pass over prompt + answer
+    gives: rows that end at EOS, at the token limit, after others left the batch; and an
+    answer resumed after its first tokens (``AnswerRead.then``) reads like one decoded whole."""
+    from tigerdecode.heads import ControlHeads, HeadConfig
+    from tigerdecode.judge.features import features_from_reads
+    from tigerdecode.model.load import fingerprint
+
+    model, tok, _, _ = setup
+    heads = None
+    if with_heads:
+        torch.manual_seed(0)
+        cfg = HeadConfig([1, 2], model.config.hidden_size,
+                         outputs=["stop", "dev", "slot", "risk"])
+        heads = ControlHeads(cfg, fingerprint(model, tok)).eval()
+    keep = [1, 2, 3] if with_heads else [1, 3]  # the judge's layers and the heads' (read_layers)
+    prompts = PROMPTS + ["One more", "And a fifth prompt here"]
+    enc = encode_prompts(tok, prompts)
+    pids = strip_padding(enc["input_ids"], enc["attention_mask"])
+    probe = _greedy(model, enc["input_ids"], enc["attention_mask"]).tokens
+    eos = probe[0, 2].item()  # row 0 ends at its third token; others may too, or run on
+    out = decode([(model, enc["input_ids"], enc["attention_mask"])],
+                 PolicyControl(Policy(0.0), 1), max_new_tokens=N, eos_ids=[eos], pad_id=0,
+                 heads=heads, keep_cache=True, read_layers=keep)
+    ended = [n > 0 and out.tokens[i, n - 1].item() == eos for i, n in enumerate(out.lengths)]
+    answers = [out.tokens[i, :n - int(e)].tolist() for i, (n, e) in
+               enumerate(zip(out.lengths, ended, strict=True))]
+    assert ended[0] and not all(ended)
+    kw = dict(layers=[1, 3], heads=heads)
+    want = reencode(model, from_decode(out.kept, out.kept_rows), answers, ended, eos_id=eos,
+                    pad_id=0, **kw)
+    got = features_from_reads(out.reads, answers, ended, **kw)
+    assert got.scalar_names == want.scalar_names
+    torch.testing.assert_close(got.states, want.states, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got.scalars, want.scalars, atol=1e-4, rtol=1e-4)
+    for a, b in zip(got.token_risk, want.token_risk, strict=True):
+        assert a == pytest.approx(b, abs=1e-4)
+    # rewound after j tokens: the joined read is the whole answer's
+    i, j = 4, 2
+    enc2 = encode_prompts(tok, [prompts[i]])
+    first = decode([(model, enc2["input_ids"], enc2["attention_mask"])],
+                   PolicyControl(Policy(0.0), 1), max_new_tokens=N, eos_ids=[], pad_id=0,
+                   heads=heads, keep_cache=True, keep_answers=True, read_layers=keep)
+    whole = first.tokens[0].tolist()
+    ids, mask, cache = _rewound(model, first.kept, first.kept_rows, [0], [pids[i] + whole[:j]])
+    rest = decode([(model, ids, mask)], PolicyControl(Policy(0.0), 1), max_new_tokens=N - j,
+                  eos_ids=[], pad_id=0, heads=heads, prefix_cache=cache, read_layers=keep)
+    joined = first.reads[0].then(j, rest.reads[0])
+    assert rest.tokens[0].tolist() == whole[j:]
+    a = features_from_reads([joined], [whole], [False], **kw)
+    b = features_from_reads(first.reads, [whole], [False], **kw)
+    torch.testing.assert_close(a.states, b.states, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(a.scalars, b.scalars, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="positions"):
+        features_from_reads(first.reads, [whole + [5]], [True], **kw)
 
 
 def test_accept_keeps_the_answer(setup):

@@ -20,6 +20,7 @@ import torch
 from transformers import DynamicCache
 
 from tigerdecode.decode.fast import runner_factory
+from tigerdecode.decode.output import AnswerRead
 from tigerdecode.decode.runner import ModelRunner, left_pad
 from tigerdecode.decode.sampling import (
     NEG_INF,
@@ -120,6 +121,8 @@ class DecodeOutput:
     kept: tuple | None = None  # keep_cache=True: (cache, input_ids, prompt mask) of member 0
     kept_rows: slice | None = None  # member 0's rows in that cache
     p_factual: list[float] | None = None  # per row: the request asks for a fact (the heads')
+    # read_layers=: per row, member 0's states and distributions along what it wrote
+    reads: list[AnswerRead] | None = None
 
 
 TRACE_KEYS = ("p_stop", "p_dev", "p_slot", "p_risk", "p_name", "logprob", "top_logprob",
@@ -139,12 +142,13 @@ class _Members:
     """The members' runners: one per distinct model, members sharing weights as row blocks."""
 
     def __init__(self, members, heads, control: Control, pad_id: int, prefix_cache,
-                 new_runner=ModelRunner):
+                 new_runner=ModelRunner, read_layers=()):
         self.B, self.n, self.heads = members[0][1].shape[0], len(members), heads
         groups: dict[int, list[int]] = {}
         for m, (model, _, _) in enumerate(members):
             groups.setdefault(id(model), []).append(m)
-        layers = sorted(set(heads.layers if heads is not None else []) | set(control.tap_layers))
+        layers = sorted(set(heads.layers if heads is not None else []) | set(control.tap_layers)
+                        | set(read_layers))
         self.runners, self.where = [], {}
         for gi, idxs in enumerate(groups.values()):
             ids, mask = left_pad([(members[m][1], members[m][2]) for m in idxs], pad_id)
@@ -200,36 +204,43 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
            eos_ids: list[int], pad_id: int, heads=None, tokenizer=None,
            min_new_tokens: int = 0, seed: int | None = None, streamer=None, on_token=None,
            stopping_criteria=None, keep_cache: bool = False,
-           prefix_cache=None, fast: bool = False, new_runner=None) -> DecodeOutput:
+           prefix_cache=None, fast: bool = False, new_runner=None,
+           read_layers: list[int] | None = None, keep_answers: bool = False) -> DecodeOutput:
     """Generate up to ``max_new_tokens`` for B rows.
 
     ``members``: one ``(model, input_ids (B, T_m), attention_mask (B, T_m))`` per ensemble
     member, factual member first (the heads read its rows). ``on_token(row, token_id, info)``
     is called for every accepted token; ``streamer`` gets HF's ``put``/``end`` calls (batch 1).
-    ``keep_cache``: return member 0's KV cache, at least its prompt positions (the judge reads
-    the answer on top of them);
+    ``keep_cache``: return member 0's KV cache, at least its prompt positions; with
+    ``keep_answers`` every position each row wrote too (rows then stay in the batch to the end:
+    the judge rewinds into them);
     ``prefix_cache``: a cache already holding the first positions of member 0's rows (the
     judge's rewind), so the prefix is not recomputed; the decode extends it and may drop rows
     from it, so hand over a cache that is not needed afterwards. ``fast``: run each model on a static KV
     cache with a compiled step (``decode/fast.py``; same outputs, falls back when it cannot).
     ``new_runner``: what builds each model's runner instead (``ModelRunner``'s signature; the
-    llama.cpp backend passes its own).
+    llama.cpp backend passes its own). ``read_layers``: keep, per row, member 0's states at
+    these layers at every position it wrote (and at the prompt's last token) and its own
+    distribution at every drawn token (``DecodeOutput.reads``): what the judge reads, so it
+    need not read the answer again.
     """
     t0 = time.perf_counter()
     run = _Members(members, heads, control, pad_id, prefix_cache,
-                   new_runner or runner_factory(fast, max_new_tokens))
+                   new_runner or runner_factory(fast, max_new_tokens), read_layers or ())
     B = run.B
-    # rows that finished leave the batch, and a prompt prefix common to every row is prefilled
-    # once (not when the decode starts from a given cache: the runner sees it is not empty)
-    compact = B > 1
+    # rows that finished leave the batch (unless their cache is wanted whole), and a prompt
+    # prefix common to every row is prefilled once (not when the decode starts from a given
+    # cache: the runner sees it is not empty)
+    compact = B > 1 and not (keep_cache and keep_answers)
     ctx = DecodeContext(eos_ids, run.r0, run.rows0)
     toks, rec = [], {k: [] for k in TRACE_KEYS}
     try:
         # ---- prefill ----
         if streamer is not None:
             streamer.put(members[0][1].cpu())
-        logits, sig = run.forward(share_prefix=compact)
+        logits, sig = run.forward(share_prefix=B > 1)
         t_prefill = time.perf_counter() - t0
+        reads = _Reads(read_layers, run) if read_layers else None
         # what keep_cache hands on is the prompts' cache, every row: keep references to its
         # tensors before rows leave the batch (the cache grows into new tensors, so these stay)
         prompt_kv = ([(layer.keys, layer.values) for layer in run.r0.cache.layers]
@@ -285,7 +296,8 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
             drawn_from = logits
             tok = torch.where(finished, pad_id, pick(logits, d, t, finished))
             retries = torch.zeros(B, dtype=torch.long, device=dev)
-            last = t == max_new_tokens - 1 and heads is None
+            # the last token's forward feeds nothing more; the heads and reads still want it
+            last = t == max_new_tokens - 1 and heads is None and reads is None
             if not last:
                 # ---- step: feed the token, read the heads, decide the next draw ----
                 live = ~finished if compact else None
@@ -317,6 +329,8 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
             live = ~finished & ~is_eos
             lp_sum += torch.where(live, top_lp, 0.0)
             lp_n += live.float()
+            if reads is not None:
+                reads.add(logp, lp, top_lp)
             # ---- record ----
             toks.append(tok)
             if guard is not None:
@@ -365,12 +379,51 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
         unsure = (lp_n > 0) & (lp_sum / lp_n.clamp(min=1) < control.abstain_logprob)
         abstained |= factual & unsure & ~stopped
     out = _collect(toks, rec, lengths, hit_eos, abstained, stopped, B, t0, t_prefill)
+    if reads is not None:
+        out.reads = reads.rows(out.lengths)
     if run.p_factual is not None:
         out.p_factual = run.p_factual.float().cpu().tolist()
     if keep_cache:
         cache = run.r0.cache if prompt_kv is None else _cache_of(prompt_kv, members[0][0])
         out.kept, out.kept_rows = (cache, run.r0.input_ids, run.r0.prompt_mask), run.rows0
     return out
+
+
+class _Reads:
+    """Member 0's states and next-token distributions at every position, kept during the
+    decode for :class:`~tigerdecode.judge.features.AnswerRead` (see ``decode(read_layers=)``).
+    The state of a token is read from the forward that feeds it, so it is taken at the next
+    :meth:`add` (after any retry: the token that stays), the prompt's last one at the start."""
+
+    def __init__(self, layers: list[int], run: _Members):
+        self.layers, self.run = sorted(set(layers)), run
+        self.states = [self._now()]  # per position: (B, L*H)
+        self.lp, self.ent, self.maxp = [], [], []
+
+    def _now(self) -> torch.Tensor:
+        st = self.run.r0.last_states(self.run.rows0)
+        return torch.cat([st[x].float() for x in self.layers], dim=-1)
+
+    def add(self, logp: torch.Tensor, lp: torch.Tensor, top_lp: torch.Tensor) -> None:
+        """One drawn token per row: ``logp`` (B, V) member 0's log-distribution it was drawn
+        under, ``lp`` its log-probability there, ``top_lp`` the top one's; the state it was fed
+        into comes from the runner (the step already ran, unless it was the decode's last)."""
+        self.lp.append(lp.float())
+        self.ent.append(-(logp.exp() * logp).sum(-1))  # as the judge's own pass computes it
+        self.maxp.append(top_lp.exp())
+        self.states.append(self._now())
+
+    def rows(self, lengths: list[int]) -> list[AnswerRead]:
+        S = torch.stack(self.states, 1)  # (B, N + 1, L*H)
+        cols = [torch.stack(v, 1) if v else S.new_zeros(S.shape[0], 0)
+                for v in (self.lp, self.ent, self.maxp)]
+        H = S.shape[-1] // len(self.layers)
+        out = []
+        for i, n in enumerate(lengths):
+            st = S[i, :n + 1]
+            out.append(AnswerRead({x: st[:, k * H:(k + 1) * H] for k, x in enumerate(self.layers)},
+                                  *(c[i, :n] for c in cols)))
+        return out
 
 
 def _cache_of(layers, model) -> DynamicCache:

@@ -46,7 +46,7 @@ def left_pad(rows: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int):
 MIN_SHARED_PREFIX = 4  # a shorter common prefix is not worth a forward of its own
 
 
-def _has_sliding_window(model) -> bool:
+def has_sliding_window(model) -> bool:
     """Whether some layer attends over a sliding window (which counts cache columns, so a
     padding gap inside a row would shift it)."""
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else (
@@ -106,7 +106,7 @@ class ModelRunner:
         0 when sharing would save little or the layout does not allow it."""
         R, T = self.input_ids.shape
         if (R < 2 or self.cache.get_seq_length() > 0
-                or _has_sliding_window(self.model)
+                or has_sliding_window(self.model)
                 or not bool((self.mask[:, 1:] >= self.mask[:, :-1]).all())):  # left-padded only
             return 0
         n = int(self.mask.sum(-1).min()) - 1

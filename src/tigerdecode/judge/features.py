@@ -1,12 +1,17 @@
-"""One forward pass over prompt + finished answer: the features the whole-answer judge reads.
+"""The features the whole-answer judge reads, per answer.
 
 Per answer it pools the tapped layers (mean over the answer, its end-of-sequence token included,
 plus the last prompt token so an empty answer still has a state; and the last state alone), and
 aggregates token-level signals now that the whole answer is written: the answer tokens'
 log-probabilities, entropies and top probabilities, and the control heads' ``p_dev``/``p_stop``
 (and, with heads that give them, ``p_risk`` at the answer's fact slots) when the judge was
-trained with heads. The pass can keep its KV cache, so a rewrite can rewind
-into it instead of recomputing the prefix.
+trained with heads.
+
+Two sources give the same numbers: the decode that wrote the answer (``decode(...,
+read_layers=...)`` keeps every position's states and the model's distribution at each drawn
+token, an :class:`~tigerdecode.decode.output.AnswerRead`; :func:`features_from_reads`), which
+costs nothing more, and one forward pass over prompt + finished answer (:func:`reencode`), for
+answers the decode did not write (training data, answers given as text).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
+from tigerdecode.decode.output import AnswerRead
 from tigerdecode.decode.runner import ModelRunner, left_pad
 from tigerdecode.model.taps import HiddenStateTap
 
@@ -36,8 +42,9 @@ class Reencoded:
     scalar_names: list[str]
     token_risk: list[list[float]]  # per answer token (EOS excluded): p_dev, or 1 - p(token)
     cache: DynamicCache | None  # the pass's KV cache (kept on request)
-    mask: torch.Tensor  # (B, T0 + K - 1): the prompts as laid out, then right-padded answers
-    prompt_lens: list[int]
+    # (B, T0 + K - 1): the prompts as laid out, then right-padded answers (None from reads)
+    mask: torch.Tensor | None
+    prompt_lens: list[int] | None
 
 
 def strip_padding(ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
@@ -85,6 +92,70 @@ def from_decode(kept, rows: slice) -> PromptCache:
     return PromptCache(cache, prompt_mask[rows], input_ids[rows, -1])
 
 
+def _row_features(states: dict[int, torch.Tensor], lp: torch.Tensor, ent: torch.Tensor,
+                  maxp: torch.Tensor, sig: dict | None, n: int, ended: bool, layers: list[int],
+                  risky: bool):
+    """One answer's (pooled states, scalars, token risks) from its positions: ``states`` {L:
+    (>= a+1, H)}, ``lp``/``ent``/``maxp`` (>= a,) of the tail's tokens, ``sig`` the heads'
+    outputs per position (or None); ``n`` answer tokens, ``a = n + ended`` tail tokens."""
+    a = n + int(ended)
+    pooled = torch.cat([torch.cat([states[x][:a + 1].float().mean(0), states[x][a].float()])
+                        for x in layers])
+    lp_a = lp[:a] if a else lp.new_zeros(1)
+    e = ent[:a] if a else ent.new_zeros(1)
+    mp = maxp[:a] if a else maxp.new_ones(1)
+    feats = [torch.log1p(torch.tensor(float(n))), torch.tensor(float(ended)), lp_a.mean(),
+             lp_a.min(), lp_a[0], e.mean(), e.max(), mp.min()]
+    if sig is not None:  # the heads' value at token j is read from token j's own state
+        pd = sig["dev"][1:n + 1] if n else sig["dev"].new_zeros(1)
+        feats += [pd.max(), pd.mean(), pd[0], pd[-1], sig["stop"][a]]
+        if risky:  # read before token j is drawn: position j - 1 (0 = last prompt token)
+            ps = sig["slot"][:max(n, 1)].float()
+            pr = sig["risk"][:max(n, 1)].float() * (ps >= SLOT_AT)
+            at = (ps >= SLOT_AT).nonzero()
+            feats += [ps.max(), pr[at[0, 0]] if len(at) else pr.new_zeros(()), pr.max()]
+        risk = sig["dev"][1:n + 1].float().tolist()
+    else:
+        risk = (1 - lp_a[:n].exp()).tolist() if n else []
+    return pooled, torch.stack([f.float().to(lp.device) for f in feats]), risk
+
+
+def _scalar_names(heads, risky: bool) -> list[str]:
+    return list(LOGIT_FEATURES) + (list(HEAD_FEATURES) if heads is not None else []) + \
+        (list(RISK_FEATURES) if risky else [])
+
+
+def _risky(heads) -> bool:
+    return heads is not None and {"slot", "risk"} <= set(heads.config.outputs)
+
+
+@torch.inference_mode()
+def features_from_reads(reads: list[AnswerRead], answer_ids: list[list[int]],
+                        ended: list[bool], *, layers: list[int], heads=None) -> Reencoded:
+    """The judge's features of answers a decode wrote, from what it kept along the way
+    (``decode(..., read_layers=...)``): the same numbers :func:`reencode` computes by reading
+    them again (up to float rounding), without that pass. ``answer_ids``: each answer's tokens
+    without EOS (at most the read's positions - 1; fewer when a caller cut the answer)."""
+    if not (len(reads) == len(answer_ids) == len(ended)) or not reads:
+        raise ValueError(f"need one read, answer and ended flag per row; got {len(reads)}, "
+                         f"{len(answer_ids)}, {len(ended)}")
+    risky = _risky(heads)
+    pooled, scalars, risks = [], [], []
+    for rd, ids, e in zip(reads, answer_ids, ended, strict=True):
+        n = len(ids)
+        if n + int(e) >= rd.positions:
+            raise ValueError(f"an answer of {n} tokens (ended: {e}) needs {n + int(e) + 1} "
+                             f"positions; its read holds {rd.positions}")
+        sig = heads.signals(rd.states) if heads is not None else None
+        p, s, r = _row_features(rd.states, rd.logp, rd.entropy, rd.maxprob, sig, n, e, layers,
+                                risky)
+        pooled.append(p)
+        scalars.append(s)
+        risks.append(r)
+    return Reencoded(torch.stack(pooled).cpu(), torch.stack(scalars).cpu(),
+                     _scalar_names(heads, risky), risks, None, None, None)
+
+
 @torch.inference_mode()
 def reencode(model, pc: PromptCache, answer_ids: list[list[int]], ended: list[bool], *,
              eos_id: int, pad_id: int, layers: list[int], heads=None,
@@ -119,45 +190,27 @@ def reencode(model, pc: PromptCache, answer_ids: list[list[int]], ended: list[bo
     logp = torch.log_softmax(out.logits.float(), dim=-1)  # (B, K, V): index k predicts k + 1
     ent = -(logp.exp() * logp).sum(-1)  # (B, K)
     maxp = logp.max(-1).values.exp()  # (B, K)
-    p_stop = p_dev = None
-    risky = heads is not None and {"slot", "risk"} <= set(heads.config.outputs)
-    if heads is not None:
-        sig = heads.signals(states)  # each (B, K)
-        p_stop, p_dev = sig["stop"], sig["dev"]
+    risky = _risky(heads)
+    sig = heads.signals(states) if heads is not None else None  # each (B, K)
     pooled, scalars, risks = [], [], []
     for i, t in enumerate(tails):
-        a, n = len(t), len(answer_ids[i])
-        pooled.append(torch.cat([torch.cat([states[x][i, :a + 1].float().mean(0),
-                                            states[x][i, a].float()]) for x in layers]))
-        tok = ids[i, 1:a + 1]
-        lp = logp[i, torch.arange(a, device=dev), tok] if a else logp.new_zeros(1)
-        e = ent[i, :a] if a else ent.new_zeros(1)
-        mp = maxp[i, :a] if a else maxp.new_ones(1)
-        feats = [torch.log1p(torch.tensor(float(n))), torch.tensor(float(ended[i])), lp.mean(),
-                 lp.min(), lp[0], e.mean(), e.max(), mp.min()]
-        if heads is not None:  # the heads' value at token j is read from token j's own state
-            pd = p_dev[i, 1:n + 1] if n else p_dev.new_zeros(1)
-            feats += [pd.max(), pd.mean(), pd[0], pd[-1], p_stop[i, a]]
-            if risky:  # read before token j is drawn: position j - 1 (0 = last prompt token)
-                ps = sig["slot"][i, :max(n, 1)].float()
-                pr = sig["risk"][i, :max(n, 1)].float() * (ps >= SLOT_AT)
-                at = (ps >= SLOT_AT).nonzero()
-                feats += [ps.max(), pr[at[0, 0]] if len(at) else pr.new_zeros(()), pr.max()]
-            risks.append(p_dev[i, 1:n + 1].float().tolist())
-        else:
-            risks.append((1 - lp[:n].exp()).tolist() if n else [])
-        scalars.append(torch.stack([f.float().to(logp.device) for f in feats]))
-    names = list(LOGIT_FEATURES) + (list(HEAD_FEATURES) if heads is not None else []) + \
-        (list(RISK_FEATURES) if risky else [])
-    return Reencoded(torch.stack(pooled).cpu(), torch.stack(scalars).cpu(), names, risks,
-                     pc.cache if keep_cache else None, mask,
+        a = len(t)
+        lp = logp[i, torch.arange(a, device=dev), ids[i, 1:a + 1]]
+        p, s, r = _row_features({x: v[i] for x, v in states.items()}, lp, ent[i], maxp[i],
+                                None if sig is None else {k: v[i] for k, v in sig.items()},
+                                len(answer_ids[i]), ended[i], layers, risky)
+        pooled.append(p)
+        scalars.append(s)
+        risks.append(r)
+    return Reencoded(torch.stack(pooled).cpu(), torch.stack(scalars).cpu(),
+                     _scalar_names(heads, risky), risks, pc.cache if keep_cache else None, mask,
                      pc.mask.sum(1).tolist())
 
 
 def rewind_cache(model, src: DynamicCache, rows: list[int], masks: list[torch.Tensor],
                  keep: list[int]) -> tuple[DynamicCache, torch.Tensor]:
     """A new left-padded cache holding, for each chosen row, its first ``keep[r]`` real cached
-    positions: the judge pass's keys/values cut to the rewind point, no recompute. ``masks[r]``
+    positions: a decode's keys/values cut to the rewind point, no recompute. ``masks[r]``
     (1-D) says which of ``src``'s columns hold source row ``rows[r]``'s tokens, whatever the
     layout (left padding, or a shared prefix, padding, then the row's own part).
 
@@ -181,9 +234,3 @@ def rewind_cache(model, src: DynamicCache, rows: list[int], masks: list[torch.Te
     for r, n in enumerate(keep):
         mask[r, W - n:] = 1
     return out, mask
-
-
-def cache_is_plain(cache: DynamicCache | None) -> bool:
-    """Only full (non-sliding) per-layer caches can be cut by position."""
-    return cache is not None and not any(getattr(layer, "is_sliding", False)
-                                         for layer in cache.layers)

@@ -26,7 +26,7 @@ from tigerdecode.heads.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from tigerdecode.judge.features import PromptCache, Reencoded, reencode
+from tigerdecode.judge.features import PromptCache, Reencoded, features_from_reads, reencode
 from tigerdecode.model.load import Fingerprint
 
 JUDGE_FORMAT = 1
@@ -126,6 +126,16 @@ class Judge(nn.Module):
         self.check_heads(heads)
         r = reencode(model, prompts, answer_ids, ended, eos_id=eos_id, pad_id=pad_id,
                      layers=self.config.layers, heads=heads, keep_cache=keep_cache)
+        return self(r).float().cpu(), r
+
+    @torch.inference_mode()
+    def score_reads(self, reads, answer_ids, ended, *, heads=None) -> tuple[torch.Tensor,
+                                                                          Reencoded]:
+        """Score answers from what the decode that wrote them kept (``decode(...,
+        read_layers=...)``): the numbers :meth:`score` gives, without its pass."""
+        self.check_heads(heads)
+        r = features_from_reads(reads, answer_ids, ended, layers=self.config.layers,
+                                heads=heads)
         return self(r).float().cpu(), r
 
     # ---- checkpoints -------------------------------------------------------------------------

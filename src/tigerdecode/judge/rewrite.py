@@ -1,12 +1,15 @@
-"""Judge, then rewrite: score finished answers, rewind rejected ones into the KV cache and
-re-decode the risky span more conservatively, or abstain.
+"""Judge, then rewrite: score finished answers, rewind rejected ones and re-decode the risky
+span more conservatively, or abstain.
 
-Per rejected row: rewind to the first answer token whose risk (the heads' ``p_dev``, or
-``1 - p(token)`` without heads) reaches the threshold (the riskiest token when none does), cut
-the judge pass's KV cache back to that point (a gather of cached positions, nothing recomputed),
-ban the token that was there, and decode again with the factual member alone at creativity
-``c * (1 - a / max_rewrites)`` for attempt ``a``, so the last attempt is greedy. Rows are judged
-and rewritten independently (the rows still rejected form each attempt's batch).
+The judge's features come from the decode that wrote each answer (``decode(...,
+read_layers=)``: the states and distributions it computed anyway), so judging costs no pass
+over the answers. Per rejected row: rewind to the first answer token whose risk (the heads'
+``p_dev``, or ``1 - p(token)`` without heads) reaches the threshold (the riskiest token when
+none does), ban the token that was there, and decode again from there with the factual member
+alone at creativity ``c * (1 - a / max_rewrites)`` for attempt ``a``, so the last attempt is
+greedy. The decode that wrote the answer kept its KV cache (``keep_answers``), so the rewound
+prefix is a gather of cached positions, nothing recomputed. Rows are judged and rewritten
+independently (the rows still rejected form each attempt's batch).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 from tigerdecode.decode.loop import Control, decode
 from tigerdecode.decode.output import pad_id_of, to_results
 from tigerdecode.decode.sampling import NEG_INF, eos_ids_of
-from tigerdecode.judge.features import PromptCache, from_decode, rewind_cache, strip_padding
+from tigerdecode.judge.features import rewind_cache, strip_padding
 from tigerdecode.judge.model import resolve_judge
 from tigerdecode.policy.control import PolicyControl
 from tigerdecode.policy.knob import Policy
@@ -122,44 +125,67 @@ def rewind_point(risk: list[float], threshold: float) -> int:
     return max(range(len(risk)), key=risk.__getitem__) if risk else 0
 
 
-def _prompt_cache(model, cache, masks, prompts) -> PromptCache:
-    """Each row's prompt minus its last token, gathered from a pass's cache (``masks``: its
-    columns per row) into a fresh left-padded layout (the judge pass of rewritten candidates
-    starts from it)."""
-    rows = list(range(len(prompts)))
-    c, mask = rewind_cache(model, cache, rows, masks, [len(p) - 1 for p in prompts])
-    dev = cache.layers[0].keys.device
-    mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1).to(dev)  # (R, W + 1)
-    return PromptCache(c, mask, torch.tensor([p[-1] for p in prompts], device=dev))
+def read_layers(judge, heads) -> list[int]:
+    """The layers the first decode keeps for ``judge`` (its own, and the heads' when it reads
+    them)."""
+    return sorted(set(judge.config.layers) | (set(heads.layers) if (
+        heads is not None and judge.config.heads_digest is not None) else set()))
+
+
+def rewrites_possible(settings: JudgeSettings) -> bool:
+    """Whether the judge may rewrite (so the decode must keep its cache for it)."""
+    return settings.max_rewrites > 0 and settings.rewrite_budget > 0
+
+
+def _kv_sources(kept, rows: slice | range):
+    """Per row of a decode's kept cache (``decode(keep_cache=True, keep_answers=True)``):
+    ``(cache, row, mask)``, the mask (1-D) saying which of the cache's columns hold that row's
+    prompt and written tokens, in order."""
+    cache, _, prompt_mask = kept
+    extra = cache.get_seq_length() - prompt_mask.shape[1]  # one column per step fed
+    full = torch.cat([prompt_mask, prompt_mask.new_ones(prompt_mask.shape[0], extra)], dim=1)
+    return [(cache, r, full[r]) for r in range(rows.start or 0, rows.stop)]
 
 
 def judge_and_rewrite(gen, out, results, prompt_ids, creativity: float, max_new_tokens: int,
                       settings: JudgeSettings, judge, seed=None, policy_overrides=None):
     """Fill ``result.judge`` for every row; replace rejected answers by accepted rewrites, an
-    abstention or the best candidate. ``out``: the first decode, run with ``keep_cache=True``;
-    ``prompt_ids``: member 0's prompt token ids per row."""
+    abstention or the best candidate. ``out``: the first decode, run with ``read_layers=
+    read_layers(judge, heads)`` and, where rewrites may follow (:func:`rewrites_possible`),
+    ``keep_cache=True, keep_answers=True``; ``prompt_ids``: member 0's prompt token ids per
+    row."""
     t0 = time.perf_counter()
     model, tok = gen.model, gen.tokenizer
     eos = eos_ids_of(tok.eos_token_id)
     pad = pad_id_of(tok, model)
     thr = settings.threshold if settings.threshold is not None else judge.threshold(creativity)
     B = len(results)
+    heads = gen.heads if judge.config.heads_digest is not None else None
+    layers = read_layers(judge, heads)
+    if out.reads is None or any(x not in out.reads[0].states for x in layers):
+        raise ValueError(f"the judge needs the decode's reads of layers {layers}: decode with "
+                         "read_layers=read_layers(judge, heads)")
+    if rewrites_possible(settings) and out.kept is None:
+        raise ValueError("the judge rewrites into the decode's cache: decode with "
+                         "keep_cache=True, keep_answers=True")
     cands = [[{"ids": r.token_ids, "trace": r.trace, "ended": r.stop_reason == "eos",
                "text": r.text, "attempt": 0, "creativity": creativity, "rewind_at": None,
-               "span": r.text}] for r in results]
-    heads = gen.heads if judge.config.heads_digest is not None else None
-    kw = dict(eos_id=eos[0], pad_id=pad, heads=heads, keep_cache=True)
+               "span": r.text, "read": out.reads[i]}] for i, r in enumerate(results)]
 
-    def judge_rows(rows, pc):
-        score, r = judge.score(model, pc, [cands[i][-1]["ids"] for i in rows],
-                               [cands[i][-1]["ended"] for i in rows], **kw)
-        for k, i in enumerate(rows):
-            c = cands[i][-1]
-            c.update(score=float(score[k]), risk=r.token_risk[k], pass_=(r, k),
+    def judge_rows(rows):
+        cs = [cands[i][-1] for i in rows]
+        score, r = judge.score_reads([c["read"] for c in cs], [c["ids"] for c in cs],
+                                     [c["ended"] for c in cs], heads=heads)
+        for k, c in enumerate(cs):
+            c.update(score=float(score[k]), risk=r.token_risk[k],
                      signals=dict(zip(r.scalar_names, r.scalars[k].tolist(), strict=True)))
         return [i for i in rows if cands[i][-1]["score"] >= thr and not results[i].abstained]
 
-    rejected = judge_rows(list(range(B)), from_decode(out.kept, out.kept_rows))
+    rejected = judge_rows(list(range(B)))
+    if rejected and rewrites_possible(settings):
+        for c, kv in zip((cs[0] for cs in cands), _kv_sources(out.kept, out.kept_rows),
+                         strict=True):
+            c["kv"] = kv
     left = settings.rewrite_budget * max(1, sum(len(r.token_ids) for r in results
                                                 if not r.abstained))
     over = []  # rejected rows the budget left without a rewrite
@@ -182,13 +208,12 @@ def judge_and_rewrite(gen, out, results, prompt_ids, creativity: float, max_new_
             seen = {(x["ids"][j] if j < len(x["ids"]) else eos[0]) for x in cands[i]
                     if x["ids"][:j] == c["ids"][:j] and (j < len(x["ids"]) or x["ended"])}
             banned.append(sorted(seen))
-        # the rewound prefix: prompt + answer[:j]; its cache holds all but the last token
+        # the rewound prefix: prompt + answer[:j]; the decode that wrote it kept its cache,
+        # cut here to all but its last token, which is fed again
         rows_in = [prompt_ids[i] + list(c["ids"][:j]) for i, j, c in zip(rejected, js, prev,
                                                                           strict=True)]
-        src = prev[0]["pass_"][0].cache
-        cache, mask = rewind_cache(model, src, [c["pass_"][1] for c in prev],
-                                   [c["pass_"][0].mask[c["pass_"][1]] for c in prev],
-                                   [len(x) - 1 for x in rows_in])
+        cache, mask = rewind_cache(model, prev[0]["kv"][0], [c["kv"][1] for c in prev],
+                                   [c["kv"][2] for c in prev], [len(x) - 1 for x in rows_in])
         W = mask.shape[1]
         ids = torch.full((len(rows_in), W + 1), pad, dtype=torch.long)
         for r, x in enumerate(rows_in):
@@ -196,12 +221,15 @@ def judge_and_rewrite(gen, out, results, prompt_ids, creativity: float, max_new_
         mask = torch.cat([mask, mask.new_ones(len(rows_in), 1)], dim=1)
         control = BanAtStart(PolicyControl(Policy(c_a, **(policy_overrides or {})), 1), banned)
         budget = max(1, max_new_tokens - min(js))
+        more = attempt < settings.max_rewrites  # a later attempt rewinds into this one
         sub = decode([(model, ids, mask)], control, max_new_tokens=budget, eos_ids=eos,
                      pad_id=pad, heads=gen.heads, tokenizer=tok,
-                     seed=None if seed is None else seed + 7919 * attempt, keep_cache=True,
-                     prefix_cache=cache)
+                     seed=None if seed is None else seed + 7919 * attempt,
+                     prefix_cache=cache, read_layers=layers, keep_cache=more,
+                     keep_answers=more)
         new = to_results(sub, tok, None, c_a, "tigerdecode", control, [])
-        for i, j, c, res in zip(rejected, js, prev, new, strict=True):
+        kvs = _kv_sources(sub.kept, sub.kept_rows) if more else [None] * len(new)
+        for i, j, c, res, rd, kv in zip(rejected, js, prev, new, sub.reads, kvs, strict=True):
             room = max_new_tokens - j
             body, trace = res.token_ids[:room], res.trace[:room]
             left -= len(body)
@@ -213,9 +241,9 @@ def judge_and_rewrite(gen, out, results, prompt_ids, creativity: float, max_new_
                              "text": tok.decode(ids_new, skip_special_tokens=True).strip(),
                              "attempt": attempt, "creativity": c_a, "rewind_at": j,
                              "span": tok.decode(body, skip_special_tokens=True),
-                             "policy_abstained": res.abstained})
-        pc = _prompt_cache(model, sub.kept[0], list(sub.kept[2]), [prompt_ids[i] for i in rejected])
-        rejected = [i for i in judge_rows(rejected, pc)
+                             "policy_abstained": res.abstained,
+                             "read": c["read"].then(j, rd), "kv": kv})
+        rejected = [i for i in judge_rows(rejected)
                     if not cands[i][-1].get("policy_abstained")]
     _finish(results, cands, rejected + over, thr, settings, time.perf_counter() - t0)
     for i in over:
@@ -281,18 +309,26 @@ def pop_judge_options(overrides: dict):
     return spec, settings
 
 
-def apply_judge(gen, out, results, members, creativity, max_new_tokens, seed, judging,
-                policy_overrides):
-    """Resolve the judge (cached on the generator) and judge/rewrite ``results`` in place."""
-    spec, settings = judging
+def judge_of(gen, judging):
+    """The judge ``judging`` asks for, resolved once per generator (cached on it)."""
+    spec, _ = judging
     cached = getattr(gen, "_judge", None)
     if cached is None or cached[0] is not spec:
         gen._judge = (spec, resolve_judge(gen.model, gen.tokenizer, spec))
+    return gen._judge[1]
+
+
+def apply_judge(gen, out, results, members, creativity, max_new_tokens, seed, judging,
+                policy_overrides):
+    """Judge/rewrite ``results`` in place (``out``: their decode, with the reads
+    ``read_layers(judge_of(gen, judging), gen.heads)``)."""
+    _, settings = judging
     if "judge_abstain_message" not in policy_overrides and "abstain_message" in policy_overrides:
         settings.abstain_message = policy_overrides["abstain_message"]
     prompt_ids = strip_padding(members[0][1], members[0][2])
     return judge_and_rewrite(gen, out, results, prompt_ids, creativity, max_new_tokens,
-                             settings, gen._judge[1], seed=seed, policy_overrides=policy_overrides)
+                             settings, judge_of(gen, judging), seed=seed,
+                             policy_overrides=policy_overrides)
 
 
 def judged_tokens(results, tokenizer, pad_id: int, eos_id: int) -> torch.Tensor:
