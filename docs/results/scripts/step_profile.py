@@ -7,7 +7,8 @@ compiled step), on the default model. Quoted in docs/results/generate-speed.md.
 Prints, per runner: ms per step of the model alone (feeding argmax tokens, the heads' three
 layers tapped; no profiler), then a torch.profiler breakdown of the same steps (the profiler
 adds a little per op, so its total runs above), then the whole controlled loop (heads, policy,
-sampling at creativity 0.5) split into time inside the runner's step and the rest.
+sampling at creativity 0.5) split into time inside the runner's step, the prompt's prefill
+(paid once per call; shown divided by the tokens) and the rest.
 """
 
 import argparse
@@ -79,12 +80,16 @@ def loop(f):
     ModelRunner.step, fast.FastRunner.step = timed("eager"), timed("fast")
     try:
         t0 = time.perf_counter()
-        generate(model, **inp, max_new_tokens=N, min_new_tokens=N, creativity=0.5, tokenizer=tok,
-                 heads=heads, seed=0, use_abstain=False, fast=f)
+        res = generate(model, **inp, max_new_tokens=N, min_new_tokens=N, creativity=0.5,
+                       tokenizer=tok, heads=heads, seed=0, use_abstain=False, fast=f,
+                       return_result=True)
         total = time.perf_counter() - t0
     finally:
         ModelRunner.step, fast.FastRunner.step = orig["eager"], orig["fast"]
-    return total / N * 1e3, acc[0] / N * 1e3
+    # the prompt's prefill (one forward over every prompt token) is paid once per call: kept
+    # apart from the per-token loop, or a short decode reads it as per-token overhead
+    prefill = res[0].timings["prefill_s"]
+    return total / N * 1e3, acc[0] / N * 1e3, prefill / N * 1e3
 
 
 t0 = time.perf_counter()
@@ -111,10 +116,11 @@ for k, make in RUNNERS.items():
     rest = total - mm - att - cat - graph - guards
     print(f"| {k} | {ms[k]:.2f} | {mm:.2f} | {att:.2f} | {cat:.2f} | {graph:.2f} | {guards:.2f} | "
           f"{rest:.2f} | {total:.2f} |")
-print("\n| loop | ms per token | in the runner's step | heads, policy, sampling, records |")
-print("|---|---:|---:|---:|")
+print(f"\n| loop | ms per token (the call / {N}) | in the runner's step | the prompt's prefill "
+      f"(once per call, / {N}) | heads, policy, sampling, records, call setup |")
+print("|---|---:|---:|---:|---:|")
 for f in (False, True):
     runs = [loop(f) for _ in range(a.repeats)]
-    tot = statistics.median(x[0] for x in runs)
-    inner = statistics.median(x[1] for x in runs)
-    print(f"| {'fast' if f else 'eager'} | {tot:.2f} | {inner:.2f} | {tot - inner:.2f} |")
+    tot, inner, pre = (statistics.median(x[i] for x in runs) for i in range(3))
+    print(f"| {'fast' if f else 'eager'} | {tot:.2f} | {inner:.2f} | {pre:.2f} | "
+          f"{tot - inner - pre:.2f} |")

@@ -41,7 +41,6 @@ class Reencoded:
     scalars: torch.Tensor  # (B, S) the aggregates named by ``scalar_names``
     scalar_names: list[str]
     token_risk: list[list[float]]  # per answer token (EOS excluded): p_dev, or 1 - p(token)
-    cache: DynamicCache | None  # the pass's KV cache (kept on request)
     # (B, T0 + K - 1): the prompts as laid out, then right-padded answers (None from reads)
     mask: torch.Tensor | None
     prompt_lens: list[int] | None
@@ -153,13 +152,12 @@ def features_from_reads(reads: list[AnswerRead], answer_ids: list[list[int]],
         scalars.append(s)
         risks.append(r)
     return Reencoded(torch.stack(pooled).cpu(), torch.stack(scalars).cpu(),
-                     _scalar_names(heads, risky), risks, None, None, None)
+                     _scalar_names(heads, risky), risks, None, None)
 
 
 @torch.inference_mode()
 def reencode(model, pc: PromptCache, answer_ids: list[list[int]], ended: list[bool], *,
-             eos_id: int, pad_id: int, layers: list[int], heads=None,
-             keep_cache: bool = False) -> Reencoded:
+             eos_id: int, pad_id: int, layers: list[int], heads=None) -> Reencoded:
     """One pass over ``[last prompt token | answer | EOS if it ended | right padding]`` on top
     of the prompts' cache: every answer state sees the whole prompt and its own prefix, exactly
     as a pass over prompt + answer from scratch would (causal attention)."""
@@ -203,8 +201,7 @@ def reencode(model, pc: PromptCache, answer_ids: list[list[int]], ended: list[bo
         scalars.append(s)
         risks.append(r)
     return Reencoded(torch.stack(pooled).cpu(), torch.stack(scalars).cpu(),
-                     _scalar_names(heads, risky), risks, pc.cache if keep_cache else None, mask,
-                     pc.mask.sum(1).tolist())
+                     _scalar_names(heads, risky), risks, mask, pc.mask.sum(1).tolist())
 
 
 def rewind_cache(model, src: DynamicCache, rows: list[int], masks: list[torch.Tensor],

@@ -1,7 +1,7 @@
 """Judge: a calibrated probability that a finished answer is wrong.
 
-It reads one re-encoding pass of prompt + answer (``judge.features.reencode``): pooled states of
-chosen layers plus aggregates of the token-level signals (log-probs, entropies, and the control
+It reads what the model computed along prompt + answer (``judge.features``: kept by the decode
+that wrote the answer, or one re-encoding pass): pooled states of chosen layers plus aggregates of the token-level signals (log-probs, entropies, and the control
 heads' ``p_dev`` when trained with them), standardised, through a linear head and a calibrator.
 Checkpoints follow the heads' rules: ``config.json`` (with the model fingerprint),
 ``judge.safetensors`` (calibration inside, no pickle) and ``metrics.json``.
@@ -121,11 +121,11 @@ class Judge(nn.Module):
 
     @torch.inference_mode()
     def score(self, model, prompts: PromptCache, answer_ids, ended, *, eos_id: int,
-              pad_id: int, heads=None, keep_cache: bool = False) -> tuple[torch.Tensor, Reencoded]:
+              pad_id: int, heads=None) -> tuple[torch.Tensor, Reencoded]:
         """Re-encode the answers once and score them: ``(P(wrong) (B,), the pass)``."""
         self.check_heads(heads)
         r = reencode(model, prompts, answer_ids, ended, eos_id=eos_id, pad_id=pad_id,
-                     layers=self.config.layers, heads=heads, keep_cache=keep_cache)
+                     layers=self.config.layers, heads=heads)
         return self(r).float().cpu(), r
 
     @torch.inference_mode()
