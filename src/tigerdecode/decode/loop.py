@@ -205,8 +205,10 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
            min_new_tokens: int = 0, seed: int | None = None, streamer=None, on_token=None,
            stopping_criteria=None, keep_cache: bool = False,
            prefix_cache=None, fast: bool = False, new_runner=None,
-           read_layers: list[int] | None = None, keep_answers: bool = False) -> DecodeOutput:
-    """Generate up to ``max_new_tokens`` for B rows.
+           read_layers: list[int] | None = None, keep_answers: bool = False,
+           row_max_new_tokens: list[int] | None = None) -> DecodeOutput:
+    """Generate up to ``max_new_tokens`` for B rows (``row_max_new_tokens``: a smaller limit per
+    row, where it ends as at ``max_new_tokens``).
 
     ``members``: one ``(model, input_ids (B, T_m), attention_mask (B, T_m))`` per ensemble
     member, factual member first (the heads read its rows). ``on_token(row, token_id, info)``
@@ -263,6 +265,8 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
         finished, abstained, stopped, hit_eos, past_slot = (
             torch.zeros(B, dtype=torch.bool, device=dev) for _ in range(5))
         lengths = torch.zeros(B, dtype=torch.long, device=dev)
+        row_limit = None if row_max_new_tokens is None else torch.as_tensor(
+            row_max_new_tokens, dtype=torch.long, device=dev).clamp(min=1)
         slot_seen = False
         # the answer's summed top-token log-probability under member 0, for abstain_logprob
         lp_sum, lp_n = torch.zeros(B, device=dev), torch.zeros(B, device=dev)
@@ -354,6 +358,8 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
             lengths += (~finished).long()
             hit_eos |= is_eos & ~finished
             finished = finished | hit_eos | abstained
+            if row_limit is not None:  # a row at its own limit ends as at max_new_tokens
+                finished = finished | (lengths >= row_limit)
             if stopping_criteria is not None:
                 so_far = torch.cat([members[0][1].to(dev), torch.stack(toks, 1)], 1)
                 hit = torch.as_tensor(stopping_criteria(so_far, None), device=dev)

@@ -226,7 +226,9 @@ def judge_and_rewrite(gen, out, results, prompt_ids, creativity: float, max_new_
                      pad_id=pad, heads=gen.heads, tokenizer=tok,
                      seed=None if seed is None else seed + 7919 * attempt,
                      prefix_cache=cache, read_layers=layers, keep_cache=more,
-                     keep_answers=more)
+                     keep_answers=more,
+                     # each row writes at most what fits in its answer's token limit
+                     row_max_new_tokens=[max_new_tokens - j for j in js])
         new = to_results(sub, tok, None, c_a, "tigerdecode", control, [])
         kvs = _kv_sources(sub.kept, sub.kept_rows) if more else [None] * len(new)
         for i, j, c, res, rd, kv in zip(rejected, js, prev, new, sub.reads, kvs, strict=True):
