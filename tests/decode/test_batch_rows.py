@@ -227,3 +227,19 @@ def test_a_decode_from_a_given_cache_drops_finished_rows_too(tiny_llama, monkeyp
         assert dropped.tokens[i, :n].tolist() == kept.tokens[i, :n].tolist(), i
     for a, b in zip(dropped.kept[0].layers, kept.kept[0].layers, strict=True):
         assert torch.allclose(a.keys, b.keys[:, :, :T], atol=1e-5)  # the prompts' positions
+
+
+def test_rows_stop_at_their_own_token_limits(tiny_llama):
+    """row_max_new_tokens (the judge's rewrites): each row ends at its own limit as at
+    max_new_tokens, with the tokens the unlimited decode wrote, and leaves the batch."""
+    model, tok = tiny_llama
+    ids, mask = _enc(tok, PROMPTS)
+    kw = dict(max_new_tokens=8, eos_ids=[], pad_id=tok.pad_token_id)
+    full = decode([(model, ids, mask)], _Fixed(0.0), **kw)
+    with _Rows(model) as rows:
+        cut = decode([(model, ids, mask)], _Fixed(0.0), row_max_new_tokens=[2, 8, 3, 5], **kw)
+    assert cut.lengths == [2, 8, 3, 5]
+    assert cut.stop_reasons == ["max_new_tokens"] * 4
+    for i, n in enumerate(cut.lengths):
+        assert cut.tokens[i, :n].tolist() == full.tokens[i, :n].tolist()
+    assert min(r[0] for r in rows.seen) < 4  # rows at their limit left the batch
