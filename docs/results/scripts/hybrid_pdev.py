@@ -13,8 +13,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from tigerdecode.qa.labels import OPEN_TEXT
-from training.report import score_split
-from training.train import dev_targets, load_many, topic_split
+from tigerdecode.training.report import score_split
+from tigerdecode.training.train import dev_targets, load_many, topic_split
 
 LAYERS = [16, 20, 24]
 work = sys.argv[1]

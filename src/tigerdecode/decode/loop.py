@@ -20,7 +20,7 @@ import torch
 from transformers import DynamicCache
 
 from tigerdecode.decode.fast import runner_factory
-from tigerdecode.decode.output import AnswerRead
+from tigerdecode.decode.reads import AnswerRead
 from tigerdecode.decode.runner import ModelRunner, left_pad
 from tigerdecode.decode.sampling import (
     NEG_INF,

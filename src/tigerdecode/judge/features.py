@@ -9,7 +9,7 @@ trained with heads.
 
 Two sources give the same numbers: the decode that wrote the answer (``decode(...,
 read_layers=...)`` keeps every position's states and the model's distribution at each drawn
-token, an :class:`~tigerdecode.decode.output.AnswerRead`; :func:`features_from_reads`), which
+token, an :class:`~tigerdecode.decode.reads.AnswerRead`; :func:`features_from_reads`), which
 costs nothing more, and one forward pass over prompt + finished answer (:func:`reencode`), for
 answers the decode did not write (training data, answers given as text).
 """
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from tigerdecode.decode.output import AnswerRead
+from tigerdecode.decode.reads import AnswerRead
 from tigerdecode.decode.runner import ModelRunner, left_pad
 from tigerdecode.model.taps import HiddenStateTap
 
