@@ -397,7 +397,7 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
 
 class _Reads:
     """Member 0's states and next-token distributions at every position, kept during the
-    decode for :class:`~tigerdecode.judge.features.AnswerRead` (see ``decode(read_layers=)``).
+    decode for :class:`~tigerdecode.decode.reads.AnswerRead` (see ``decode(read_layers=)``).
     The state of a token is read from the forward that feeds it, so it is taken at the next
     :meth:`add` (after any retry: the token that stays), the prompt's last one at the start."""
 

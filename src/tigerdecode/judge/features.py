@@ -35,15 +35,12 @@ SLOT_AT = 0.05  # p_slot from which a position counts as a fact slot (the policy
 
 @dataclass
 class Reencoded:
-    """What one judge pass returns for B answers."""
+    """The judge's features of B answers (from the decode's reads or a pass of its own)."""
 
     states: torch.Tensor  # (B, 2 * L * H) pooled states: per layer mean then last
     scalars: torch.Tensor  # (B, S) the aggregates named by ``scalar_names``
     scalar_names: list[str]
     token_risk: list[list[float]]  # per answer token (EOS excluded): p_dev, or 1 - p(token)
-    # (B, T0 + K - 1): the prompts as laid out, then right-padded answers (None from reads)
-    mask: torch.Tensor | None
-    prompt_lens: list[int] | None
 
 
 def strip_padding(ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
@@ -152,7 +149,7 @@ def features_from_reads(reads: list[AnswerRead], answer_ids: list[list[int]],
         scalars.append(s)
         risks.append(r)
     return Reencoded(torch.stack(pooled).cpu(), torch.stack(scalars).cpu(),
-                     _scalar_names(heads, risky), risks, None, None)
+                     _scalar_names(heads, risky), risks)
 
 
 @torch.inference_mode()
@@ -201,7 +198,7 @@ def reencode(model, pc: PromptCache, answer_ids: list[list[int]], ended: list[bo
         scalars.append(s)
         risks.append(r)
     return Reencoded(torch.stack(pooled).cpu(), torch.stack(scalars).cpu(),
-                     _scalar_names(heads, risky), risks, mask, pc.mask.sum(1).tolist())
+                     _scalar_names(heads, risky), risks)
 
 
 def rewind_cache(model, src: DynamicCache, rows: list[int], masks: list[torch.Tensor],
