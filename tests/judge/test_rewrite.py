@@ -150,7 +150,7 @@ def test_budget_then_abstain(setup, budget):
     model, tok, gen, judge = setup
     out = gen.generate_text(PROMPTS, creativity=0.6, max_new_tokens=N, seed=1, judge=judge,
                             judge_threshold=1e-6, max_rewrites=budget, rewrite_budget=math.inf,
-                            judge_abstain_message="No idea.")
+                            min_rewind=0, judge_abstain_message="No idea.")
     for r in out:
         assert r.judge.verdict == "abstain" and r.abstained and r.text == "No idea."
         hist = r.judge.rewrites
@@ -168,7 +168,7 @@ def test_best_of_rejected_returns_the_best_candidate_marked(setup):
     model, tok, gen, judge = setup
     (r,) = gen.generate_text(PROMPTS[:1], creativity=0.8, max_new_tokens=N, seed=2,
                              judge=judge, judge_threshold=1e-6, max_rewrites=2,
-                             on_reject="best")
+                             on_reject="best", min_rewind=0)
     hist = r.judge.rewrites
     best = min(hist, key=lambda h: h["score"])
     assert r.judge.verdict == "best_of_rejected" and not r.abstained
@@ -186,7 +186,7 @@ def test_rows_are_judged_and_rewritten_independently(setup):
     scores = sorted(r.judge.score for r in base)
     thr = (scores[0] + scores[1]) / 2  # rejects all but the best-scored row
     kw = dict(creativity=0.0, max_new_tokens=N, seed=0, judge=judge, judge_threshold=thr,
-              max_rewrites=2, on_reject="best")
+              max_rewrites=2, on_reject="best", min_rewind=0)
     batch = gen.generate_text(PROMPTS, **kw)
     assert {r.judge.verdict for r in batch} - {"accept"}  # some rows were rewritten
     for i, p in enumerate(PROMPTS):
@@ -298,7 +298,7 @@ def test_the_rewrite_budget_takes_the_shortest_rewound_spans_first(setup):
     assert within_budget([2, 2], 4) == [True, True]
     model, tok, gen, judge = setup
     kw = dict(creativity=0.6, max_new_tokens=N, seed=1, judge=judge, judge_threshold=1e-6,
-              max_rewrites=1)
+              max_rewrites=1, min_rewind=0)
     assert (JudgeSettings().max_rewrites, JudgeSettings().rewrite_budget) == (1, 0.3)  # defaults
     free = gen.generate_text(PROMPTS, rewrite_budget=math.inf, **kw)
     assert [len(r.judge.rewrites) for r in free] == [2, 2, 2]  # every answer rewritten once
@@ -322,3 +322,46 @@ def test_the_rewrite_budget_takes_the_shortest_rewound_spans_first(setup):
         JudgeSettings(rewrite_budget=-1)
     with pytest.raises(ValueError, match="rewrite_budget"):
         gen.generate_text(PROMPTS[:1], max_new_tokens=2, judge=judge, rewrite_budget="all")
+
+
+def test_min_rewind_leaves_answers_rejected_from_their_first_tokens_unwritten(setup,
+                                                                              monkeypatch):
+    """A rejected answer whose rewind point comes before ``min_rewind`` ends rejected without
+    a rewrite (and says why); the others are rewritten exactly as with no bar."""
+    import tigerdecode.judge.rewrite as R
+
+    model, tok, gen, judge = setup
+    assert JudgeSettings().min_rewind == 4  # the default, chosen on validation relations
+    js = [1, 5, 3]  # the rows' rewind points (the tiny judge rejects every token)
+    calls = []
+
+    def points(risk, thr):
+        calls.append(None)
+        return js[(len(calls) - 1) % 3]
+    monkeypatch.setattr(R, "rewind_point", points)
+    kw = dict(creativity=0.6, max_new_tokens=N, seed=1, judge=judge, judge_threshold=1e-6,
+              max_rewrites=1, rewrite_budget=math.inf)
+    free = gen.generate_text(PROMPTS, min_rewind=0, **kw)
+    assert [r.judge.rewrites[1]["rewind_at"] for r in free] == js
+    out = gen.generate_text(PROMPTS, min_rewind=3, **kw)
+    for f, r, j in zip(free, out, js, strict=True):
+        if j < 3:
+            assert len(r.judge.rewrites) == 1 and r.abstained and r.judge.verdict == "abstain"
+            assert any("min_rewind" in n for n in r.notes)
+        else:
+            assert [h["token_ids"] for h in r.judge.rewrites] == [
+                h["token_ids"] for h in f.judge.rewrites]
+            assert not any("min_rewind" in n for n in r.notes)
+    for r in gen.generate_text(PROMPTS, min_rewind=6, **kw):  # no rewind point reaches it
+        assert len(r.judge.rewrites) == 1 and r.abstained
+    for bad in (-1, 1.5, True, 5000):
+        with pytest.raises(ValueError, match="min_rewind"):
+            JudgeSettings(min_rewind=bad)
+    with pytest.raises(ValueError, match="min_rewind"):
+        gen.generate_text(PROMPTS[:1], max_new_tokens=2, judge=judge, min_rewind="all")
+    from click.testing import CliRunner
+
+    from tigerdecode.cli import main
+
+    bad = CliRunner().invoke(main, ["generate", "hi", "--min-rewind", "2"])
+    assert bad.exit_code != 0 and "--judge" in bad.output

@@ -156,6 +156,9 @@ def _errors():
 @click.option("--rewrite-budget", type=click.FloatRange(0, 100), default=None,
               help="With --judge: tokens all rewrites may write, as a share of the answer's "
                    "(default 0.3; the shortest rewound spans go first).")
+@click.option("--min-rewind", type=click.IntRange(0, 4096), default=None,
+              help="With --judge: the answer tokens a rewrite keeps at least; an answer the "
+                   "judge would rewind earlier is not rewritten (default 0).")
 @fast_option()
 @dtype_option()
 @quant_option()
@@ -167,14 +170,15 @@ def _errors():
               help="--backend llama-cpp: llama.cpp threads (default: its own choice).")
 def generate(prompt, model_name, creativity, method, temperature, max_new_tokens, seed, raw,
              trace, no_heads, ensemble, as_json, config_file, use_judge, max_rewrites,
-             rewrite_budget, fast, dtype, quant, backend, threads):
+             rewrite_budget, min_rewind, fast, dtype, quant, backend, threads):
     """Answer PROMPT at a chosen creativity.
 
     Controlled decoding by default, or a baseline with --method.
     """
     overrides = {}
-    if (max_rewrites is not None or rewrite_budget is not None) and not use_judge:
-        raise click.UsageError("--max-rewrites and --rewrite-budget apply with --judge")
+    if (max_rewrites, rewrite_budget, min_rewind) != (None, None, None) and not use_judge:
+        raise click.UsageError("--max-rewrites, --rewrite-budget and --min-rewind apply with "
+                               "--judge")
     if config_file is not None:
         from tigerdecode.settings import ConfigError, for_command
 
@@ -198,6 +202,8 @@ def generate(prompt, model_name, creativity, method, temperature, max_new_tokens
             overrides["max_rewrites"] = max_rewrites
         if rewrite_budget is not None:
             overrides["rewrite_budget"] = rewrite_budget
+        if min_rewind is not None:
+            overrides["min_rewind"] = min_rewind
     try:
         gen = _generator(model_name, no_heads, ensemble, dtype, quant, fast, backend, threads)
         (res,) = gen.generate_text([prompt], creativity=creativity, max_new_tokens=max_new_tokens,

@@ -99,7 +99,7 @@ def _budget(text: str):
 
 def evaluate(model, tok, items, *, creativity=0.5, max_new_tokens=16, batch_size=32,
              max_rewrites=None, judge="auto", seed=0, bar=None, policy=None,
-             open_prompts=(), rewrite_budget="default") -> dict:
+             open_prompts=(), rewrite_budget="default", min_rewind=None) -> dict:
     """Answer ``items`` without and with the judge; the issue's metrics plus details.
     ``policy``: Policy overrides for both arms. ``open_prompts``: creative prompts (asked as
     they are) also decoded with the judge, to count how often it abstains on free text."""
@@ -114,6 +114,8 @@ def evaluate(model, tok, items, *, creativity=0.5, max_new_tokens=16, batch_size
     judging = {} if max_rewrites is None else {"max_rewrites": max_rewrites}
     if rewrite_budget != "default":
         judging["rewrite_budget"] = rewrite_budget
+    if min_rewind is not None:
+        judging["min_rewind"] = min_rewind
     gen = ControlledGenerator(model, tok)
     base, with_j, t_base, t_judge = [], [], 0.0, 0.0
     for s in range(0, len(items), batch_size):
@@ -150,6 +152,7 @@ def evaluate(model, tok, items, *, creativity=0.5, max_new_tokens=16, batch_size
         "max_new_tokens": max_new_tokens,
         "max_rewrites": "default" if max_rewrites is None else max_rewrites,
         "rewrite_budget": ("none" if rewrite_budget == math.inf else rewrite_budget),
+        "min_rewind": "default" if min_rewind is None else min_rewind,
         "policy": policy,
         "seed": seed}
     if open_prompts:
@@ -253,6 +256,8 @@ def _prompts(items):
 @click.option("--rewrite-budget", default="default", show_default=True,
               help="Tokens all rewrites may write, as a share of the first answers' tokens "
                    "(a number in [0, 100]), 'none' for no limit, or 'default' (0.3).")
+@click.option("--min-rewind", type=click.IntRange(0, 4096), default=None,
+              help="The answer tokens a rewrite keeps at least (default: the judge's, 0).")
 @batch_size_option(32)
 @seed_option(0, "Seed for decoding (and the --sample draw).")
 @click.option("--seeds", default=None, metavar="S,S,...",
@@ -267,8 +272,8 @@ def _prompts(items):
 @click.option("--n-open", type=click.IntRange(1, 1000), default=20, show_default=True,
               help="The first N open prompts.")
 def eval_cmd(qa_path, split, limit, sample, as_json, model_name, judge_spec, creativity,
-             max_new_tokens, max_rewrites, rewrite_budget, batch_size, seed, seeds, out, threads,
-             sets, open_path, n_open):
+             max_new_tokens, max_rewrites, rewrite_budget, min_rewind, batch_size, seed, seeds,
+             out, threads, sets, open_path, n_open):
     """Score the judge end to end on a QA file.
 
     Answers without and with the judge; prints judge AUROC / ECE, wrong-answer rates, correct→wrong flips, abstentions and the
@@ -295,7 +300,7 @@ def eval_cmd(qa_path, split, limit, sample, as_json, model_name, judge_spec, cre
         res = pooled([evaluate(model, tok, items, creativity=creativity,
                                max_new_tokens=max_new_tokens, batch_size=batch_size,
                                max_rewrites=max_rewrites, judge=judge, seed=s, bar=bar,
-                               rewrite_budget=budget,
+                               rewrite_budget=budget, min_rewind=min_rewind,
                                policy=policy, open_prompts=opens) for s in seed_list])
     if out:
         write_json(out, res, indent=1)

@@ -35,6 +35,11 @@ MAX_REWRITES_LIMIT = 8
 # first answers' tokens kept the accuracy of two unlimited rewrites at about half the time
 DEFAULT_MAX_REWRITES = 1
 DEFAULT_REWRITE_BUDGET = 0.3
+# also on validation relations: rewrites from an answer's first 1-3 tokens were never accepted
+# and right, and they are the longest rewrites (the batch of rewrites decodes in lockstep to the
+# longest); any bar from 2 to 6 left every verdict as it was, 4 is the middle of that range
+DEFAULT_MIN_REWIND = 4
+MIN_REWIND_LIMIT = 4096
 
 
 def check_max_rewrites(n) -> int:
@@ -53,6 +58,14 @@ def check_rewrite_budget(b) -> float | None:
                          f"write, as a share of the first answers' tokens) or inf (no limit), "
                          f"got {b!r}")
     return float(b)
+
+
+def check_min_rewind(n) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MIN_REWIND_LIMIT:
+        raise ValueError(f"min_rewind must be an integer in [0, {MIN_REWIND_LIMIT}] (the answer "
+                         f"tokens a rewrite keeps at least), got {n!r}; 0 lets a rewrite start "
+                         f"at the answer's first token")
+    return n
 
 
 def within_budget(costs: list[int], left: float) -> list[bool]:
@@ -76,9 +89,13 @@ class JudgeSettings:
     # the tokens all rewrites together may write, as a share of the tokens the first decode
     # wrote (inf or None: no limit); the cheapest rewrites (shortest rewound spans) go first
     rewrite_budget: float | None = DEFAULT_REWRITE_BUDGET
+    # a rewrite keeps at least this many of the answer's first tokens: a rejected answer whose
+    # rewind point comes earlier ends rejected without one
+    min_rewind: int = DEFAULT_MIN_REWIND
 
     def __post_init__(self):
         check_max_rewrites(self.max_rewrites)
+        check_min_rewind(self.min_rewind)
         check_rewrite_budget(self.rewrite_budget)
         if self.rewrite_budget is None:
             self.rewrite_budget = math.inf
@@ -189,17 +206,21 @@ def judge_and_rewrite(gen, out, results, prompt_ids, creativity: float, max_new_
     left = settings.rewrite_budget * max(1, sum(len(r.token_ids) for r in results
                                                 if not r.abstained))
     over = []  # rejected rows the budget left without a rewrite
+    early = []  # rejected rows whose rewind point came before min_rewind
     for attempt in range(1, settings.max_rewrites + 1):
         if not rejected:
             break
         c_a = creativity * (1 - attempt / settings.max_rewrites)
         js = [rewind_point(cands[i][-1]["risk"], thr) for i in rejected]
+        # a rewrite from the answer's first tokens is a second guess at the whole answer: on
+        # validation relations those were accepted and right 0 times (docs/results/judge.md)
+        rejected, js, out_ = _keep(rejected, js, [j >= settings.min_rewind for j in js])
+        early += out_
         # a rewrite writes about the span it replaces
-        ok = within_budget([max(1, len(cands[i][-1]["ids"]) - j)
-                            for i, j in zip(rejected, js, strict=True)], left)
-        over += [i for i, y in zip(rejected, ok, strict=True) if not y]
-        rejected = [i for i, y in zip(rejected, ok, strict=True) if y]
-        js = [j for j, y in zip(js, ok, strict=True) if y]
+        rejected, js, out_ = _keep(rejected, js, within_budget(
+            [max(1, len(cands[i][-1]["ids"]) - j) for i, j in zip(rejected, js, strict=True)],
+            left))
+        over += out_
         if not rejected:
             break
         prev = [cands[i][-1] for i in rejected]
@@ -247,10 +268,20 @@ def judge_and_rewrite(gen, out, results, prompt_ids, creativity: float, max_new_
                              "read": c["read"].then(j, rd), "kv": kv})
         rejected = [i for i in judge_rows(rejected)
                     if not cands[i][-1].get("policy_abstained")]
-    _finish(results, cands, rejected + over, thr, settings, time.perf_counter() - t0)
+    _finish(results, cands, rejected + over + early, thr, settings, time.perf_counter() - t0)
     for i in over:
         results[i].notes.append("the judge's rewrite budget was spent: not rewritten")
+    for i in early:
+        results[i].notes.append(f"the judge's rewind point came before the answer's token "
+                                f"{settings.min_rewind} (min_rewind): not rewritten")
     return results
+
+
+def _keep(rows: list[int], js: list[int], ok: list[bool]):
+    """``(rows kept, their rewind points, rows left out)``."""
+    kept = [(i, j) for i, j, y in zip(rows, js, ok, strict=True) if y]
+    return [i for i, _ in kept], [j for _, j in kept], [i for i, y in zip(rows, ok,
+                                                                         strict=True) if not y]
 
 
 def _finish(results, cands, rejected, thr, settings, seconds):
@@ -288,7 +319,7 @@ def _finish(results, cands, rejected, thr, settings, seconds):
 
 
 JUDGE_OPTIONS = ("judge", "max_rewrites", "judge_threshold", "on_reject", "judge_abstain_message",
-                 "rewrite_budget")
+                 "rewrite_budget", "min_rewind")
 
 
 def pop_judge_options(overrides: dict):
@@ -305,7 +336,8 @@ def pop_judge_options(overrides: dict):
     settings = JudgeSettings(max_rewrites=opts.get("max_rewrites", DEFAULT_MAX_REWRITES),
                              threshold=opts.get("judge_threshold"),
                              on_reject=opts.get("on_reject", "abstain"),
-                             rewrite_budget=opts.get("rewrite_budget", JudgeSettings.rewrite_budget))
+                             rewrite_budget=opts.get("rewrite_budget", JudgeSettings.rewrite_budget),
+                             min_rewind=opts.get("min_rewind", JudgeSettings.min_rewind))
     if opts.get("judge_abstain_message") is not None:
         settings.abstain_message = str(opts["judge_abstain_message"])
     return spec, settings
