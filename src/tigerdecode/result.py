@@ -22,6 +22,7 @@ class TokenTrace:
     p_slot: float | None = None  # read before the token was drawn: does it commit to a fact?
     p_risk: float | None = None  # read before the token was drawn: would that fact be wrong?
     p_name: float | None = None  # 1: the top next token started a capitalised word mid-sentence
+    p_spell: float | None = None  # 1: a capitalised word was open and the top token went on with it
     logprob: float | None = None  # the token's log-probability under the model's own logits
     top_logprob: float | None = None  # the same for the most likely token at this step
     temperature: float | None = None

@@ -11,6 +11,7 @@ from tigerdecode.api import ControlledGenerator, generate
 from tigerdecode.heads import ControlHeads, HeadConfig
 from tigerdecode.model.load import fingerprint
 from tigerdecode.model.prompting import encode_prompts
+from tigerdecode.policy.knob import Policy
 
 PROMPTS = ["Hello there", "The capital of Japan is a city called"]
 
@@ -363,6 +364,65 @@ def test_name_masks_mark_capitalised_word_starts_and_sentence_ends():
     assert names_next((starts, ends), logits, prev).tolist() == [1.0, 0.0, 0.0]
 
 
+def test_spell_masks_follow_a_capitalised_word_until_it_ends():
+    from tigerdecode.decode.sampling import spell_masks, spelling_next
+
+    toks = ["Joh", "ann", "Ġthe", "ĠKy", "oto", ",", "▁Paris", "Ġ", None, "s"]
+    cap, cont = spell_masks(_NameVocab(toks), 11, "cpu")
+    assert cap.tolist() == [True, False, False, True, False, False, True, False, False, False,
+                            False]
+    assert cont.tolist() == [False, True, False, False, True, False, False, False, False, True,
+                             False]
+    top = lambda i: torch.nn.functional.one_hot(torch.tensor([i]), 11).float()  # noqa: E731
+    inside = torch.zeros(1, dtype=torch.bool)
+    seen = []
+    # "Joh" "ann" " the" " Ky" "oto" "," : the top next token after each is the one written next
+    written = [0, 1, 2, 3, 4, 5]
+    for k, prev in enumerate(written[:-1]):
+        p, inside = spelling_next((cap, cont), top(written[k + 1]), torch.tensor([prev]), inside)
+        seen.append(float(p[0]))
+    # held after "Joh" (top "ann") and after " Ky" (top "oto"); not after "ann" (the word ended:
+    # the top " the" starts another), " the" (not capitalised) or "oto" (top ",")
+    assert seen == [1.0, 0.0, 0.0, 1.0, 0.0]
+    # a word that went on stays open: "Joh" "ann" then a top "s" is still held
+    inside = torch.zeros(1, dtype=torch.bool)
+    _, inside = spelling_next((cap, cont), top(1), torch.tensor([0]), inside)
+    p, inside = spelling_next((cap, cont), top(9), torch.tensor([1]), inside)
+    assert float(p[0]) == 1.0
+    p, _ = spelling_next((cap, cont), top(9), torch.tensor([2]), inside)  # " the" closes it
+    assert float(p[0]) == 0.0
+
+
+def test_a_factual_answers_opening_and_a_names_spelling_are_held(tiny_llama):
+    """``open_hold``: the first token of a factual request's answer is drawn as a fact slot
+    (heads read the request as factual; never on a creative request, nor without heads);
+    ``spell_hold``: the rest of an open capitalised word likewise."""
+    from tigerdecode.decode.loop import decode
+    from tigerdecode.policy.control import PolicyControl
+
+    model, tok = tiny_llama
+    inp = encode_prompts(tok, PROMPTS, raw=True)
+    members = [(model, inp["input_ids"], inp["attention_mask"])]
+    policy = Policy(0.5, open_hold=1.0, spell_hold=1.0, name_hold=0.0, use_abstain=False,
+                    no_repeat_ngram=0)
+    seen = {0.0: 0, 1.0: 0}
+    for seed in range(4):
+        out = decode(members, PolicyControl(policy, 1), max_new_tokens=12, eos_ids=[],
+                     pad_id=2, tokenizer=tok, seed=seed,
+                     heads=_ScheduledHeads([0.0] * 13, factual=[0.9, 0.1]))
+        temps, spell = out.trace["temperature"], out.trace["p_spell"]
+        assert temps[0][0] == pytest.approx(0.0)  # row 0 asks for a fact: its opening is held
+        assert temps[1][0] == pytest.approx(0.5)  # row 1 is a creative request
+        for row in range(2):
+            for t, p in zip(temps[row][1:], spell[row][1:], strict=True):
+                seen[p] += 1
+                assert t == pytest.approx(0.0 if p == 1.0 else 0.5)
+    assert seen[1.0] > 0 and seen[0.0] > 0  # both cases were exercised
+    out = decode(members, PolicyControl(policy, 1), max_new_tokens=2, eos_ids=[], pad_id=2,
+                 tokenizer=tok, seed=0)
+    assert out.trace["temperature"][0][0] == pytest.approx(0.5)  # no heads: not known factual
+
+
 def test_a_name_mid_sentence_is_drawn_greedily_up_to_slot_hold(tiny_llama):
     from tigerdecode.decode.sampling import name_masks
 
@@ -377,11 +437,13 @@ def test_a_name_mid_sentence_is_drawn_greedily_up_to_slot_hold(tiny_llama):
         assert r.trace[0].p_name == 0.0  # the first token starts a sentence
         for t in r.trace:
             seen[t.p_name] += 1
-            # a name is held greedy (temperature 0); other tokens keep the schedule's 0.5
-            assert t.temperature == pytest.approx(0.0 if t.p_name == 1.0 else 0.5)
+            # a name is held greedy (temperature 0), and so is the rest of an open capitalised
+            # word (spell_hold); other tokens keep the schedule's 0.5
+            held = t.p_name == 1.0 or t.p_spell == 1.0
+            assert t.temperature == pytest.approx(0.0 if held else 0.5)
     assert seen[1.0] > 0 and seen[0.0] > 0  # both cases were exercised
     (r,) = gen.generate_text(["The capital of Japan is a city called"], creativity=0.5,
-                             max_new_tokens=8, seed=0, name_hold=0.0)
+                             max_new_tokens=8, seed=0, name_hold=0.0, spell_hold=0.0)
     assert all(t.p_name is None and t.temperature == pytest.approx(0.5) for t in r.trace)
     (r,) = gen.generate_text(["The capital of Japan is a city called"], creativity=1.0,
                              max_new_tokens=8, seed=0)

@@ -363,3 +363,31 @@ def test_rounding_that_reorders_a_near_tie_rarely_changes_the_draw():
         int(P.draw(a, d, [], [torch.Generator().manual_seed(s)])[0])
         != int(P.draw(b, d, [], [torch.Generator().manual_seed(s)])[0]) for s in range(400))
     assert differ <= 2, differ
+
+
+def test_hf_processor_holds_the_rest_of_a_capitalised_word_as_the_loop_does(tiny_llama):
+    from tigerdecode.decode.sampling import spell_masks
+    from tigerdecode.policy.knob import Policy
+
+    model, tok = tiny_llama
+    V = model.config.vocab_size
+    cap, cont = spell_masks(tok, V, "cpu")
+    capital = int((cap & ~cont).nonzero()[0])
+    goes_on, other = int(cont.nonzero()[0]), int((~cap & ~cont).nonzero()[0])
+    proc = ControlledLogitsProcessor(model, tok, policy=Policy(0.5, spell_hold=1.0,
+                                                               name_hold=0.0))
+    ids = torch.tensor([[5, 6, 7]])
+
+    def temp(ids, top):
+        scores = torch.zeros(1, V)
+        scores[0, top] = 3.0
+        proc(ids, scores)
+        return float(proc.last["temperature"][0])
+
+    assert temp(ids, goes_on) == pytest.approx(0.5)  # a new run: no word is open
+    ids = torch.cat([ids, torch.tensor([[capital]])], 1)
+    assert temp(ids, goes_on) == pytest.approx(0.0)  # a capitalised word is open
+    ids = torch.cat([ids, torch.tensor([[goes_on]])], 1)
+    assert temp(ids, goes_on) == pytest.approx(0.0)  # and still open after a continuation
+    ids = torch.cat([ids, torch.tensor([[other]])], 1)
+    assert temp(ids, goes_on) == pytest.approx(0.5)  # closed by a token that does not go on

@@ -247,3 +247,31 @@ def test_logprob_abstention_bar_and_its_switch():
             Policy(0.5, abstain_logprob=bad)
     with pytest.raises(ValueError, match="logprob_drop"):
         Policy(0.5, logprob_drop=-1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=unit, b=unit, p_slot=maybe_p, p_spell=st.sampled_from([None, 0.0, 1.0]),
+       p_open=st.sampled_from([None, 0.0, 1.0]), p_factual=maybe_p,
+       spell=st.floats(0, 1), opening=st.floats(0, 1))
+def test_spelling_and_opening_holds_stay_monotone(a, b, p_slot, p_spell, p_open, p_factual,
+                                                   spell, opening):
+    t = lambda p: None if p is None else torch.tensor([p])  # noqa: E731
+    lo, hi = sorted((a, b))
+    kw = dict(batch=1, p_slot=t(p_slot), p_spell=t(p_spell), p_open=t(p_open),
+              p_factual=t(p_factual))
+    x, y = (Policy(c, spell_hold=spell, open_hold=opening).step(None, None, 2, **kw)
+            for c in (lo, hi))
+    assert y.temperature[0] >= x.temperature[0] - 1e-6 and y.top_p[0] >= x.top_p[0] - 1e-6
+    assert y.weights[0, 1] >= x.weights[0, 1] - 1e-6
+    free = Policy(lo).step(None, None, 2, batch=1, p_slot=t(p_slot), p_factual=t(p_factual))
+    g = Policy(lo).slot_guard
+    scale = (1 - g * spell if p_spell == 1.0 else 1.0) * (
+        1 - g * opening if (p_open == 1.0 and p_factual is not None and p_factual >= 0.5)
+        else 1.0)  # the opening is held on factual requests only
+    assert float(x.temperature[0]) == pytest.approx(float(free.temperature[0]) * scale, abs=1e-6)
+
+
+def test_spell_and_open_hold_are_checked():
+    for name in ("spell_hold", "open_hold"):
+        with pytest.raises(ValueError, match=f"{name} must lie in"):
+            Policy(0.5, **{name: 1.5})

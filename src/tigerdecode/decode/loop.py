@@ -30,6 +30,8 @@ from tigerdecode.decode.sampling import (
     draw,
     name_masks,
     names_next,
+    spell_masks,
+    spelling_next,
     token_flags,
 )
 
@@ -41,7 +43,9 @@ class Signals:
     the next token commits to a fact and ``p_risk`` that fact would be wrong (both read before
     it is drawn), ``p_factual`` the request asks for a fact (read once, at the prompt);
     ``p_name`` (no heads needed: read from member 0's logits) 1 where the top next token starts
-    a capitalised word inside a sentence, else 0. Each (B,)."""
+    a capitalised word inside a sentence, else 0; ``p_spell`` (the same way) 1 where a
+    capitalised word is open and the top next token goes on with it; ``p_open`` 1 at the
+    answer's first token (the one that decides how it is phrased), else None. Each (B,)."""
 
     p_stop: torch.Tensor | None = None
     p_dev: torch.Tensor | None = None
@@ -49,6 +53,8 @@ class Signals:
     p_risk: torch.Tensor | None = None
     p_factual: torch.Tensor | None = None
     p_name: torch.Tensor | None = None
+    p_spell: torch.Tensor | None = None
+    p_open: torch.Tensor | None = None
 
 
 @dataclass
@@ -82,7 +88,7 @@ class Control:
     steps left out) ends below it abstains at its end: the model was unsure along the way. The
     most likely token's, not the drawn one's: at a higher creativity the policy draws less likely
     tokens by design, which says nothing about what the model knows.
-    ``reads_names``: the loop fills ``Signals.p_name`` (needs the tokenizer). ``policy``: the
+    ``reads_names``: the loop fills ``Signals.p_name`` and ``p_spell`` (needs the tokenizer). ``policy``: the
     :class:`~tigerdecode.policy.knob.Policy` when there is one (recorded in results)."""
 
     name = "control"
@@ -125,7 +131,8 @@ class DecodeOutput:
     reads: list[AnswerRead] | None = None
 
 
-TRACE_KEYS = ("p_stop", "p_dev", "p_slot", "p_risk", "p_name", "logprob", "top_logprob",
+TRACE_KEYS = ("p_stop", "p_dev", "p_slot", "p_risk", "p_name", "p_spell", "logprob",
+              "top_logprob",
               "temperature", "top_p", "weights", "retries")
 
 
@@ -248,14 +255,22 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
         prompt_kv = ([(layer.keys, layer.values) for layer in run.r0.cache.layers]
                      if keep_cache and compact and getattr(run.r0, "compacts", False) else None)
         dev = logits[0].device
-        names = name_masks(tokenizer, logits[0].shape[-1], dev) if (
+        names = (name_masks(tokenizer, logits[0].shape[-1], dev),
+                 spell_masks(tokenizer, logits[0].shape[-1], dev)) if (
             control.reads_names and tokenizer is not None) else None
-        if names is not None:  # the first token starts a sentence: no name there
-            sig.p_name = torch.zeros(B, device=dev)
+        # rows whose last written token began or went on with a capitalised word: before the
+        # step's token (``was``), and with it (``now``, kept once no retry replaces the token)
+        spelling = {"was": torch.zeros(B, dtype=torch.bool, device=dev)}
+        if names is not None:  # the first token starts a sentence and no word is open
+            sig.p_name = sig.p_spell = torch.zeros(B, device=dev)
+        if prefix_cache is None:  # the first token of the answer (not of a judge's rewrite)
+            sig.p_open = torch.ones(B, device=dev)
 
         def name_signal(logits, sig, tok):
             if names is not None:
-                sig.p_name = names_next(names, logits[0], tok)
+                sig.p_name = names_next(names[0], logits[0], tok)
+                sig.p_spell, spelling["now"] = spelling_next(names[1], logits[0], tok,
+                                                             spelling["was"])
             return logits, sig
         gens = None if seed is None else [
             torch.Generator(device=dev).manual_seed(seed + i) for i in range(B)]
@@ -340,7 +355,8 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
             if guard is not None:
                 guard.push(tok.tolist())
             for k, v in (("p_stop", sig.p_stop), ("p_dev", sig.p_dev), ("p_slot", sig_d.p_slot),
-                         ("p_risk", sig_d.p_risk), ("p_name", sig_d.p_name), ("logprob", lp),
+                         ("p_risk", sig_d.p_risk), ("p_name", sig_d.p_name),
+                         ("p_spell", sig_d.p_spell), ("logprob", lp),
                          ("top_logprob", top_lp),
                          ("temperature", d.temperature),
                          ("top_p", d.top_p),
@@ -370,6 +386,7 @@ def decode(members: list[tuple], control: Control, *, max_new_tokens: int,
                 break
             if not last:
                 d, sig_d = nd, sig
+                spelling["was"] = spelling.get("now", spelling["was"])
     finally:
         run.close()
         if streamer is not None:

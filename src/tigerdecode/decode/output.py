@@ -33,7 +33,8 @@ def to_results(out: DecodeOutput, tokenizer, prompts, creativity, method, contro
         trace = [TokenTrace(
             token=tokenizer.decode([t]) if tokenizer is not None else str(t), token_id=t,
             p_stop=at("p_stop", i, j), p_dev=at("p_dev", i, j), p_slot=at("p_slot", i, j),
-            p_risk=at("p_risk", i, j), p_name=at("p_name", i, j), logprob=at("logprob", i, j),
+            p_risk=at("p_risk", i, j), p_name=at("p_name", i, j), p_spell=at("p_spell", i, j),
+            logprob=at("logprob", i, j),
             top_logprob=at("top_logprob", i, j),
             temperature=tr["temperature"][i][j], top_p=tr["top_p"][i][j],
             member_weights=tr["weights"][i][j], retries=int(tr["retries"][i][j]),

@@ -325,6 +325,15 @@ def _starts_capitalised(t: str) -> bool:
     return len(t) > 1 and t[0] in _SPACE and t[1].isupper()
 
 
+def _capitalised(t: str) -> bool:
+    t = t[1:] if t[:1] in _SPACE else t
+    return t[:1].isupper()
+
+
+def _continues_word(t: str) -> bool:
+    return t[:1].islower()
+
+
 def _ends_sentence(t: str) -> bool:
     return t.rstrip("".join(_SPACE)).endswith(_ENDS) or "\n" in t or "Ċ" in t or "<0x0A>" in t
 
@@ -335,6 +344,26 @@ def name_masks(tokenizer, vocab: int, device) -> tuple[torch.Tensor, torch.Tenso
     Together they mark where a name is written: a capitalised word not at a sentence start."""
     return (token_flags(tokenizer, vocab, device, _starts_capitalised),
             token_flags(tokenizer, vocab, device, _ends_sentence))
+
+
+def spell_masks(tokenizer, vocab: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(V,) bool each: tokens that begin with a capital letter (with or without a space before
+    it: " Paris", "Joh"), and tokens that go on with a word (no space before them, a lower-case
+    letter first: "ann", "oto"). Together they mark where a capitalised word, once begun, is
+    being spelled out."""
+    return (token_flags(tokenizer, vocab, device, _capitalised),
+            token_flags(tokenizer, vocab, device, _continues_word))
+
+
+def spelling_next(masks: tuple[torch.Tensor, torch.Tensor], logits: torch.Tensor,
+                  prev: torch.Tensor, inside: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(p_spell, inside)``: ``inside`` (B,) bool, the rows whose token just written, ``prev``,
+    began a capitalised word or went on with one (given ``inside`` before it); ``p_spell``
+    (B,) float, 1 where such a word is open and the top next token of ``logits`` (B, V) goes on
+    with it (the rest of a name being spelled), else 0."""
+    cap, cont = masks
+    inside = cap[prev] | (inside & cont[prev])
+    return (inside & cont[logits.argmax(-1)]).float(), inside
 
 
 def names_next(masks: tuple[torch.Tensor, torch.Tensor], logits: torch.Tensor,

@@ -28,7 +28,8 @@ class PolicyControl(Control):
     def decide(self, signals: Signals, batch: int, device) -> StepDecision:
         return self.policy.step(signals.p_stop, signals.p_dev, self.n_members, batch=batch,
                                 device=device, p_slot=signals.p_slot, p_risk=signals.p_risk,
-                                p_factual=signals.p_factual, p_name=signals.p_name)
+                                p_factual=signals.p_factual, p_name=signals.p_name,
+                                p_spell=signals.p_spell, p_open=signals.p_open)
 
     def retry(self, d: StepDecision, attempt: int) -> StepDecision:
         return self.policy.retry(d, attempt)

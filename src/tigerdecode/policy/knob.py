@@ -15,6 +15,12 @@ The schedule: ``temperature = t_max * c`` (c = 0 is greedy); ``top_p`` from ``to
   word inside a sentence, where names, places and titles are written) cools that token the same
   way, scaled by ``name_hold``: inside creative text the fact-slot head rarely fires, and the
   fact a poem must name is almost always such a word;
+- ``p_spell`` (training-free, the same way: a capitalised word is open and the model's top next
+  token goes on with it) cools the rest of a name being spelled, scaled by ``spell_hold``: a
+  name sampled piece by piece comes out misspelled ("Ky" + "re" for Kyoto);
+- ``p_open`` (the answer's first token) cools that token on a factual request, scaled by
+  ``open_hold``: the opening decides how the answer is phrased, and a small model knows a fact
+  in some phrasings and not in others;
 - ``p_factual`` (read once from the prompt: the request asks for a fact, not for creative text)
   gates everything that ends an answer: the EOS bias and abstention act only on factual
   requests, so a poem is never cut short by ``p_stop`` nor answered "I don't know.";
@@ -97,6 +103,9 @@ class Policy:
     slot_hold: float = 0.75
     slot_gain: float = 10.0
     name_hold: float = 1.0
+    # chosen on validation facts the model knows (docs/results/knob.md §11)
+    spell_hold: float = 1.0
+    open_hold: float = 1.0
     abstain_slot: float = 0.5
     risk_at: float = 0.99
     risk_rise: float = 0.0
@@ -123,7 +132,8 @@ class Policy:
                 raise ValueError(f"Policy.{name} must be a finite number >= 0, got {v!r}")
         for name in ("top_p_min", "top_p_max", "top_p_floor", "min_p_max", "dev_low", "dev_high",
                      "resample_at", "abstain_at", "abstain_below", "slot_hold", "abstain_slot",
-                     "risk_at", "risk_rise", "factual_at", "name_hold"):
+                     "risk_at", "risk_rise", "factual_at", "name_hold", "spell_hold",
+                     "open_hold"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and 0.0 <= v <= 1.0):
                 raise ValueError(f"Policy.{name} must lie in [0, 1], got {v!r}")
@@ -164,8 +174,9 @@ class Policy:
 
     @property
     def reads_names(self) -> bool:
-        """Whether ``p_name`` acts at this creativity (``name_hold`` on, fact slots held)."""
-        return self.use_slot and self.name_hold > 0 and self.slot_guard > 0
+        """Whether ``p_name`` / ``p_spell`` act at this creativity (``name_hold`` or
+        ``spell_hold`` on, fact slots held)."""
+        return self.use_slot and max(self.name_hold, self.spell_hold) > 0 and self.slot_guard > 0
 
     @property
     def temperature(self) -> float:
@@ -218,7 +229,9 @@ class Policy:
              *, batch: int | None = None, device=None, p_slot: torch.Tensor | None = None,
              p_risk: torch.Tensor | None = None,
              p_factual: torch.Tensor | None = None,
-             p_name: torch.Tensor | None = None) -> StepDecision:
+             p_name: torch.Tensor | None = None,
+             p_spell: torch.Tensor | None = None,
+             p_open: torch.Tensor | None = None) -> StepDecision:
         """Decisions for a batch given the heads' outputs for each row's last token.
 
         Each signal is (B,) or None (no heads, or heads without it: the schedule alone).
@@ -227,7 +240,12 @@ class Policy:
         schedule. ``slot_gain`` > 1 acts on the head's ranking where its probabilities are small
         (fact slots inside creative text score far below those of a direct answer). ``p_name``
         (1 where the top next token starts a capitalised word inside a sentence) cools by
-        ``1 - slot_guard * name_hold * p_name`` on top.
+        ``1 - slot_guard * name_hold * p_name`` on top, and ``p_spell`` (1 where a capitalised
+        word is open and the top next token goes on with it) by ``1 - slot_guard * spell_hold *
+        p_spell``. ``p_open`` (1 at the answer's first token) cools a factual request's first
+        token (``p_factual`` given and at least ``factual_at``) by ``1 - slot_guard * open_hold
+        * p_open``: the opening decides how the answer is phrased, and a small model knows a
+        fact in some phrasings and not in others.
         ``p_factual`` < ``factual_at`` (a creative request) switches off the EOS bias and
         abstention; ``p_risk`` at a fact slot (``p_slot >= abstain_slot``) at or above
         :attr:`risk_threshold` abstains before the token is drawn (``abstain_now``; the loop
@@ -248,6 +266,12 @@ class Policy:
             cool = cool * (1.0 - self.slot_guard * (self.slot_gain * p_slot.float()).clamp(0, 1))
         if p_name is not None and self.reads_names:
             cool = cool * (1.0 - self.slot_guard * self.name_hold * p_name.float().clamp(0, 1))
+        if p_spell is not None and self.reads_names:
+            cool = cool * (1.0 - self.slot_guard * self.spell_hold * p_spell.float().clamp(0, 1))
+        if p_open is not None and p_factual is not None and self.open_hold > 0:
+            asks = (p_factual.float() >= self.factual_at).float()
+            cool = cool * (1.0 - self.slot_guard * self.open_hold * asks
+                           * p_open.float().clamp(0, 1))
         temperature = self.temperature * cool
         top_p = self.top_p_floor + (self.top_p - self.top_p_floor) * cool
         min_p = full(self.min_p)

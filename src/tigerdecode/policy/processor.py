@@ -16,6 +16,8 @@ from tigerdecode.decode.sampling import (
     name_masks,
     names_next,
     process,
+    spell_masks,
+    spelling_next,
 )
 from tigerdecode.model.taps import HiddenStateTap
 from tigerdecode.policy.knob import Policy
@@ -47,7 +49,8 @@ class ControlledLogitsProcessor:
                 model.generation_config.eos_token_id
         self.eos_ids = eos_ids_of(eos_token_id)
         self.tokenizer = tokenizer if self.policy.reads_names else None
-        self._names: tuple[torch.Tensor, torch.Tensor] | None = None  # name_masks, once
+        self._names = None  # (name_masks, spell_masks), once
+        self._open: torch.Tensor | None = None  # rows with a capitalised word open (p_spell)
         self.tap = HiddenStateTap(model, heads.layers) if heads is not None else None
         self.last: dict[str, torch.Tensor] = {}
         self._factual: torch.Tensor | None = None
@@ -85,16 +88,26 @@ class ControlledLogitsProcessor:
             if new_run or self._factual is None:
                 self._factual = p.get("factual")  # the first step reads the prompt's state
         self._len = input_ids.shape[-1]
-        p_name = None
+        p_name = p_spell = None
         if self.tokenizer is not None:  # as the loop: read before the repetition guard
-            if self._names is None or self._names[0].shape[0] != scores.shape[-1]:
-                self._names = name_masks(self.tokenizer, scores.shape[-1], scores.device)
-            p_name = torch.zeros(scores.shape[0], device=scores.device) if new_run else \
-                names_next(self._names, scores, input_ids[:, -1].to(scores.device))
+            if self._names is None or self._names[0][0].shape[0] != scores.shape[-1]:
+                V, dev = scores.shape[-1], scores.device
+                self._names = (name_masks(self.tokenizer, V, dev),
+                               spell_masks(self.tokenizer, V, dev))
+            if new_run:  # the first token starts a sentence and no word is open
+                self._open = torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device)
+                p_name = p_spell = torch.zeros(scores.shape[0], device=scores.device)
+            else:
+                prev = input_ids[:, -1].to(scores.device)
+                p_name = names_next(self._names[0], scores, prev)
+                p_spell, self._open = spelling_next(self._names[1], scores, prev, self._open)
         if self._guard is not None:
             scores = self._guard.apply(scores)
         p_stop, p_dev = p.get("stop"), p.get("dev")
         d = self.policy.step(p_stop, p_dev, 1, batch=scores.shape[0], device=scores.device,
-                             p_slot=p.get("slot"), p_factual=self._factual, p_name=p_name)
+                             p_slot=p.get("slot"), p_factual=self._factual, p_name=p_name,
+                             p_spell=p_spell,
+                             p_open=torch.ones(scores.shape[0], device=scores.device)
+                             if new_run else None)
         self.last = {"p_stop": p_stop, "p_dev": p_dev, "temperature": d.temperature}
         return process([scores], d, self.eos_ids).to(scores.dtype)
