@@ -277,6 +277,16 @@ def test_batched_rows_equal_their_solo_runs_when_greedy_and_sampled_steps_mix(ti
     assert [run([i])[0] for i in range(3)] == batched
 
 
+def _temperature_with_top(proc, V):
+    """``temp(ids, top)``: the processor's temperature for a step whose top token is ``top``."""
+    def temp(ids, top):
+        scores = torch.zeros(1, V)
+        scores[0, top] = 3.0
+        proc(ids, scores)
+        return float(proc.last["temperature"][0])
+    return temp
+
+
 def test_hf_processor_holds_a_name_mid_sentence_as_the_loop_does(tiny_llama):
     from tigerdecode.decode.sampling import name_masks
 
@@ -288,12 +298,7 @@ def test_hf_processor_holds_a_name_mid_sentence_as_the_loop_does(tiny_llama):
     proc = ControlledLogitsProcessor(model, tok, creativity=0.5)
     ids = torch.tensor([[5, 6, 7]])
 
-    def temp(ids, top):
-        scores = torch.zeros(1, V)
-        scores[0, top] = 3.0
-        proc(ids, scores)
-        return float(proc.last["temperature"][0])
-
+    temp = _temperature_with_top(proc, V)
     assert temp(ids, name) == pytest.approx(0.5)  # the first token starts a sentence
     assert temp(torch.cat([ids, torch.tensor([[mid]])], 1), name) == pytest.approx(0.0)
     assert temp(torch.cat([ids, torch.tensor([[mid, end]])], 1), name) == pytest.approx(0.5)
@@ -378,12 +383,7 @@ def test_hf_processor_holds_the_rest_of_a_capitalised_word_as_the_loop_does(tiny
                                                                name_hold=0.0))
     ids = torch.tensor([[5, 6, 7]])
 
-    def temp(ids, top):
-        scores = torch.zeros(1, V)
-        scores[0, top] = 3.0
-        proc(ids, scores)
-        return float(proc.last["temperature"][0])
-
+    temp = _temperature_with_top(proc, V)
     assert temp(ids, goes_on) == pytest.approx(0.5)  # a new run: no word is open
     ids = torch.cat([ids, torch.tensor([[capital]])], 1)
     assert temp(ids, goes_on) == pytest.approx(0.0)  # a capitalised word is open
