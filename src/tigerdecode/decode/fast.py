@@ -27,7 +27,7 @@ import weakref
 
 import torch
 
-from tigerdecode.decode.runner import ModelRunner, input_device
+from tigerdecode.decode.runner import ModelRunner, has_sliding_window, input_device
 from tigerdecode.model.taps import HiddenStateTap, num_layers
 
 MIN_BUCKET = 256  # cache lengths are powers of two from here: few shapes, few compiles
@@ -58,7 +58,7 @@ def unsupported(model) -> str | None:
     if kinds != {"full_attention"}:
         return (f"{type(model).__name__} has {sorted(kinds - {'full_attention'})} layers; the "
                 "static cache covers full-attention layers only")
-    if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True):
+    if has_sliding_window(model):
         return f"{type(model).__name__} uses a sliding attention window"
     devices = {str(p.device) for p in model.parameters()}
     if len(devices) > 1:
