@@ -158,7 +158,7 @@ def _errors():
                    "(default 0.3; the shortest rewound spans go first).")
 @click.option("--min-rewind", type=click.IntRange(0, 4096), default=None,
               help="With --judge: the answer tokens a rewrite keeps at least; an answer the "
-                   "judge would rewind earlier is not rewritten (default 0).")
+                   "judge would rewind earlier is not rewritten (default 4; 0: no bar).")
 @fast_option()
 @dtype_option()
 @quant_option()

@@ -257,7 +257,8 @@ def _prompts(items):
               help="Tokens all rewrites may write, as a share of the first answers' tokens "
                    "(a number in [0, 100]), 'none' for no limit, or 'default' (0.3).")
 @click.option("--min-rewind", type=click.IntRange(0, 4096), default=None,
-              help="The answer tokens a rewrite keeps at least (default: the judge's, 0).")
+              help="The answer tokens a rewrite keeps at least (default: the judge's, 4; 0: no "
+                   "bar).")
 @batch_size_option(32)
 @seed_option(0, "Seed for decoding (and the --sample draw).")
 @click.option("--seeds", default=None, metavar="S,S,...",

@@ -132,8 +132,7 @@ class DecodeOutput:
 
 
 TRACE_KEYS = ("p_stop", "p_dev", "p_slot", "p_risk", "p_name", "p_spell", "logprob",
-              "top_logprob",
-              "temperature", "top_p", "weights", "retries")
+              "top_logprob", "temperature", "top_p", "weights", "retries")
 
 
 def _has_alnum(t: str) -> bool:

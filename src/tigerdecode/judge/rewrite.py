@@ -35,9 +35,10 @@ MAX_REWRITES_LIMIT = 8
 # first answers' tokens kept the accuracy of two unlimited rewrites at about half the time
 DEFAULT_MAX_REWRITES = 1
 DEFAULT_REWRITE_BUDGET = 0.3
-# also on validation relations: rewrites from an answer's first 1-3 tokens were never accepted
-# and right, and they are the longest rewrites (the batch of rewrites decodes in lockstep to the
-# longest); any bar from 2 to 6 left every verdict as it was, 4 is the middle of that range
+# also on validation relations (docs/results/scripts/rewind_points.py): of 26 rewrites from an
+# answer's first 6 tokens none was accepted and right, and they are the longest rewrites (the
+# batch of rewrites decodes in lockstep to its longest row); any bar from 2 to 6 left every
+# verdict as it was, 4 is the middle of that range
 DEFAULT_MIN_REWIND = 4
 MIN_REWIND_LIMIT = 4096
 
@@ -212,8 +213,7 @@ def judge_and_rewrite(gen, out, results, prompt_ids, creativity: float, max_new_
             break
         c_a = creativity * (1 - attempt / settings.max_rewrites)
         js = [rewind_point(cands[i][-1]["risk"], thr) for i in rejected]
-        # a rewrite from the answer's first tokens is a second guess at the whole answer: on
-        # validation relations those were accepted and right 0 times (docs/results/judge.md)
+        # a rewrite from the answer's first tokens is a second guess at the whole answer
         rejected, js, out_ = _keep(rejected, js, [j >= settings.min_rewind for j in js])
         early += out_
         # a rewrite writes about the span it replaces
