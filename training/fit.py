@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tigerdecode.training.fit_plan import (
+    SELECT_SPLITS,
     FitError,
     Plan,
     Throughput,
@@ -459,7 +460,8 @@ class Fit:
         from tigerdecode.training.train import TrainConfig, train_heads
 
         tc = TrainConfig(candidates=self.plan.candidates, kinds=["linear"],
-                         max_epochs=self.plan.max_epochs, seed=self.req.seed)
+                         max_epochs=self.plan.max_epochs, seed=self.req.seed,
+                         select_splits=SELECT_SPLITS)
         try:
             _, metrics = train_heads(self.data_dirs(), self.work / "heads", tc, log=self.log)
         except ValueError as e:

@@ -115,6 +115,9 @@ def _per_token(spec: str, tp: Throughput) -> float:
     return sum(tp.decode_s_per_token if p == "greedy" else tp.sample_s_per_token for p in parts)
 
 
+SELECT_SPLITS = 3  # TrainConfig.select_splits, which the fit's heads stage keeps
+
+
 def estimate(plan: Plan, tp: Throughput) -> dict[str, float]:
     """Seconds per stage (a cost model: decoding is per answer-token, the judge's data pass per
     answer, training per stored feature). Stages run in this order."""
@@ -127,8 +130,9 @@ def estimate(plan: Plan, tp: Throughput) -> dict[str, float]:
         "data-qa": plan.n_qa * tp.forms_per_fact * plan.qa_max_new_tokens
         * _per_token(plan.qa_settings, tp),
         "data-open": plan.n_open * plan.open_max_new_tokens * _per_token(plan.open_settings, tp),
-        # AdamW epochs over the features of every candidate (about 3 ns a feature an epoch)
-        "heads": tokens * width * 3e-9 * plan.max_epochs / 2,
+        # AdamW epochs over the features of every candidate (about 3 ns a feature an epoch), on
+        # each of the topic splits the choice is averaged over (TrainConfig.select_splits)
+        "heads": tokens * width * 3e-9 * plan.max_epochs / 2 * SELECT_SPLITS,
         # re-reading every answer, then 20 logistic regressions on (answers, 4 H) features
         "judge": judged * tp.reencode_s_per_answer
         + 20 * judged * len(plan.layers) * tp.hidden_size * 4e-8,

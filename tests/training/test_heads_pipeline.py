@@ -46,11 +46,26 @@ def test_build_train_eval(tiny_model_dir, qa_file, tmp_path):
     metrics = json.loads((tmp_path / "h" / "metrics.json").read_text())
     assert len(metrics["trials"]) == 6 and metrics["data"]["n_answers"] == 24
     assert cfg["head"]["layers"] == metrics["selected"]["layers"]
+    # the choice is the best mean over the topic splits (three by default; a split that leaves
+    # one side empty is skipped), and the first split's own AUROC is the first of them
+    for trial in metrics["trials"]:
+        sel = trial["select"]
+        assert 2 <= sel["splits"] <= 3 and len(sel["dev_token_auroc_each"]) == sel["splits"]
+        assert sel["dev_token_auroc_each"][0] == trial["val_dev_token_auroc"]
+    means = [(t["select"]["dev_token_auroc"] or 0.0, t["select"]["stop_auroc"] or 0.0)
+             for t in metrics["trials"]]
+    chosen = next(t for t in metrics["trials"] if t["layers"] == metrics["selected"]["layers"]
+                  and t["kind"] == metrics["selected"]["kind"])
+    assert (chosen["select"]["dev_token_auroc"] or 0.0,
+            chosen["select"]["stop_auroc"] or 0.0) == max(means)
     assert cfg["calibration"]["stop"] == "platt" and cfg["calibration"]["dev"] == "platt"
     # the forward-looking head trains when the data holds enough fact-slot tokens
     assert ("slot" in cfg["calibration"]) == (metrics["slot"] is not None)
     if metrics["slot"] is not None:
-        assert cfg["head"]["outputs"] == ["stop", "dev", "slot"]
+        # (linear heads also gain the forward-looking risk / factual outputs when the data
+        # allows; the tiny data has no creative requests, so never p_factual)
+        assert cfg["head"]["outputs"][:3] == ["stop", "dev", "slot"]
+        assert set(cfg["head"]["outputs"][3:]) <= {"risk"}
         assert 0 <= metrics["slot"]["auroc"] <= 1
         assert set(metrics["slot"]["baselines"]) == {"entropy", "1-maxprob"}
     assert 0 <= metrics["validation"]["p_dev"]["ece"] <= 1

@@ -179,6 +179,9 @@ def _layer_sets(spec: str, n_layers: int | None = None) -> list[list[int]]:
 @click.option("--val-fraction", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True,
               help="Share of answers whose topics form the validation split.")
 @click.option("--max-epochs", type=click.IntRange(1, 1000), default=40, show_default=True)
+@click.option("--select-splits", type=click.IntRange(1, 10), default=3, show_default=True,
+              help="Topic splits the layer set / kind is chosen on (mean validation AUROC); the "
+                   "first split's heads are kept and calibrated.")
 @seed_option(0, "Seed for training (reproducible heads).")
 @click.option("--restatement", type=click.Choice(["faithful", "skip"]), default="faithful",
               show_default=True, help="p_dev target on the prompt's restatement: 0 (faithful) "
@@ -187,8 +190,8 @@ def _layer_sets(spec: str, n_layers: int | None = None) -> list[list[int]]:
               exists=True), help="Keep this checkpoint's p_stop / p_dev and train only the "
                                  "forward-looking p_slot beside them (same layers).")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
-def train_cmd(data_dir, out, layers, kinds, calibration, val_fraction, max_epochs, seed,
-              restatement, base_dir, threads) -> None:
+def train_cmd(data_dir, out, layers, kinds, calibration, val_fraction, max_epochs, select_splits,
+              seed, restatement, base_dir, threads) -> None:
     """Train p_stop / p_dev (and p_slot) heads on stored features.
 
     Early-stopped on validation topics; the best layer set and kind is kept. p_slot trains
@@ -210,7 +213,7 @@ def train_cmd(data_dir, out, layers, kinds, calibration, val_fraction, max_epoch
         raise click.ClickException(str(e)) from None
     tc = TrainConfig(candidates=_layer_sets(layers, n), kinds=kind_list, calibration=calibration,
                      val_fraction=val_fraction, max_epochs=max_epochs, seed=seed,
-                     faithful_restatement=restatement == "faithful")
+                     select_splits=select_splits, faithful_restatement=restatement == "faithful")
     if base_dir is not None:
         try:
             _, metrics = add_slot(base_dir, data_dir, out, tc, log=click.echo)
