@@ -1,5 +1,6 @@
 """Shipped heads vs the heads of `tigerdecode fit default --budget-minutes 45` on the fit's own
-held-out store (same answers, same stored states)."""
+held-out store (same answers, same stored states). More checkpoints to score beside them:
+NAME=DIR arguments (e.g. `more=runs/fit_default/heads_more`)."""
 import json, random, shutil, sys
 from pathlib import Path
 import torch
@@ -16,7 +17,9 @@ n = p["n_eval"]
 items = random.Random(1).sample(pool, n) if n < len(pool) else pool
 items += load_prompts(Path("data/creative_prompts.jsonl"))[:p["n_creative_eval"]]
 model, tok = load_model("default")
-for name, d in (("shipped", "heads/smollm2-135m-instruct"), ("fit45", "runs/fit_default/heads")):
+extra = [tuple(a.split("=", 1)) for a in sys.argv[1:]]
+for name, d in [("shipped", "heads/smollm2-135m-instruct"), ("fit45", "runs/fit_default/heads"),
+                *extra]:
     store = Path(f"runs/exp/fitstore_{name}")
     shutil.rmtree(store, ignore_errors=True)
     shutil.copytree("runs/fit_default/work/eval_heads", store)
