@@ -49,6 +49,9 @@ class TrainConfig:
     # the layer set and kind are chosen on the mean over this many topic splits (seeds seed,
     # seed + 1, ...); the first split's heads are the ones kept and calibrated
     select_splits: int = 3
+    # linear heads: p_stop / p_dev become the average of the selected candidate's heads over
+    # those splits (one linear map), calibrated on each split's own validation logits
+    average_splits: bool = True
     # train p_dev to 0 on the restatement of the prompt (labelled -1: it claims nothing new), so
     # the heads stay quiet until the fact slot; metrics still score the answer span only
     faithful_restatement: bool = True
@@ -238,6 +241,27 @@ def _mean(xs: list[float | None]) -> float | None:
     return float(np.mean(xs)) if xs else None
 
 
+@torch.no_grad()
+def average_linear(heads: ControlHeads, others: list[ControlHeads],
+                   outputs: tuple[str, ...] = ("stop", "dev")) -> None:
+    """Make ``heads``' linear ``outputs`` the mean logit of ``heads`` and ``others`` (each with
+    its own feature standardisation), folded into one linear map over ``heads``' standardised
+    features: w_k . (x - m_k) / s_k + b_k with x = z s + m is (w_k s / s_k) . z + b_k +
+    w_k . (m - m_k) / s_k."""
+    m, s = heads.feat_mean, heads.feat_std
+    for o in outputs:
+        ws, bs = [], []
+        for h in (heads, *others):
+            lin = h.nets[o]
+            if not isinstance(lin, nn.Linear):
+                raise ValueError(f"only linear heads can be averaged; {o!r} is {type(lin).__name__}")
+            scale = lin.weight[0] / h.feat_std
+            ws.append(scale * s)
+            bs.append(lin.bias[0] + (scale * (m - h.feat_mean)).sum())
+        heads.nets[o].weight.copy_(torch.stack(ws).mean(0)[None])
+        heads.nets[o].bias.copy_(torch.stack(bs).mean().reshape(1))
+
+
 def _trial(t, answers, fp, hidden, kind, layers, targets, tr, va, va_qa, tc: TrainConfig):
     """Train one candidate (layer set and kind) on ``tr``, score it on ``va``'s factual answers.
     Returns the heads (uncalibrated), their validation logits and the trial's record."""
@@ -308,10 +332,12 @@ def train_heads(data_dir, out=None, tc: TrainConfig | None = None, log=print) ->
         for layers in cands:
             heads, z_va, trial = _trial(t, answers, fp, hidden, kind, layers, targets, tr, va,
                                         va_qa, tc)
+            members = [(heads, va, z_va)]  # each split's heads, validation rows and logits
             token, stop = [trial["val_dev_token_auroc"]], [trial["val_stop_auroc"]]
             for tr_k, va_k in extra:
-                *_, tk = _trial(t, answers, fp, hidden, kind, layers, targets, tr_k, va_k,
-                                ~is_open[va_k], tc)
+                h_k, z_k, tk = _trial(t, answers, fp, hidden, kind, layers, targets, tr_k, va_k,
+                                      ~is_open[va_k], tc)
+                members.append((h_k, va_k, z_k))
                 token.append(tk["val_dev_token_auroc"])
                 stop.append(tk["val_stop_auroc"])
             trial["select"] = {"splits": len(token), "dev_token_auroc": _mean(token),
@@ -324,15 +350,20 @@ def train_heads(data_dir, out=None, tc: TrainConfig | None = None, log=print) ->
                    f"{_fmt(trial['select']['stop_auroc'])}" if extra else ""))
             trials.append(trial)
             if best is None or _key(trial) > _key(best[0]):
-                best = (trial, heads, z_va)
-    trial, heads, z_va = best
+                best = (trial, heads, z_va, members)
+    trial, heads, z_va, members = best
+    # linear heads of every split are averaged into one (less spread from which topics
+    # early-stopped a run); the calibrators then fit every split's own out-of-topic logits
+    average = tc.average_splits and trial["kind"] == "linear" and len(members) > 1
     for o in ("stop", "dev"):
-        y = t[o][va]
+        fit_on = members if average else members[:1]
+        y = np.concatenate([t[o][rows] for _, rows, _ in fit_on])
+        z = np.concatenate([zs[o] for _, _, zs in fit_on])
         keep = y >= 0
         if len(np.unique(y[keep])) < 2 and tc.calibration != "none":
             log(f"  warning: validation {o} labels hold one class; {o} left uncalibrated")
             continue
-        heads.calibrators[o].fit(z_va[o][keep], y[keep], tc.calibration)
+        heads.calibrators[o].fit(z[keep], y[keep], tc.calibration)
     slot_rep = _train_slot(heads, t, tr, va, tc, log) if "slot" in t else None
     fwd = train_forward(heads, t, answers, load_prompts_many(dirs, heads.layers), val_ans,
                         calibration=tc.calibration, log=log) if slot_rep is not None else {}
@@ -348,9 +379,14 @@ def train_heads(data_dir, out=None, tc: TrainConfig | None = None, log=print) ->
                                    "share_p_dev_ge_0.5": float((open_dev >= 0.5).mean())}
         log(f"  open text (validation kinds): mean p_dev {open_dev.mean():.3f}, "
             f"{(open_dev >= 0.5).mean():.1%} of tokens >= 0.5")
+    if average:
+        average_linear(heads, [m[0] for m in members[1:]])
+        log(f"  p_stop / p_dev: the {len(members)} topic splits' linear heads averaged into one "
+            "(the validation numbers above are the first split's own)")
     n_val_topics = len({a["topic"] for a, v in zip(answers, val_ans, strict=True) if v})
     metrics = {
-        "selected": {"kind": trial["kind"], "layers": trial["layers"]},
+        "selected": {"kind": trial["kind"], "layers": trial["layers"],
+                     "averaged_splits": len(members) if average else 1},
         "data": {"dirs": [str(d) for d in dirs], "n_answers": len(answers), "n_tokens": int(len(t["dev"])),
                  "n_open_answers": sum(bool(a.get("open")) for a in answers),
                  "answer_accuracy": float(np.mean([bool(a["correct"]) for a in answers

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from tigerdecode.cli import main
-from tigerdecode.heads import ControlHeads, HeadsError
+from tigerdecode.heads import ControlHeads, HeadConfig, HeadsError
 from tigerdecode.qa.labels import token_pieces
 from tigerdecode.qa.prompts import format_prompt
 from tigerdecode.training.sampling import Setting, sample_answers
@@ -58,6 +58,9 @@ def test_build_train_eval(tiny_model_dir, qa_file, tmp_path):
                   and t["kind"] == metrics["selected"]["kind"])
     assert (chosen["select"]["dev_token_auroc"] or 0.0,
             chosen["select"]["stop_auroc"] or 0.0) == max(means)
+    # linear heads are the average over the splits; MLP heads are the first split's
+    assert metrics["selected"]["averaged_splits"] == (
+        chosen["select"]["splits"] if chosen["kind"] == "linear" else 1)
     assert cfg["calibration"]["stop"] == "platt" and cfg["calibration"]["dev"] == "platt"
     # the forward-looking head trains when the data holds enough fact-slot tokens
     assert ("slot" in cfg["calibration"]) == (metrics["slot"] is not None)
@@ -91,7 +94,6 @@ def test_build_train_eval(tiny_model_dir, qa_file, tmp_path):
 
 
 def test_eval_refuses_heads_of_another_model(tiny_model_dir, qa_file, tmp_path, tokenizer):
-    from tigerdecode.heads import HeadConfig
     from tigerdecode.model.load import fingerprint
     from tiny_models import build_tiny_model
 
@@ -216,3 +218,37 @@ def test_forward_looking_outputs_train_end_to_end_and_drive_generation(tiny_mode
     (r,) = gen.generate_text(["The favourite colour of person number 3 is"], creativity=0.0,
                              max_new_tokens=4, seed=0)
     assert r.trace and all(t.p_risk is not None and 0 <= t.p_risk <= 1 for t in r.trace)
+
+
+def test_averaged_linear_heads_give_the_mean_logit():
+    """Heads of several topic splits, each with its own feature standardisation, fold into one
+    linear map whose logit is the mean of theirs."""
+    import torch
+
+    from tigerdecode.model.load import Fingerprint
+    from tigerdecode.training.train import average_linear
+
+    fp = Fingerprint("LlamaForCausalLM", 8, 4, 100, "x")
+    gen = torch.Generator().manual_seed(0)
+    members = []
+    for _ in range(3):
+        h = ControlHeads(HeadConfig(layers=[1, 3], hidden_size=8), fp)
+        h.feat_mean.copy_(torch.randn(16, generator=gen))
+        h.feat_std.copy_(torch.rand(16, generator=gen) + 0.5)
+        for o in ("stop", "dev"):
+            h.nets[o].weight.data = torch.randn(1, 16, generator=gen)
+            h.nets[o].bias.data = torch.randn(1, generator=gen)
+        members.append(h)
+    x = torch.randn(32, 16, generator=gen) * 3
+
+    def logit(h, o):
+        with torch.no_grad():
+            return h.nets[o]((x - h.feat_mean) / h.feat_std).squeeze(-1)
+
+    want = {o: torch.stack([logit(h, o) for h in members]).mean(0) for o in ("stop", "dev")}
+    average_linear(members[0], members[1:])
+    for o in ("stop", "dev"):
+        assert torch.allclose(logit(members[0], o), want[o], atol=1e-4)
+    mlp = ControlHeads(HeadConfig(layers=[1, 3], hidden_size=8, kind="mlp"), fp)
+    with pytest.raises(ValueError, match="only linear heads"):
+        average_linear(mlp, members[1:])

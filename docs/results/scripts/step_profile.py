@@ -3,6 +3,7 @@ compiled step), on the default model. Quoted in docs/results/generate-speed.md.
 
     python docs/results/scripts/step_profile.py --threads 1 --batch 1 --dtype fp32
     python docs/results/scripts/step_profile.py --threads 1 --batch 1 --dtype bf16 --quant int4
+    python docs/results/scripts/step_profile.py --threads 1 --batch 8 --dtype fp32
 
 Prints, per runner: ms per step of the model alone (feeding argmax tokens, the heads' three
 layers tapped; no profiler), then a torch.profiler breakdown of the same steps (the profiler
@@ -70,9 +71,9 @@ def loop(f):
     orig = {k: c.step for k, c in (("eager", ModelRunner), ("fast", fast.FastRunner))}
 
     def timed(cls):
-        def step(self, tokens):
+        def step(self, tokens, **kw):  # keep=: rows leaving a batch
             t0 = time.perf_counter()
-            out = orig[cls](self, tokens)
+            out = orig[cls](self, tokens, **kw)
             acc[0] += time.perf_counter() - t0
             return out
         return step

@@ -181,7 +181,11 @@ def _layer_sets(spec: str, n_layers: int | None = None) -> list[list[int]]:
 @click.option("--max-epochs", type=click.IntRange(1, 1000), default=40, show_default=True)
 @click.option("--select-splits", type=click.IntRange(1, 10), default=3, show_default=True,
               help="Topic splits the layer set / kind is chosen on (mean validation AUROC); the "
-                   "first split's heads are kept and calibrated.")
+                   "first split's heads are calibrated and reported.")
+@click.option("--average-splits/--no-average-splits", default=True, show_default=True,
+              help="Linear heads: p_stop / p_dev become the average of the chosen candidate's "
+                   "heads over the topic splits (one linear map), calibrated on each split's "
+                   "own validation logits.")
 @seed_option(0, "Seed for training (reproducible heads).")
 @click.option("--restatement", type=click.Choice(["faithful", "skip"]), default="faithful",
               show_default=True, help="p_dev target on the prompt's restatement: 0 (faithful) "
@@ -191,7 +195,7 @@ def _layer_sets(spec: str, n_layers: int | None = None) -> list[list[int]]:
                                  "forward-looking p_slot beside them (same layers).")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 def train_cmd(data_dir, out, layers, kinds, calibration, val_fraction, max_epochs, select_splits,
-              seed, restatement, base_dir, threads) -> None:
+              average_splits, seed, restatement, base_dir, threads) -> None:
     """Train p_stop / p_dev (and p_slot) heads on stored features.
 
     Early-stopped on validation topics; the best layer set and kind is kept. p_slot trains
@@ -213,7 +217,8 @@ def train_cmd(data_dir, out, layers, kinds, calibration, val_fraction, max_epoch
         raise click.ClickException(str(e)) from None
     tc = TrainConfig(candidates=_layer_sets(layers, n), kinds=kind_list, calibration=calibration,
                      val_fraction=val_fraction, max_epochs=max_epochs, seed=seed,
-                     select_splits=select_splits, faithful_restatement=restatement == "faithful")
+                     select_splits=select_splits, average_splits=average_splits,
+                     faithful_restatement=restatement == "faithful")
     if base_dir is not None:
         try:
             _, metrics = add_slot(base_dir, data_dir, out, tc, log=click.echo)
