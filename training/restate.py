@@ -14,7 +14,6 @@ a mismatch (another model, another prompt format) stops the run before anything 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +88,7 @@ def add_layers(model, tokenizer, data_dir: str | Path, layers: list[int], *,
     for unit in todo:
         shard = unit["shard"]
         t = load_file(str(store.root / f"{shard}.safetensors"))
-        rows = [json.loads(s) for s in (store.root / f"{shard}.jsonl").read_text().splitlines()]
+        rows = store.answers_of(shard)
         kept = [t["token_id"][t["answer"] == a].tolist() for a in range(len(rows))]
         if any(len(k) != r["n_kept"] for k, r in zip(kept, rows, strict=True)):
             raise DataStoreError(f"{data_dir}: shard {shard}'s tokens do not match its answers; "

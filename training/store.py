@@ -83,6 +83,13 @@ class FeatureStore:
                                   "n_answers": len(answers)})
         self._write_manifest(manifest)
 
+    def answers_of(self, shard: str) -> list[dict]:
+        """A shard's answers, one JSON object a line. Lines end at "\n" only: the texts are
+        written unescaped (``ensure_ascii=False``), and a model may write U+2028, U+0085 or
+        another character ``str.splitlines`` would also break a line at."""
+        text = (self.root / f"{shard}.jsonl").read_text(encoding="utf-8")
+        return [json.loads(s) for s in text.split("\n") if s.strip()]
+
     def _write_manifest(self, manifest: dict) -> None:
         atomic_write(self.root / MANIFEST, json.dumps(manifest, indent=1).encode())
 
@@ -138,8 +145,7 @@ class FeatureStore:
         for unit in manifest["units"]:
             try:
                 t = load_file(str(self.root / f"{unit['shard']}.safetensors"))
-                rows = [json.loads(s) for s in
-                        (self.root / f"{unit['shard']}.jsonl").read_text().splitlines()]
+                rows = self.answers_of(unit["shard"])
             except (OSError, ValueError, SafetensorError) as e:
                 raise DataStoreError(f"{self.root}: shard {unit['shard']} is unreadable ({e}); "
                                      "delete it from the manifest and resume the build") from e

@@ -159,3 +159,21 @@ def test_stored_files_are_readable_as_the_umask_allows(tiny_llama, tmp_path):
     os.umask(umask)
     for f in (tmp_path / "d").iterdir():
         assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask, f.name
+
+
+def test_answers_with_unicode_line_separators_load(tiny_llama, tmp_path):
+    """A model may write U+2028 / U+0085 / U+001E: the shards store texts unescaped, and a line
+    of the shard ends at "\\n" only (a fit once failed on a text holding U+2028)."""
+    model, tok = tiny_llama
+    build(model, tok, tmp_path / "d")
+    store = FeatureStore(tmp_path / "d")
+    shard = store.root / "shard-00000.jsonl"
+    rows = [json.loads(s) for s in shard.read_text(encoding="utf-8").split("\n") if s]
+    odd = "a\u2028b\u0085c\u001ed\u2029e"
+    rows[0]["text"] = odd
+    shard.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                     encoding="utf-8")
+    assert "\u2028" in shard.read_text(encoding="utf-8")  # stored raw, as the build writes it
+    _, answers = store.load()
+    assert answers[0]["text"] == odd and len(answers) == sum(
+        u["n_answers"] for u in store.manifest()["units"])
