@@ -5,8 +5,10 @@ Recipe: features of the chosen layers, standardised with training statistics; on
 early stopping on a validation split **by topic** (no validation topic is ever trained on). Each
 candidate layer set (and kind) is trained; the one with the best validation ``p_dev`` token AUROC,
 averaged over ``select_splits`` topic splits (one split of a few topics ranks candidates within a
-few thousandths by chance), is kept. Its raw validation logits on the first split then fit the
-calibrators (Platt by default), which fold into the checkpoint as tensors.
+few thousandths by chance), is kept: for linear heads, the average of its heads over those splits
+(one linear map; ``average_splits``), calibrated on each split's own validation logits;
+otherwise the first split's heads, calibrated on that split's. The calibrators (Platt by
+default) fold into the checkpoint as tensors.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class TrainConfig:
     patience: int = 4
     seed: int = 0
     # the layer set and kind are chosen on the mean over this many topic splits (seeds seed,
-    # seed + 1, ...); the first split's heads are the ones kept and calibrated
+    # seed + 1, ...); the first split's validation numbers are the ones reported
     select_splits: int = 3
     # linear heads: p_stop / p_dev become the average of the selected candidate's heads over
     # those splits (one linear map), calibrated on each split's own validation logits
