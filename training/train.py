@@ -237,6 +237,20 @@ def _features(t: dict[str, np.ndarray], layers: list[int], rows: np.ndarray) -> 
                             ).float()  # (N, L*H)
 
 
+def training_targets(t: dict[str, np.ndarray], answers: list[dict], faithful_restatement: bool
+                     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per-token targets of ``p_stop`` / ``p_dev`` (-1: left out of the loss), and which tokens
+    belong to open or mixed answers (left out of the factual metrics: open text is reported on
+    its own, mixed text only through the slot head)."""
+    form = np.array([a.get("form") for a in answers])[t["answer"]]
+    is_open = np.array([bool(a.get("open")) for a in answers])[t["answer"]] | (form == "mixed")
+    targets = {"stop": t["stop"], "dev": dev_targets(t["dev"], faithful_restatement)}
+    # a creative text that must name a fact (mixed form) may name a wrong one: its tokens are
+    # not "no claim" as open text is, and have no deviation label either, so p_dev skips them
+    targets["dev"][form == "mixed"] = -1
+    return targets, is_open
+
+
 def _mean(xs: list[float | None]) -> float | None:
     """Mean of the values that exist (a split whose validation holds one class gives None)."""
     xs = [x for x in xs if x is not None]
@@ -309,16 +323,8 @@ def train_heads(data_dir, out=None, tc: TrainConfig | None = None, log=print) ->
     val_ans = topic_split(answers, tc.val_fraction, tc.seed)
     is_val = val_ans[t["answer"]]
     tr, va = np.flatnonzero(~is_val), np.flatnonzero(is_val)
-    # metrics: factual answers only (completion and question form); open text is reported on
-    # its own, mixed (creative-with-fact) text only through the slot head
-    is_open = np.array([bool(a.get("open")) or a.get("form") == "mixed"
-                        for a in answers])[t["answer"]]
+    targets, is_open = training_targets(t, answers, tc.faithful_restatement)
     va_qa = ~is_open[va]
-    targets = {"stop": t["stop"], "dev": dev_targets(t["dev"], tc.faithful_restatement)}
-    # a creative text that must name a fact (mixed form) may name a wrong one: its tokens are
-    # not "no claim" as open text is, and have no deviation label either, so p_dev skips them
-    mixed = np.array([a.get("form") == "mixed" for a in answers])[t["answer"]]
-    targets["dev"][mixed] = -1
     hidden = t[f"layer_{cands[0][0]}"].shape[1]
     fp = Fingerprint.from_dict(manifest["config"]["fingerprint"])
     # the layer set is chosen on the mean over ``tc.select_splits`` topic splits: on one split

@@ -17,9 +17,9 @@ from tigerdecode.training.store import FeatureStore
 from tigerdecode.training.train import (
     TrainConfig,
     _trial,
-    dev_targets,
     load_many,
     topic_split,
+    training_targets,
 )
 
 ap = argparse.ArgumentParser()
@@ -36,10 +36,8 @@ dirs = [args.work / "data_qa", args.work / "data_open"]
 t, answers = load_many(dirs, layers)
 fp = Fingerprint.from_dict(FeatureStore(dirs[0]).manifest()["config"]["fingerprint"])
 tc = TrainConfig(max_epochs=args.max_epochs)
-targets = {"stop": t["stop"], "dev": dev_targets(t["dev"], True)}
+targets, is_open = training_targets(t, answers, tc.faithful_restatement)
 mixed = np.array([a.get("form") == "mixed" for a in answers])
-targets["dev"][mixed[t["answer"]]] = -1
-is_open = (np.array([bool(a.get("open")) for a in answers]) | mixed)[t["answer"]]
 factual = np.array([not a.get("open") and a.get("form") != "mixed" for a in answers])
 hidden = t[f"layer_{layers[0]}"].shape[1]
 

@@ -181,7 +181,7 @@ def _layer_sets(spec: str, n_layers: int | None = None) -> list[list[int]]:
 @click.option("--max-epochs", type=click.IntRange(1, 1000), default=40, show_default=True)
 @click.option("--select-splits", type=click.IntRange(1, 10), default=3, show_default=True,
               help="Topic splits the layer set / kind is chosen on (mean validation AUROC); the "
-                   "first split's heads are calibrated and reported.")
+                   "first split's validation numbers are the ones reported.")
 @click.option("--average-splits/--no-average-splits", default=True, show_default=True,
               help="Linear heads: p_stop / p_dev become the average of the chosen candidate's "
                    "heads over the topic splits (one linear map), calibrated on each split's "
