@@ -8,6 +8,7 @@ the judge.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 import weakref
 from pathlib import Path
@@ -30,6 +31,7 @@ from tigerdecode.methods.ensemble import Ensemble, Member
 from tigerdecode.model.load import text_config
 from tigerdecode.model.prompting import PromptError, context_window, encode_prompts
 from tigerdecode.model.taps import num_layers
+from tigerdecode.policy.consensus import consensus_scores
 from tigerdecode.policy.control import PolicyControl
 from tigerdecode.result import GenerationResult
 from tigerdecode.settings import GenerateRequest, for_generate
@@ -177,10 +179,15 @@ class ControlledGenerator:
         :class:`~tigerdecode.settings.GenerateRequest` (``creativity``, ``max_new_tokens``,
         ``seed``, ``method``, ``raw``, Policy fields or a baseline's settings, ``judge=True`` and
         its options, ``min_new_tokens``, ``streamer``, ``stopping_criteria``, ``on_token``,
-        ``fast``)."""
+        ``fast``, ``consensus``)."""
         req = head_defaults(self.heads, config, creativity=creativity, **kwargs)
         if isinstance(prompts, str):
             prompts = [prompts]
+        if req.consensus > 1:
+            return self._consensus(list(prompts), req)
+        return self._generate(prompts, req)
+
+    def _generate(self, prompts: list[str], req: GenerateRequest) -> list[GenerationResult]:
         if self.backend == "llama-cpp":
             enc = encode_prompts(self.tokenizer, prompts, raw=req.raw,
                                  max_length=self.model.n_ctx - req.max_new_tokens)
@@ -192,6 +199,41 @@ class ControlledGenerator:
         members = ens.encode(prompts, raw=req.raw,
                              max_length=None if window is None else window - req.max_new_tokens)
         return self.run(members, req, prompts)[0]
+
+    def _consensus(self, prompts: list[str], req: GenerateRequest) -> list[GenerationResult]:
+        """``consensus=k``: ``k`` samples of each distinct prompt decoded in one batch; the rows
+        asking that prompt get its most agreed-with samples, in that order. Where more than
+        half of a prompt's samples abstained, its answers are abstentions (the samples did not
+        agree on an answer worth giving); else abstentions rank last."""
+        k = req.consensus
+        if req.streamer is not None or req.on_token is not None:
+            raise ValueError("consensus= decodes several samples and returns some of them at the "
+                             "end; it cannot stream (drop streamer= / on_token=, or consensus=)")
+        asked: dict[str, list[int]] = {}
+        for i, p in enumerate(prompts):
+            asked.setdefault(p, []).append(i)
+        for rows in asked.values():
+            if len(rows) > k:
+                raise ValueError(f"consensus={k} draws {k} samples per prompt and returns the most "
+                                 f"agreed-with, but prompt {rows[0]} is asked {len(rows)} times; "
+                                 f"ask for consensus >= {len(rows)} or fewer copies")
+        distinct = list(asked)
+        drawn = self._generate([p for p in distinct for _ in range(k)],
+                               dataclasses.replace(req, consensus=1))
+        out: list[GenerationResult | None] = [None] * len(prompts)
+        for j, p in enumerate(distinct):
+            group = drawn[j * k:(j + 1) * k]
+            scores = consensus_scores(p, [r.text for r in group])
+            abstain_first = 2 * sum(r.abstained for r in group) > k
+            order = sorted(range(k), key=lambda i: (group[i].abstained != abstain_first,
+                                                    -scores[i]))
+            for row, i in zip(asked[p], order, strict=False):  # n <= k rows take the first n
+                r = group[i]
+                r.notes = [*r.notes, f"consensus: the most agreed-with {len(asked[p])} of {k} "
+                                     f"samples (agreement {scores[i]:g}: its names counted in "
+                                     "the others)"]
+                out[row] = r
+        return out
 
     def run(self, members: list[tuple], req: GenerateRequest, prompts=None, *,
             eos_ids: list[int] | None = None, pad_id: int | None = None):
@@ -276,6 +318,10 @@ def generate(model, input_ids: torch.Tensor | None = None, attention_mask=None, 
     if req.method == "tigerdecode" and heads is not None and heads is not False:
         heads = resolve_heads(model, tokenizer, heads)
         req = head_defaults(heads, config, defaults={"max_new_tokens": default_n}, **kwargs)
+    if req.consensus > 1:
+        raise ValueError("consensus= chooses among answers by their text; use "
+                         "ControlledGenerator(model, tokenizer).generate_text(prompts, "
+                         "consensus=k) or `tigerdecode generate --consensus k`")
     if req.judge is not None and tokenizer is None:
         raise ValueError("judge=True needs tokenizer= (the judge reads the answer's text "
                          "positions and writes abstentions)")

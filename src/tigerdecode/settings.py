@@ -231,7 +231,7 @@ def supported_overrides() -> set[str]:
     from tigerdecode.policy.knob import Policy
 
     return (set(Policy.__dataclass_fields__) - {"creativity"}) | set(JUDGE_OPTIONS) | set(
-        LOOP_OPTIONS) | {"seed", "max_new_tokens", "raw"}
+        LOOP_OPTIONS) | {"seed", "max_new_tokens", "raw", "consensus"}
 
 
 # Overrides that are options of `tigerdecode generate` itself (the rest go to the generator).
@@ -262,6 +262,7 @@ def for_command(path, params: dict, given: set[str]) -> dict:
 
 MAX_NEW_TOKENS_LIMIT = 4096
 LOOP_OPTIONS = ("min_new_tokens", "streamer", "stopping_criteria", "on_token", "fast")
+MAX_CONSENSUS = 32
 
 
 def validate_max_new_tokens(max_new_tokens, limit: int = MAX_NEW_TOKENS_LIMIT) -> int:
@@ -287,7 +288,8 @@ class GenerateRequest:
     ``overrides``: Policy fields for ``method="tigerdecode"``, else the baseline's settings
     (``temperature``, ``top_p``, ...). ``judge``: ``(spec, JudgeSettings)`` when the judge is on.
     ``fast``: decode on a static KV cache with a compiled step (same outputs; None: the
-    generator's default).
+    generator's default). ``consensus``: samples drawn per distinct prompt; each answer returned
+    is among the most agreed-with of them (:mod:`tigerdecode.policy.consensus`; 1: off).
     """
 
     creativity: float = 0.5
@@ -302,6 +304,7 @@ class GenerateRequest:
     stopping_criteria: object = None
     on_token: object = None
     fast: bool | None = None
+    consensus: int = 1
 
     def __post_init__(self):
         from tigerdecode.methods.baselines import METHODS
@@ -317,6 +320,11 @@ class GenerateRequest:
         if self.fast is not None and not isinstance(self.fast, bool):
             raise ValueError(f"fast must be true, false or None (the generator's default), got "
                              f"{self.fast!r}")
+        if (isinstance(self.consensus, bool) or not isinstance(self.consensus, int)
+                or not 1 <= self.consensus <= MAX_CONSENSUS):
+            raise ValueError(f"consensus is the number of samples drawn per prompt to choose the "
+                             f"most agreed-with from: an integer in [1, {MAX_CONSENSUS}] (1: off),"
+                             f" got {self.consensus!r}")
         if self.method != "tigerdecode" and self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose 'tigerdecode' or one of "
                              f"{METHODS}")
@@ -358,5 +366,5 @@ class GenerateRequest:
         kw.pop("ensemble", None)  # a generator-level choice, not a per-request one
         judging = pop_judge_options(kw)
         own = {k: kw.pop(k) for k in ("creativity", "max_new_tokens", "seed", "method", "raw",
-                                       *LOOP_OPTIONS) if k in kw}
+                                       "consensus", *LOOP_OPTIONS) if k in kw}
         return cls(**own, overrides=kw, judge=judging)

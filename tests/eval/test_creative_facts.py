@@ -111,3 +111,23 @@ def test_eval_cli_tradeoff_forms_refuses_mixed(tmp_path):
     assert res.exit_code == 2 and "--task creative_facts" in res.output
     res = CliRunner().invoke(main, ["eval", "--forms", "questions", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "unknown prompt form" in res.output
+
+
+def test_consensus_cells_only_on_request_and_counted_against_their_like():
+    from tigerdecode.eval.runner import CONSENSUS, grid
+
+    assert not any("consensus" in c.method for c in grid())
+    cells = grid(methods=["tigerdecode+consensus", "temperature+consensus"])
+    assert {c.method for c in cells} == {"tigerdecode+consensus", "temperature+consensus"}
+    assert all(dict(c.overrides)["consensus"] == CONSENSUS for c in cells)
+    row = lambda m, s, c, d, a: {"method": m, "setting": s, "creativity": c,  # noqa: E731
+                                 "distinct_2": d, "fact_accuracy": a, "abstain_rate": 0.0}
+    rows = [row("tigerdecode", f"c={c}", c, d, a) for c, d, a in ((0.0, 0.2, 0.4), (1.0, 0.8, 0.3))]
+    rows += [row("tigerdecode+consensus", f"c={c}", c, d, a)
+             for c, d, a in ((0.25, 0.3, 0.5), (1.0, 0.8, 0.4))]
+    rows += [row("temperature", "T=0.6", None, 0.5, 0.2),
+             row("temperature+consensus", "T=0.6", None, 0.5, 0.3)]
+    plain = cf.targets(rows)
+    assert [c["baseline"] for c in plain["dominance"]] == ["temperature"]
+    cons = cf.targets(rows, "tigerdecode+consensus")
+    assert {c["baseline"] for c in cons["dominance"]} == {"temperature", "temperature+consensus"}

@@ -5,7 +5,8 @@ Modes: ``policy`` (tigerdecode as configured; ``--set name_hold=0`` gives the po
 name hold), ``caps`` (name_hold 0, and the top token drawn greedily whenever it starts any
 capitalised word, sentence starts included), ``oracle`` (name_hold 0, and the top token drawn
 greedily whenever it is the first token of a gold answer: a ceiling for holding fact tokens,
-not a method), ``T<x>`` (plain temperature x). Prints fact accuracy and pooled distinct-2.
+not a method), ``first<k>`` (the policy, and each answer's first k tokens drawn greedily: does
+the opening decide whether a creative text ever names the fact?), ``T<x>`` (plain temperature x). Prints fact accuracy and pooled distinct-2.
 
     python docs/results/scripts/name_hold.py OUT.json policy,caps,oracle 0.5,0.75 train 120 \
         --set name_hold=0
@@ -70,7 +71,9 @@ class Forced(PolicyControl):
         s = blend(logits, d.weights)
         top = s.argmax(-1)
         if self.mode == "oracle":
-            hit = torch.tensor([int(t) in g for t, g in zip(top.tolist(), self.golds)])
+            hit = torch.tensor([int(t) in g for t, g in zip(top.tolist(), self.golds, strict=True)])
+        elif self.mode.startswith("first"):
+            hit = torch.full(top.shape, ctx.step < int(self.mode[5:]))
         else:
             hit = cap[top.cpu()]
         if hit.any():
@@ -95,11 +98,12 @@ for mode in a.modes.split(","):
             elif mode == "policy":
                 gen.control = ControlledGenerator.control.__get__(gen)
             else:
-                kw["name_hold"] = 0.0
-                gen.control = lambda req, n, golds=golds: Forced(req.policy(), n, mode, golds)
+                if not mode.startswith("first"):
+                    kw["name_hold"] = 0.0
+                gen.control = lambda req, n, golds=golds, mode=mode: Forced(req.policy(), n, mode, golds)
             out = gen.generate_text([it.prompt for it in chunk], creativity=c, max_new_tokens=48,
                                     seed=s, **kw)
-            for it, r in zip(chunk, out):
+            for it, r in zip(chunk, out, strict=True):
                 outs.append({"prompt": it.prompt, "answers": it.answers, "text": r.text,
                              "abstained": r.abstained})
         row = cf.row_from_outputs({"method": mode, "setting": f"c={c}", "creativity": c,

@@ -20,6 +20,7 @@ from tigerdecode.cli.options import (
     quant_option,
     seed_option,
 )
+from tigerdecode.settings import MAX_CONSENSUS
 
 METHOD_CHOICES = ("tigerdecode", "greedy", "temperature", "top_p", "min_p", "factual_nucleus",
                   "dola")
@@ -168,9 +169,13 @@ def _errors():
                    "gguf`) in llama.cpp (needs llama-cpp-python); no judge or ensemble there.")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="--backend llama-cpp: llama.cpp threads (default: its own choice).")
+@click.option("--consensus", type=click.IntRange(1, MAX_CONSENSUS), default=None,
+              help="Draw this many samples and print the one whose names (capitalised words) "
+                   "the others agree with most: creative text that must name a fact names it "
+                   "right more often, at that many times the decoding (default 1: off).")
 def generate(prompt, model_name, creativity, method, temperature, max_new_tokens, seed, raw,
              trace, no_heads, ensemble, as_json, config_file, use_judge, max_rewrites,
-             rewrite_budget, min_rewind, fast, dtype, quant, backend, threads):
+             rewrite_budget, min_rewind, fast, dtype, quant, backend, threads, consensus):
     """Answer PROMPT at a chosen creativity.
 
     Controlled decoding by default, or a baseline with --method.
@@ -204,6 +209,8 @@ def generate(prompt, model_name, creativity, method, temperature, max_new_tokens
             overrides["rewrite_budget"] = rewrite_budget
         if min_rewind is not None:
             overrides["min_rewind"] = min_rewind
+    if consensus is not None:
+        overrides["consensus"] = consensus
     try:
         gen = _generator(model_name, no_heads, ensemble, dtype, quant, fast, backend, threads)
         (res,) = gen.generate_text([prompt], creativity=creativity, max_new_tokens=max_new_tokens,

@@ -14,7 +14,7 @@ from tigerdecode.eval.plot import line_plot
 COLUMNS = ["method", "setting", "accuracy", "error_rate", "abstain_rate", "precision",
            "distinct_1", "distinct_2", "distinct_3", "self_bleu", "degenerate_rate",
            "fact_mean_len", "creative_mean_len", "tokens_per_s"]
-TIGER = ("tigerdecode", "tigerdecode+ensemble", "tigerdecode+judge")
+TIGER = ("tigerdecode", "tigerdecode+ensemble", "tigerdecode+judge", "tigerdecode+consensus")
 
 
 def _fmt(v) -> str:

@@ -19,6 +19,7 @@ from tigerdecode.eval.metrics import distinct_n, factual_rates, is_degenerate, s
 from tigerdecode.qa.data import QAItem
 
 EVAL_FORMAT = 1
+CONSENSUS = 9  # samples per prompt of the +consensus cells (3 answers of 9 in creative_facts)
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,9 @@ def _c(c: float, ensemble: bool = False, judge: bool = False) -> Cell:
 def grid(quick: bool = False, methods: list[str] | None = None, judge: bool = False) -> list[Cell]:
     """The cells of a run. Full: baselines over their usual ranges and the creativity sweep
     with and without the self-ensemble (and with the judge when ``judge``, i.e. a judge exists
-    for the model). Quick: a handful, for CI."""
+    for the model). Quick: a handful, for CI. ``tigerdecode+consensus`` and
+    ``temperature+consensus`` (each answer the most agreed-with of ``CONSENSUS`` samples of its
+    prompt) only when ``methods`` names them: they cost that many decodes per prompt."""
     if quick:
         cells = [Cell("greedy", "-", "greedy"),
                  Cell("temperature", "T=1", "temperature", overrides=(("temperature", 1.0),)),
@@ -68,6 +71,12 @@ def grid(quick: bool = False, methods: list[str] | None = None, judge: bool = Fa
     if judge:
         cells += [_c(c, judge=True) for c in ((0.0, 0.5) if quick else (0.0, 0.25, 0.5, 0.75, 1.0))]
     if methods:
+        # on request only: each answer is chosen among CONSENSUS samples (that many decodes)
+        cons = (("consensus", CONSENSUS),)
+        cells += [Cell("tigerdecode+consensus", f"c={c:g}", "tigerdecode", creativity=c,
+                       overrides=cons) for c in (0.5, 0.75, 1.0)]
+        cells += [Cell("temperature+consensus", f"T={t:g}", "temperature",
+                       overrides=(("temperature", t), *cons)) for t in (0.6, 0.9)]
         unknown = set(methods) - {c.method for c in cells}
         if unknown:
             raise ValueError(f"unknown method(s) {sorted(unknown)}; this grid has "
