@@ -4,7 +4,7 @@ Decodes K samples of each known fact's mixed prompt (tigerdecode's policy at eac
 or plain temperature for ``T<x>``; 48 tokens, seeds as `name_hold.py`), saves them, and prints per creativity: the fact accuracy
 and pooled distinct-2 of the first M samples (what `tigerdecode eval` scores) against the M
 samples a consensus score picks from the first M+1 … K (each sample's names — capitalised words not in the prompt —
-counted in the other samples of the same prompt).
+counted in the other samples of the same prompt; ``--score`` picks how a sample's names add up).
 
     python docs/results/scripts/consensus.py OUT.json 0.5,0.75,T0.6 train 120 --k 9 --m 3
     python docs/results/scripts/consensus.py OUT.json 0.5 train 120 --k 9 --m 3 --reuse
@@ -21,7 +21,7 @@ from tigerdecode.cli.eval import _known
 from tigerdecode.cli.options import load_items, load_model_for, parse_sets
 from tigerdecode.eval import creative_facts as cf
 from tigerdecode.eval.metrics import distinct_n
-from tigerdecode.policy.consensus import consensus_order
+from tigerdecode.policy.consensus import consensus_order, names
 from tigerdecode.qa.data import qa_wikidata_path
 from tigerdecode.qa.forms import mixed_forms
 from tigerdecode.qa.labels import label_mixed
@@ -36,6 +36,9 @@ ap.add_argument("--m", type=int, default=3)
 ap.add_argument("--set", action="append", default=[])
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--reuse", action="store_true", help="score the saved samples in OUT only")
+ap.add_argument("--score", choices=("sum", "max", "mean"), default="sum",
+                help="sum: the library's consensus_order (agreement summed over a sample's names);"
+                     " max: its most shared name only; mean: averaged over its names")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
 res = json.load(open(a.out)) if os.path.exists(a.out) else {}
@@ -69,6 +72,19 @@ if not a.reuse:
         os.replace(tmp, a.out)
 
 
+def order(prompt, texts):
+    if a.score == "sum":
+        return consensus_order(prompt, texts)
+    sets = [names(t, prompt) for t in texts]
+    counts = {}
+    for s in sets:
+        for n in s:
+            counts[n] = counts.get(n, 0) + 1
+    agg = max if a.score == "max" else (lambda xs: sum(xs) / len(xs))
+    score = [agg([counts[n] - 1 for n in s]) if s else 0.0 for s in sets]
+    return sorted(range(len(texts)), key=lambda i: -score[i])
+
+
 def right(o):
     return not o["abstained"] and label_mixed(o["answers"], [o["text"]]).correct
 
@@ -83,7 +99,7 @@ for key, outs in res.items():
         first += xs[:a.m]
         every += xs
         for kk in picked:  # the pool of the first kk samples
-            picked[kk] += [xs[i] for i in consensus_order(p, [x["text"] for x in xs[:kk]])[:a.m]]
+            picked[kk] += [xs[i] for i in order(p, [x["text"] for x in xs[:kk]])[:a.m]]
     for name, rows in (("all K", every), (f"first {a.m}", first),
                        *((f"{a.m} of {kk}", picked[kk]) for kk in picked)):
         acc = sum(map(right, rows)) / len(rows)

@@ -34,10 +34,13 @@ def line_plot(curves: dict[str, list[tuple[float, float, str]]], path: str | Pat
     """Draw ``{name: [(x, y, label), ...]}`` as one polyline per name (points sorted by x) and
     write a PNG atomically. Point labels (e.g. the setting) are printed small beside points."""
     W, H = size
-    left, right, top, bottom = 90, 230, 60, 80
     img = Image.new("RGB", (W, H), "white")
     d = ImageDraw.Draw(img)
     f_small, f_mid, f_big = _font(13), _font(16), _font(20)
+    # the legend's column is as wide as its longest name (the plot keeps at least half the width)
+    legend = max((d.textlength(str(n), font=f_mid) for n in curves), default=0)
+    left, top, bottom = 90, 60, 80
+    right = int(min(max(230, 52 + legend + 30), W / 2))
     pts = [(x, y) for c in curves.values() for x, y, _ in c
            if math.isfinite(x) and math.isfinite(y)]
     if not pts:
