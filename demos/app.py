@@ -82,6 +82,10 @@ def _generate_tab(h: Handlers, caps: dict):
                                     + judge_note, interactive=caps["judge"], elem_id="judge-on")
                 rewrites = gr.Slider(0, 4, value=1, step=1, label="Max rewrites",
                                      interactive=caps["judge"])
+                consensus = gr.Slider(1, lim.max_consensus, value=1, step=1,
+                                      label="Samples: draw this many and show the one whose "
+                                      "names the others share most (1 = off; no streaming)",
+                                      elem_id="consensus")
                 policy = _policy_controls()
             run = gr.Button("Generate", variant="primary", elem_id="generate-btn")
         with gr.Column(scale=3):
@@ -101,7 +105,7 @@ def _generate_tab(h: Handlers, caps: dict):
     outputs = [status, pdev, pstop, plot, summary, judge_panel, timings, result_json]
     run.click(h.generate,
               [prompt, creativity, max_new, seed, raw, ensemble, factual, creative, judge,
-               rewrites, *policy], outputs, api_name="generate", **_model_queue(h))
+               rewrites, consensus, *policy], outputs, api_name="generate", **_model_queue(h))
     return [prompt, creativity], outputs
 
 

@@ -43,6 +43,7 @@ class Limits:
     max_prompt_chars: int = 2000
     max_new_tokens: int = 256
     max_seed: int = 2**31 - 1
+    max_consensus: int = 9  # samples drawn per request when consensus is on
 
 
 def check_inputs(limits: Limits, prompt, creativity, max_new_tokens, seed) -> tuple:
@@ -76,6 +77,19 @@ def check_inputs(limits: Limits, prompt, creativity, max_new_tokens, seed) -> tu
         if not 0 <= seed <= limits.max_seed:
             raise InputError(f"Seed must lie in [0, {limits.max_seed}], got {seed}.")
     return prompt, creativity, n, seed
+
+
+def check_consensus(limits: Limits, consensus) -> int:
+    """The number of samples to choose the answer from: a whole number in [1, max_consensus]."""
+    try:
+        value = float(consensus)
+        n = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"Samples must be a whole number, got {consensus!r}.") from None
+    if n != value or not 1 <= n <= limits.max_consensus:
+        raise InputError(f"Samples must be a whole number from 1 to {limits.max_consensus}, "
+                         f"got {consensus}.")
+    return n
 
 
 def policy_defaults() -> dict:
@@ -218,13 +232,18 @@ class DemoBackend:
 
     def generate(self, prompt: str, *, creativity: float, max_new_tokens: int | None = None,
                  seed: int | None = None, raw: bool = False, method: str = "tigerdecode",
-                 ensemble: tuple[str, str] | None = None, on_token=None,
+                 ensemble: tuple[str, str] | None = None, on_token=None, consensus=1,
                  **overrides) -> GenerationResult:
-        """One answer; ``on_token(TokenTrace)`` is called as tokens are decided (streaming)."""
+        """One answer; ``on_token(TokenTrace)`` is called as tokens are decided (streaming).
+        ``consensus`` > 1: that many samples, the most agreed-with returned (no streaming)."""
         if max_new_tokens is None:
             max_new_tokens = min(48, self.limits.max_new_tokens)
         prompt, creativity, max_new_tokens, seed = check_inputs(
             self.limits, prompt, creativity, max_new_tokens, seed)
+        consensus = check_consensus(self.limits, consensus)
+        if consensus > 1:
+            overrides["consensus"] = consensus
+            on_token = None  # the answer is chosen once every sample is done
         if overrides.pop("judge", False):
             if self.judge is None or self._cls is None:
                 raise Unavailable(f"The judge cannot run: {self.judge_note}.")

@@ -56,16 +56,23 @@ class Handlers:
 
     # -- Generate ----------------------------------------------------------------------------
     def generate(self, prompt, creativity, max_new_tokens, seed, raw, ensemble_on,
-                 factual_persona, creative_persona, judge_on, max_rewrites, *policy_values):
-        """Stream one answer: partial highlights while decoding, then every panel.
-        ``policy_values`` follow ``policy_defaults()``'s order (thresholds for the policy)."""
+                 factual_persona, creative_persona, judge_on, max_rewrites, consensus,
+                 *policy_values):
+        """Stream one answer: partial highlights while decoding, then every panel (with
+        ``consensus`` > 1 samples, a waiting line instead of the partial answer: the answer is
+        chosen once every sample is done). ``policy_values`` follow ``policy_defaults()``'s
+        order (thresholds for the policy)."""
         kw = dict(creativity=creativity, max_new_tokens=max_new_tokens, seed=seed, raw=bool(raw),
                   ensemble=(factual_persona or "", creative_persona or "") if ensemble_on
-                  else None)
+                  else None, consensus=consensus)
         kw.update(self._policy_overrides(policy_values))
         if judge_on:
             kw.update(judge=True, max_rewrites=int(max_rewrites))
         tokens = []
+        if consensus not in (None, 1, 1.0):
+            yield (f"Drawing {consensus} samples; the answer is the one whose names the others "
+                   "share most…", [], gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
+                   gr.skip())
         for kind, item in self.backend.stream(prompt, **kw):
             if kind == "token":
                 tokens.append(item)
@@ -112,7 +119,8 @@ class Handlers:
                     f"{q.get('creativity')!r}",) + (gr.skip(),) * 7
         n = q.get("max_new_tokens", "48")
         *_, last = self.generate(q["prompt"], creativity, int(n) if n.isdigit() else n,
-                                 q.get("seed", 0), q.get("raw") == "1", False, "", "", False, 0)
+                                 q.get("seed", 0), q.get("raw") == "1", False, "", "", False, 0,
+                                 1)
         return last
 
     def _panels(self, result):

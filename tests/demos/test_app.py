@@ -11,10 +11,10 @@ from tigerdecode.demos.backend import policy_defaults
 from tigerdecode.settings import load_settings
 
 
-def generate(client, prompt, creativity, max_new_tokens=8, judge=False, seed=0):
+def generate(client, prompt, creativity, max_new_tokens=8, judge=False, seed=0, consensus=1):
     policy = list(policy_defaults().values())
     return client.predict(prompt, creativity, max_new_tokens, seed, False, False, "", "", judge,
-                          2, *policy, api_name="/generate")
+                          2, consensus, *policy, api_name="/generate")
 
 
 @pytest.mark.parametrize("creativity", [0.0, 1.0])
@@ -69,7 +69,7 @@ def test_judge_control_is_honest_without_a_judge(tiny_llama):
 
 
 def test_streaming_sends_tokens_before_the_end(client):
-    job = client.submit("Tell me a story.", 0.5, 6, 0, False, False, "", "", False, 2,
+    job = client.submit("Tell me a story.", 0.5, 6, 0, False, False, "", "", False, 2, 1,
                         *policy_defaults().values(), api_name="/generate")
     job.result()
     outs = job.outputs()
@@ -252,3 +252,20 @@ def test_backend_bounds_personas_and_seed(demo_backend):
         demo_backend.generate("Hi", creativity=0.5, seed=-1)
     with pytest.raises(InputError, match=r"Creativity must lie in \[0, 1\]"):
         demo_backend.generate("Hi", creativity=float("nan"))
+    with pytest.raises(InputError, match="Samples must be a whole number from 1 to 9"):
+        demo_backend.generate("Hi", creativity=0.5, consensus=10)
+
+
+def test_consensus_draws_samples_and_keeps_the_agreed_with(client):
+    """Samples > 1: a waiting line instead of streamed tokens, then one of the samples, with
+    the note saying how it was chosen."""
+    policy = list(policy_defaults().values())
+    job = client.submit("Write a poem about Paris.", 0.8, 6, 0, False, False, "", "", False, 2,
+                        3, *policy, api_name="/generate")
+    job.result()
+    outs = job.outputs()
+    assert outs[0][0].startswith("Drawing 3 samples")
+    assert not any(o[0].startswith("Generating") for o in outs)  # nothing streamed
+    status, pdev, *_, result = outs[-1]
+    assert status.startswith("**Done") and len(pdev) == len(result["trace"]) == 6
+    assert any(n.startswith("consensus: the most agreed-with 1 of 3") for n in result["notes"])
