@@ -16,6 +16,9 @@ def test_names_are_capitalised_words_not_in_the_prompt():
     # "Paris" is in the prompt; sentence-opening "In" / "The" name nothing; non-ASCII capitals
     assert got == {"french", "riviera", "eiffel", "tower", "ōsaka", "são", "paulo"}
     assert names("no capitals here at all", "") == frozenset()
+    # a possessive names what comes before it; one-letter pieces name nothing
+    assert names("Lyon's hills, Paris' streets, Kyoto’s temples, O'Brien", "Lyon") == {
+        "paris", "kyoto", "brien"}
 
 
 def test_the_sample_whose_names_the_others_share_ranks_first():

@@ -15,6 +15,7 @@ import re
 
 _TOKEN = re.compile(r"\w[\w'’\-]*")
 _WORD = re.compile(r"\w+")
+_POSSESSIVE = re.compile(r"['’]s?$")  # "Kyoto's", "Paris'": the name is what comes before
 # capitalised words that start sentences rather than name anything
 _COMMON = frozenset(
     "a an the in on at by with where when while this that these those as from for its it his "
@@ -25,13 +26,15 @@ _COMMON = frozenset(
 def names(text: str, prompt: str = "") -> frozenset[str]:
     """The names a text uses: its capitalised words, lower-cased, with the words the prompt
     already holds and sentence-opening function words left out (word by word, so that "Paris"
-    and "Paris, France" share a name)."""
+    and "Paris, France" share a name; a possessive's "'s" and one-letter pieces such as the "O"
+    of "O'Brien" are not names)."""
     known = {w.lower() for w in _WORD.findall(prompt)}
     out = set()
     for m in _TOKEN.finditer(text):
         w = m.group(0)
         if w[0].isupper():
-            out.update(x for x in _WORD.findall(w.lower()) if x not in known and x not in _COMMON)
+            out.update(x for x in _WORD.findall(_POSSESSIVE.sub("", w.lower()))
+                       if len(x) > 1 and x not in known and x not in _COMMON)
     return frozenset(out)
 
 
