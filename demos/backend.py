@@ -59,14 +59,7 @@ def check_inputs(limits: Limits, prompt, creativity, max_new_tokens, seed) -> tu
         raise InputError(f"Creativity must be a number in [0, 1], got {creativity!r}.") from None
     if not (math.isfinite(creativity) and 0.0 <= creativity <= 1.0):
         raise InputError(f"Creativity must lie in [0, 1], got {creativity}.")
-    try:
-        value = float(max_new_tokens)
-        n = int(value)
-    except (TypeError, ValueError, OverflowError):
-        raise InputError(f"Max new tokens must be a whole number, got {max_new_tokens!r}.") from None
-    if n != value or not 1 <= n <= limits.max_new_tokens:
-        raise InputError(f"Max new tokens must be a whole number from 1 to "
-                         f"{limits.max_new_tokens}, got {max_new_tokens}.")
+    n = _whole_number(max_new_tokens, "Max new tokens", limits.max_new_tokens)
     if seed in (None, ""):
         seed = None
     else:
@@ -81,14 +74,18 @@ def check_inputs(limits: Limits, prompt, creativity, max_new_tokens, seed) -> tu
 
 def check_consensus(limits: Limits, consensus) -> int:
     """The number of samples to choose the answer from: a whole number in [1, max_consensus]."""
+    return _whole_number(consensus, "Samples", limits.max_consensus)
+
+
+def _whole_number(value, what: str, hi: int) -> int:
+    """``value`` as an int in [1, hi] (a float such as 3.0 from a slider is accepted)."""
     try:
-        value = float(consensus)
-        n = int(value)
+        x = float(value)
+        n = int(x)
     except (TypeError, ValueError, OverflowError):
-        raise InputError(f"Samples must be a whole number, got {consensus!r}.") from None
-    if n != value or not 1 <= n <= limits.max_consensus:
-        raise InputError(f"Samples must be a whole number from 1 to {limits.max_consensus}, "
-                         f"got {consensus}.")
+        raise InputError(f"{what} must be a whole number, got {value!r}.") from None
+    if n != x or not 1 <= n <= hi:
+        raise InputError(f"{what} must be a whole number from 1 to {hi}, got {value}.")
     return n
 
 
