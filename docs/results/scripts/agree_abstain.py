@@ -64,14 +64,11 @@ for name, items in sets.items():
     os.replace(tmp, a.out)
 
 
-class _It:  # judge_outcome reads .prompt and .answers
-    def __init__(self, r):
-        self.prompt, self.answers = r["prompt"], r["answers"]
-
-
 for name, rows in res.items():
-    greedy = [judge_outcome(_It(r), r["greedy"], False) for r in rows]
-    tiger = [judge_outcome(_It(r), r["tiger"], r["abstained"]) for r in rows]
+    items = sets[name]  # the rows were decoded from these items, in this order
+    greedy = [judge_outcome(it, r["greedy"], False) for it, r in zip(items, rows, strict=True)]
+    tiger = [judge_outcome(it, r["tiger"], r["abstained"])
+             for it, r in zip(items, rows, strict=True)]
     agree = []
     for r in rows:
         ns = names(r["tiger"], r["prompt"])

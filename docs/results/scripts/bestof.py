@@ -2,10 +2,8 @@ import json, sys, time, torch
 torch.set_num_threads(2)
 from tigerdecode.api import ControlledGenerator
 from tigerdecode.model.load import load_model
-from tigerdecode.cli.eval import _known
 from tigerdecode.cli.options import load_items
 from tigerdecode.qa.data import qa_wikidata_path
-from tigerdecode.qa.forms import mixed_forms
 from tigerdecode.qa.labels import label_mixed
 from tigerdecode.eval import creative_facts as cf
 
@@ -13,10 +11,7 @@ split, n, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 cs = [float(x) for x in sys.argv[4].split(",")]
 model, tok = load_model("default")
 t0 = time.time()
-pool = load_items(qa_wikidata_path(), split)
-known = _known(ControlledGenerator(model, tok, heads=None, warn=False),
-               [it for it in pool if mixed_forms(it)], n, 0, 48)
-items = cf.mixed_items(known, n, 0)
+items = cf.known_mixed_items(model, tok, load_items(qa_wikidata_path(), split), n, 0, 48)
 print("known", len(items), time.time() - t0, flush=True)
 gen = ControlledGenerator(model, tok)
 out = []

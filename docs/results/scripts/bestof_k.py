@@ -3,10 +3,8 @@ import json, sys, time
 import torch
 from tigerdecode.api import ControlledGenerator
 from tigerdecode.cli.options import load_model_for, load_items
-from tigerdecode.cli.eval import _known
 from tigerdecode.eval import creative_facts as cf
 from tigerdecode.qa.data import qa_wikidata_path
-from tigerdecode.qa.forms import mixed_forms
 from tigerdecode.qa.labels import label_mixed
 from tigerdecode.model.prompting import encode_prompts
 
@@ -16,10 +14,7 @@ settings = [s.split(":") for s in sys.argv[2].split(",")]  # method:value
 K = int(sys.argv[3]) if len(sys.argv) > 3 else 12
 split = sys.argv[4] if len(sys.argv) > 4 else "validation"
 model, tok = load_model_for("default")
-pool = load_items(qa_wikidata_path(), split)
-pool = _known(ControlledGenerator(model, tok, heads=None, warn=False),
-              [it for it in pool if mixed_forms(it)], 40, 0, 30)
-items = cf.mixed_items(pool, 40, 0)
+items = cf.known_mixed_items(model, tok, load_items(qa_wikidata_path(), split), 40)
 gen = ControlledGenerator(model, tok)
 
 @torch.inference_mode()

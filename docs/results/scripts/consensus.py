@@ -17,13 +17,11 @@ import time
 import torch
 
 from tigerdecode.api import ControlledGenerator
-from tigerdecode.cli.eval import _known
 from tigerdecode.cli.options import load_items, load_model_for, parse_sets
 from tigerdecode.eval import creative_facts as cf
 from tigerdecode.eval.metrics import distinct_n
 from tigerdecode.policy.consensus import consensus_order, names
 from tigerdecode.qa.data import qa_wikidata_path
-from tigerdecode.qa.forms import mixed_forms
 from tigerdecode.qa.labels import label_mixed
 
 ap = argparse.ArgumentParser()
@@ -45,10 +43,7 @@ res = json.load(open(a.out)) if os.path.exists(a.out) else {}
 if not a.reuse:
     sets = parse_sets(a.set)
     model, tok = load_model_for("default")
-    pool = load_items(qa_wikidata_path(), a.split)
-    pool = _known(ControlledGenerator(model, tok, heads=None, warn=False),
-                  [it for it in pool if mixed_forms(it)], a.n_facts, 0, 30)
-    items = cf.mixed_items(pool, a.n_facts, 0)
+    items = cf.known_mixed_items(model, tok, load_items(qa_wikidata_path(), a.split), a.n_facts)
     print("items", len(items), flush=True)
     gen = ControlledGenerator(model, tok)
     prompts = [it for it in items for _ in range(a.k)]

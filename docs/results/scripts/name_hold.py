@@ -18,13 +18,11 @@ import time
 import torch
 
 from tigerdecode.api import ControlledGenerator
-from tigerdecode.cli.eval import _known
 from tigerdecode.cli.options import load_items, load_model_for, parse_sets
 from tigerdecode.decode.sampling import blend
 from tigerdecode.eval import creative_facts as cf
 from tigerdecode.policy.control import PolicyControl
 from tigerdecode.qa.data import qa_wikidata_path
-from tigerdecode.qa.forms import mixed_forms
 
 ap = argparse.ArgumentParser()
 ap.add_argument("out")
@@ -38,10 +36,7 @@ a = ap.parse_args()
 torch.set_num_threads(a.threads)
 sets = parse_sets(a.set)
 model, tok = load_model_for("default")
-pool = load_items(qa_wikidata_path(), a.split)
-pool = _known(ControlledGenerator(model, tok, heads=None, warn=False),
-              [it for it in pool if mixed_forms(it)], a.n_facts, 0, 30)
-items = cf.mixed_items(pool, a.n_facts, 0)
+items = cf.known_mixed_items(model, tok, load_items(qa_wikidata_path(), a.split), a.n_facts)
 print("items", len(items), flush=True)
 gen = ControlledGenerator(model, tok)
 V = model.get_output_embeddings().weight.shape[0]

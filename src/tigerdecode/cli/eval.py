@@ -184,27 +184,6 @@ def eval_cmd(model_name, task, heads_spec, known_only, n_facts, qa_path, split, 
     click.echo(f"\nwrote {out}/results.json, results.csv, results.md, tradeoff.png, tradeoff-right.png")
 
 
-def _known(gen, pool: list, n: int, seed: int, batch_size: int) -> list:
-    """Up to ``n`` items (seeded order) whose greedy answer to the completion prompt is right."""
-    import random
-
-    from tigerdecode.eval.runner import judge_outcome
-    from tigerdecode.qa.prompts import format_prompt
-
-    pool = list(pool)
-    random.Random(seed).shuffle(pool)
-    known = []
-    for s in range(0, len(pool), batch_size):
-        chunk = pool[s:s + batch_size]
-        out = gen.generate_text([format_prompt(it.prompt) for it in chunk], method="greedy",
-                                max_new_tokens=16)
-        known += [it for it, r in zip(chunk, out, strict=True)
-                  if judge_outcome(it, r.text, r.abstained) == "right"]
-        if len(known) >= n:
-            break
-    return known[:n]
-
-
 def _creative_facts(model, tok, model_name, heads_spec, qa_path, split, n_facts, quick, out,
                     samples, methods, batch_size, seed, as_json, sets, known_only=False):
     """``--task creative_facts``: mixed prompts from the QA items (test topics by default)."""
@@ -219,12 +198,8 @@ def _creative_facts(model, tok, model_name, heads_spec, qa_path, split, n_facts,
 
     pool = load_items(qa_wikidata_path() if qa_path is None else qa_path, split)
     n = n_facts or (4 if quick else 40)
-    if known_only:
-        from tigerdecode.qa.forms import mixed_forms
-
-        pool = _known(ControlledGenerator(model, tok, heads=None, warn=False),
-                      [it for it in pool if mixed_forms(it)], n, seed, batch_size)
-    items = cf.mixed_items(pool, n, seed)
+    items = (cf.known_mixed_items(model, tok, pool, n, seed, batch_size) if known_only
+             else cf.mixed_items(pool, n, seed))
     if not items:
         raise click.ClickException("none of the QA items is of a relation with mixed prompts "
                                    "(see tigerdecode.qa.forms.RELATIONS)")

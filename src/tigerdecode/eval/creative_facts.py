@@ -40,6 +40,29 @@ def mixed_items(items: list[QAItem], n: int, seed: int = 0) -> list[QAItem]:
     return out
 
 
+def known_mixed_items(model, tokenizer, pool: list[QAItem], n: int, seed: int = 0,
+                      batch_size: int = 30) -> list[QAItem]:
+    """The mixed prompts of up to ``n`` items of ``pool`` (those with a mixed form, in seeded
+    order) that the model knows: its greedy answer to the item's completion prompt is right."""
+    from tigerdecode.api import ControlledGenerator
+    from tigerdecode.eval.runner import judge_outcome
+    from tigerdecode.qa.prompts import format_prompt
+
+    gen = ControlledGenerator(model, tokenizer, heads=None, warn=False)
+    pool = [it for it in pool if mixed_forms(it)]
+    random.Random(seed).shuffle(pool)
+    known = []
+    for s in range(0, len(pool), batch_size):
+        chunk = pool[s:s + batch_size]
+        out = gen.generate_text([format_prompt(it.prompt) for it in chunk], method="greedy",
+                                max_new_tokens=16)
+        known += [it for it, r in zip(chunk, out, strict=True)
+                  if judge_outcome(it, r.text, r.abstained) == "right"]
+        if len(known) >= n:
+            break
+    return mixed_items(known[:n], n, seed)
+
+
 @dataclass
 class FactsConfig:
     items: list[QAItem]  # mixed prompts (QAItems with gold answers)
