@@ -93,3 +93,42 @@ def test_consensus_one_is_plain_decoding(tiny_llama):
     a = gen.generate_text(["Hello there"], creativity=0.7, max_new_tokens=6, seed=1)
     b = gen.generate_text(["Hello there"], creativity=0.7, max_new_tokens=6, seed=1, consensus=1)
     assert a[0].token_ids == b[0].token_ids and a[0].text == b[0].text
+
+
+def test_consensus_with_an_ensemble_and_with_the_judge(tiny_llama):
+    import torch
+
+    from tigerdecode.heads import ControlHeads, HeadConfig
+    from tigerdecode.judge.features import HEAD_FEATURES, LOGIT_FEATURES
+    from tigerdecode.judge.model import Judge, JudgeConfig, heads_digest
+    from tigerdecode.methods.ensemble import Ensemble
+    from tigerdecode.model.load import fingerprint
+
+    model, tok = tiny_llama
+    prompt = "The capital of Japan is"
+    # the samples come from whatever decoding the request names: here a two-member ensemble
+    ens = ControlledGenerator(model, tok, heads=None, warn=False,
+                              ensemble=Ensemble([model, model], tok))
+    (got,) = ens.generate_text([prompt], creativity=0.75, max_new_tokens=8, seed=5, consensus=3)
+    drawn = ens.generate_text([prompt] * 3, creativity=0.75, max_new_tokens=8, seed=5)
+    texts = [r.text for r in drawn]
+    assert got.text == texts[consensus_order(prompt, texts)[0]]
+    assert got.trace[0].member_weights is not None and len(got.trace[0].member_weights) == 2
+
+    # ... and with the judge on, every sample is judged before the vote
+    torch.manual_seed(0)
+    heads = ControlHeads(HeadConfig(layers=[2, 4], hidden_size=64), fingerprint(model, tok))
+    judge = Judge(JudgeConfig(layers=[2, 4], hidden_size=64,
+                              scalar_names=list(LOGIT_FEATURES + HEAD_FEATURES),
+                              heads_digest=heads_digest(heads)), fingerprint(model, tok))
+    gen = ControlledGenerator(model, tok, heads=heads.eval(), warn=False)
+    kw = dict(creativity=0.5, max_new_tokens=8, seed=2, judge=judge.eval())
+    (got,) = gen.generate_text([prompt], consensus=3, **kw)
+    drawn = gen.generate_text([prompt] * 3, **kw)
+    assert got.judge is not None and all(r.judge is not None for r in drawn)
+    texts = [r.text for r in drawn]
+    ab = [r.abstained for r in drawn]
+    first = next(i for i in consensus_order(prompt, texts)
+                 if ab[i] == (2 * sum(ab) > 3))  # abstentions rank last unless most abstained
+    assert (got.text, got.abstained, got.judge.verdict) == (
+        texts[first], ab[first], drawn[first].judge.verdict)

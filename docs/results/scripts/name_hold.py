@@ -5,7 +5,9 @@ Modes: ``policy`` (tigerdecode as configured; ``--set name_hold=0`` gives the po
 name hold), ``caps`` (name_hold 0, and the top token drawn greedily whenever it starts any
 capitalised word, sentence starts included), ``oracle`` (name_hold 0, and the top token drawn
 greedily whenever it is the first token of a gold answer: a ceiling for holding fact tokens,
-not a method), ``first<k>`` (the policy, and each answer's first k tokens drawn greedily: does
+not a method), ``oracle<k>`` (name_hold 0; where the top token starts a capitalised word, a
+gold answer's first token among the top k is drawn: could *any* choice among the model's own
+candidates at a name slot write the fact?), ``first<k>`` (the policy, and each answer's first k tokens drawn greedily: does
 the opening decide whether a creative text ever names the fact?), ``T<x>`` (plain temperature x). Prints fact accuracy and pooled distinct-2.
 
     python docs/results/scripts/name_hold.py OUT.json policy,caps,oracle 0.5,0.75 train 120 \
@@ -65,6 +67,14 @@ class Forced(PolicyControl):
     def scores(self, logits, d, ctx):
         s = blend(logits, d.weights)
         top = s.argmax(-1)
+        if self.mode.startswith("oracle") and self.mode != "oracle":
+            cand = s.topk(int(self.mode[6:]), -1).indices.cpu()
+            s = s.clone()
+            for i in cap[top.cpu()].nonzero().flatten().tolist():
+                good = [t for t in cand[i].tolist() if t in self.golds[i]]
+                if good:
+                    s[i, good[0]] += 50.0
+            return s
         if self.mode == "oracle":
             hit = torch.tensor([int(t) in g for t, g in zip(top.tolist(), self.golds, strict=True)])
         elif self.mode.startswith("first"):
