@@ -111,7 +111,8 @@ def _generate_tab(h: Handlers, caps: dict):
 
 def _compare_tab(h: Handlers) -> None:
     gr.Markdown("The same prompt, same seed: tigerdecode at the chosen creativity, and plain "
-                "temperature sampling at the mean temperature tigerdecode ended up using.")
+                "temperature sampling at the mean temperature tigerdecode ended up using; with "
+                "Samples above 1, both sides draw that many and keep the most agreed-with.")
     with gr.Row():
         prompt = gr.Textbox(EXAMPLES[1], label="Prompt", lines=2, scale=3)
         with gr.Column(scale=2):
@@ -120,12 +121,15 @@ def _compare_tab(h: Handlers) -> None:
                 max_new = gr.Number(48, precision=0, label="Max new tokens")
                 seed = gr.Number(0, precision=0, label="Seed")
                 raw = gr.Checkbox(False, label="Plain completion")
+            consensus = gr.Slider(1, h.backend.limits.max_consensus, value=1, step=1,
+                                  label="Samples, on both sides: each shows the one whose names "
+                                  "the others share most (1 = off)", elem_id="compare-consensus")
     run = gr.Button("Compare", variant="primary")
     note = gr.Markdown()
     with gr.Row():
         ours = gr.HighlightedText(label="tigerdecode")
         plain = gr.HighlightedText(label="plain sampling")
-    run.click(h.compare, [prompt, creativity, max_new, seed, raw], [note, ours, plain],
+    run.click(h.compare, [prompt, creativity, max_new, seed, raw, consensus], [note, ours, plain],
               api_name="compare", **_model_queue(h))
 
 

@@ -132,23 +132,27 @@ class Handlers:
                 render.timings_markdown(result.timings, len(result.token_ids)), result.to_dict())
 
     # -- Compare -----------------------------------------------------------------------------
-    def compare(self, prompt, creativity, max_new_tokens, seed, raw):
-        """tigerdecode, then plain temperature sampling at the mean temperature it used."""
+    def compare(self, prompt, creativity, max_new_tokens, seed, raw, consensus=1):
+        """tigerdecode, then plain temperature sampling at the mean temperature it used; with
+        ``consensus`` > 1 both sides draw that many samples and keep the most agreed-with (the
+        same decode budget on each side)."""
+        kw = dict(creativity=creativity, max_new_tokens=max_new_tokens, seed=seed, raw=bool(raw),
+                  consensus=consensus)
         try:
-            ours = self.backend.generate(prompt, creativity=creativity,
-                                         max_new_tokens=max_new_tokens, seed=seed, raw=bool(raw))
+            ours = self.backend.generate(prompt, **kw)
             temp = render.matching_temperature(ours)
             method_kw = {"method": "greedy"} if temp <= 0 else {"method": "temperature",
                                                                "temperature": temp}
-            plain = self.backend.generate(prompt, creativity=creativity,
-                                          max_new_tokens=max_new_tokens, seed=seed, raw=bool(raw),
-                                          **method_kw)
+            plain = self.backend.generate(prompt, **kw, **method_kw)
         except Exception as e:  # noqa: BLE001 - shown in the UI
             return message(e), [], []
         how = "greedy" if temp <= 0 else f"temperature {temp:.2f}"
+        k = int(consensus)
+        both = (f" Each side drew {k} samples and shows the one whose names the others share "
+                "most." if k > 1 else "")
         note = (f"Plain sampling ran at **{how}** — the mean temperature tigerdecode used at "
-                f"creativity {float(creativity):.2f} — with the same seed. Highlights show p_dev "
-                "where the heads scored the tokens.")
+                f"creativity {float(creativity):.2f} — with the same seed.{both} Highlights show "
+                "p_dev where the heads scored the tokens.")
         return (note, render.highlights(render.answer_trace(ours)),
                 render.highlights(render.answer_trace(plain)))
 

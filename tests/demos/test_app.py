@@ -91,7 +91,7 @@ def test_bad_prompt_gives_visible_message(client, prompt, words):
 def test_bounds_on_max_new_tokens(client):
     with pytest.raises(AppError, match="maximum value 32"):  # the slider's own bound
         generate(client, "Hello", 0.5, max_new_tokens=33)
-    note, ours, plain = client.predict("Hello", 0.5, 33, 0, False, api_name="/compare")
+    note, ours, plain = client.predict("Hello", 0.5, 33, 0, False, 1, api_name="/compare")
     assert "from 1 to 32" in note and ours == plain == []
 
 
@@ -110,10 +110,30 @@ def test_generation_error_is_shown_and_app_keeps_serving(client, demo_backend, m
 
 
 def test_compare_runs_plain_sampling_at_the_matching_temperature(client):
-    note, ours, plain = client.predict("Hello", 0.6, 6, 0, False, api_name="/compare")
+    note, ours, plain = client.predict("Hello", 0.6, 6, 0, False, 1, api_name="/compare")
     m = re.search(r"temperature (\d\.\d\d)", note)
     assert m and 0 < float(m.group(1)) <= 1
-    assert len(ours) == len(plain) == 6
+    assert len(ours) == len(plain) == 6 and "samples" not in note
+
+
+def test_compare_with_samples_draws_them_on_both_sides(demo_backend, monkeypatch):
+    """Samples > 1 reach both decodes (the same budget on each side) and the note says so."""
+    from tigerdecode.demos.handlers import Handlers
+
+    seen = []
+    real = demo_backend.generate
+
+    def spy(prompt, **kw):
+        seen.append((kw.get("method", "tigerdecode"), kw["consensus"]))
+        return real(prompt, **kw)
+
+    monkeypatch.setattr(demo_backend, "generate", spy)
+    note, ours, plain = Handlers(demo_backend, None).compare("Write a poem about Paris.", 0.6, 6,
+                                                             0, False, 3)
+    assert [c for _, c in seen] == [3, 3] and seen[0][0] == "tigerdecode"
+    assert "Each side drew 3 samples" in note and len(ours) == len(plain) == 6
+    note, ours, plain = Handlers(demo_backend, None).compare("Hi", 0.6, 6, 0, False, 10)
+    assert "Samples must be a whole number from 1 to 9" in note and ours == plain == []
 
 
 def test_tradeoff_empty_state(demo_backend, tmp_path):
