@@ -58,3 +58,20 @@ def save_tiny_model(arch: str, tokenizer, path: Path, **kw) -> Path:
     model.save_pretrained(str(path), safe_serialization=True)
     tokenizer.save_pretrained(str(path))
     return path
+
+
+def random_heads_and_judge(model, tokenizer, *, seed: int = 0):
+    """Untrained control heads (layers 2 and 4) and a judge reading them, for a tiny model built
+    here: real numbers in every trace and verdict, no training."""
+    from tigerdecode.heads import ControlHeads, HeadConfig
+    from tigerdecode.judge.features import HEAD_FEATURES, LOGIT_FEATURES
+    from tigerdecode.judge.model import Judge, JudgeConfig, heads_digest
+    from tigerdecode.model.load import fingerprint
+
+    torch.manual_seed(seed)
+    fp = fingerprint(model, tokenizer)
+    heads = ControlHeads(HeadConfig(layers=[2, 4], hidden_size=64), fp)
+    judge = Judge(JudgeConfig(layers=[2, 4], hidden_size=64,
+                              scalar_names=list(LOGIT_FEATURES + HEAD_FEATURES),
+                              heads_digest=heads_digest(heads)), fp)
+    return heads.eval(), judge.eval()

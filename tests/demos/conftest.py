@@ -25,22 +25,13 @@ def results_file(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def demo_backend(tiny_llama):
-    import torch
-
     from tigerdecode.demos.backend import DemoBackend, Limits
-    from tigerdecode.heads import ControlHeads, HeadConfig
-    from tigerdecode.judge.features import HEAD_FEATURES, LOGIT_FEATURES
-    from tigerdecode.judge.model import Judge, JudgeConfig, heads_digest
-    from tigerdecode.model.load import fingerprint
+    from tiny_models import random_heads_and_judge
 
     model, tok = tiny_llama
-    torch.manual_seed(0)
-    heads = ControlHeads(HeadConfig(layers=[2, 4], hidden_size=64), fingerprint(model, tok))
-    judge = Judge(JudgeConfig(layers=[2, 4], hidden_size=64,
-                              scalar_names=list(LOGIT_FEATURES + HEAD_FEATURES),
-                              heads_digest=heads_digest(heads)), fingerprint(model, tok))
-    return DemoBackend(model, tok, model_name="tiny-llama", heads=heads.eval(),
-                       judge=judge.eval(), limits=Limits(max_prompt_chars=500, max_new_tokens=32))
+    heads, judge = random_heads_and_judge(model, tok)
+    return DemoBackend(model, tok, model_name="tiny-llama", heads=heads, judge=judge,
+                       limits=Limits(max_prompt_chars=500, max_new_tokens=32))
 
 
 @pytest.fixture(scope="session")

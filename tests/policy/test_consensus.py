@@ -96,13 +96,8 @@ def test_consensus_one_is_plain_decoding(tiny_llama):
 
 
 def test_consensus_with_an_ensemble_and_with_the_judge(tiny_llama):
-    import torch
-
-    from tigerdecode.heads import ControlHeads, HeadConfig
-    from tigerdecode.judge.features import HEAD_FEATURES, LOGIT_FEATURES
-    from tigerdecode.judge.model import Judge, JudgeConfig, heads_digest
     from tigerdecode.methods.ensemble import Ensemble
-    from tigerdecode.model.load import fingerprint
+    from tiny_models import random_heads_and_judge
 
     model, tok = tiny_llama
     prompt = "The capital of Japan is"
@@ -116,13 +111,9 @@ def test_consensus_with_an_ensemble_and_with_the_judge(tiny_llama):
     assert got.trace[0].member_weights is not None and len(got.trace[0].member_weights) == 2
 
     # ... and with the judge on, every sample is judged before the vote
-    torch.manual_seed(0)
-    heads = ControlHeads(HeadConfig(layers=[2, 4], hidden_size=64), fingerprint(model, tok))
-    judge = Judge(JudgeConfig(layers=[2, 4], hidden_size=64,
-                              scalar_names=list(LOGIT_FEATURES + HEAD_FEATURES),
-                              heads_digest=heads_digest(heads)), fingerprint(model, tok))
-    gen = ControlledGenerator(model, tok, heads=heads.eval(), warn=False)
-    kw = dict(creativity=0.5, max_new_tokens=8, seed=2, judge=judge.eval())
+    heads, judge = random_heads_and_judge(model, tok)
+    gen = ControlledGenerator(model, tok, heads=heads, warn=False)
+    kw = dict(creativity=0.5, max_new_tokens=8, seed=2, judge=judge)
     (got,) = gen.generate_text([prompt], consensus=3, **kw)
     drawn = gen.generate_text([prompt] * 3, **kw)
     assert got.judge is not None and all(r.judge is not None for r in drawn)

@@ -22,6 +22,7 @@ from tigerdecode.api import ControlledGenerator
 from tigerdecode.cli.eval import _spread
 from tigerdecode.cli.options import load_items, load_model_for, with_forms_option
 from tigerdecode.eval.runner import judge_outcome
+from tigerdecode.fsutil import atomic_write
 from tigerdecode.policy.consensus import names
 from tigerdecode.qa.data import qa_wikidata_path
 from tigerdecode.qa.prompts import format_prompt
@@ -59,9 +60,7 @@ for name, items in sets.items():
                          "samples": [r.text for r in samples[i * a.k:(i + 1) * a.k]]})
         print(name, s + len(chunk), flush=True)
     res[name] = rows
-    tmp = a.out + ".tmp"
-    json.dump(res, open(tmp, "w"))
-    os.replace(tmp, a.out)
+    atomic_write(a.out, json.dumps(res))
 
 
 for name, rows in res.items():

@@ -57,12 +57,12 @@ def decode(path):
     from tigerdecode.api import ControlledGenerator
     from tigerdecode.cli.options import load_model_for
     from tigerdecode.eval.risk import peaks
+    from tigerdecode.fsutil import atomic_write
     from tigerdecode.policy.knob import Policy
     from tigerdecode.qa.labels import label_answer
     from tigerdecode.qa.prompts import format_prompt
 
     torch.set_num_threads(a.threads)
-    asked = asked_items()
     rows = json.load(open(path))["rows"] if os.path.exists(path) else []
     if len(rows) >= len(asked):
         return rows
@@ -81,13 +81,12 @@ def decode(path):
                          "right": label_answer(it.prompt, it.answers, [r.text], True).correct,
                          "peaks": list(peaks(r, policy)),
                          "samples": [x.text for x in samples[i * a.k:(i + 1) * a.k]]})
-        tmp = path + ".tmp"
-        json.dump({"k": a.k, "t": a.t, "rows": rows}, open(tmp, "w"))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps({"k": a.k, "t": a.t, "rows": rows}))
         print(f"{len(rows)} of {len(asked)}", flush=True)
     return rows
 
 
+asked = asked_items()
 rows = decode(a.out)
 from tigerdecode.eval.risk import BARS, LOGPROB_BARS  # noqa: E402
 from tigerdecode.policy.consensus import names  # noqa: E402
@@ -180,7 +179,6 @@ from tigerdecode.qa.labels import label_answer  # noqa: E402
 
 print(f"\nRight answers: the creativity-0 answer, the most agreed-with of it and its {a.k} samples, "
       "and the samples' mean:")
-asked = asked_items()
 for p in parts:
     base = picked = mean = 0.0
     for (q, it), r in zip(asked, rows, strict=True):

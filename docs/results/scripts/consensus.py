@@ -20,6 +20,7 @@ from tigerdecode.api import ControlledGenerator
 from tigerdecode.cli.options import load_items, load_model_for, parse_sets
 from tigerdecode.eval import creative_facts as cf
 from tigerdecode.eval.metrics import distinct_n
+from tigerdecode.fsutil import atomic_write
 from tigerdecode.policy.consensus import consensus_order, names
 from tigerdecode.qa.data import qa_wikidata_path
 from tigerdecode.qa.labels import label_mixed
@@ -62,9 +63,7 @@ if not a.reuse:
                       "abstained": r.abstained} for it, r in zip(chunk, out, strict=True)]
         res[key] = outs
         print(key, f"{time.time() - t0:.0f}s", flush=True)
-        tmp = a.out + ".tmp"
-        json.dump(res, open(tmp, "w"))
-        os.replace(tmp, a.out)
+        atomic_write(a.out, json.dumps(res))
 
 
 def order(prompt, texts):

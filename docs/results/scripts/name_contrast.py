@@ -22,7 +22,9 @@ import torch
 
 from tigerdecode.api import ControlledGenerator
 from tigerdecode.cli.options import load_items, load_model_for
+from tigerdecode.decode.sampling import name_masks
 from tigerdecode.eval import creative_facts as cf
+from tigerdecode.fsutil import atomic_write
 from tigerdecode.methods.ensemble import Ensemble, Member
 from tigerdecode.model.prompting import encode_prompts
 from tigerdecode.policy.control import PolicyControl
@@ -42,9 +44,7 @@ model, tok = load_model_for("default")
 items = cf.known_mixed_items(model, tok, load_items(qa_wikidata_path(), a.split), a.n_facts)
 print("items", len(items), flush=True)
 V = model.get_output_embeddings().weight.shape[0]
-toks = tok.convert_ids_to_tokens(list(range(len(tok))))
-cap = torch.tensor([bool(t) and t.startswith("Ġ") and len(t) > 1 and t[1].isupper() for t in toks]
-                   + [False] * (V - len(toks)))
+cap, _ = name_masks(tok, V, torch.device("cpu"))  # tokens that start a capitalised word
 
 
 class Neutral(Ensemble):
@@ -93,4 +93,4 @@ for mode in a.modes.split(","):
         res[f"{mode}:{c}"] = {"row": row, "outputs": outs}
         print(mode, f"c={c}", f"{time.time() - t0:.0f}s", f"fact {row['fact_accuracy']:.3f}",
               f"distinct-2 {row['distinct_2']:.3f}", flush=True)
-        json.dump(res, open(a.out, "w"))
+        atomic_write(a.out, json.dumps(res))

@@ -21,8 +21,9 @@ import torch
 
 from tigerdecode.api import ControlledGenerator
 from tigerdecode.cli.options import load_items, load_model_for, parse_sets
-from tigerdecode.decode.sampling import blend
+from tigerdecode.decode.sampling import blend, name_masks
 from tigerdecode.eval import creative_facts as cf
+from tigerdecode.fsutil import atomic_write
 from tigerdecode.policy.control import PolicyControl
 from tigerdecode.qa.data import qa_wikidata_path
 
@@ -42,9 +43,7 @@ items = cf.known_mixed_items(model, tok, load_items(qa_wikidata_path(), a.split)
 print("items", len(items), flush=True)
 gen = ControlledGenerator(model, tok)
 V = model.get_output_embeddings().weight.shape[0]
-toks = tok.convert_ids_to_tokens(list(range(len(tok))))
-cap = torch.tensor([bool(t) and t.startswith("Ġ") and len(t) > 1 and t[1].isupper() for t in toks]
-                   + [False] * (V - len(toks)))
+cap, _ = name_masks(tok, V, torch.device("cpu"))  # tokens that start a capitalised word
 
 
 def gold_first(answers):
@@ -116,4 +115,4 @@ for mode in a.modes.split(","):
         res[f"{mode}:{c}"] = {"row": row, "outputs": outs}
         print(mode, "" if mode.startswith("T") else f"c={c}", f"{time.time() - t0:.0f}s",
               f"fact {row['fact_accuracy']:.3f}", f"distinct-2 {row['distinct_2']:.3f}", flush=True)
-        json.dump(res, open(a.out, "w"))
+        atomic_write(a.out, json.dumps(res))

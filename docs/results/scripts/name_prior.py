@@ -28,6 +28,7 @@ from tigerdecode.cli.options import load_items, load_model_for
 from tigerdecode.decode.sampling import name_masks
 from tigerdecode.eval import creative_facts as cf
 from tigerdecode.eval.metrics import distinct_n
+from tigerdecode.fsutil import atomic_write
 from tigerdecode.policy.consensus import consensus_order
 from tigerdecode.policy.control import PolicyControl
 from tigerdecode.qa.data import qa_wikidata_path
@@ -133,9 +134,7 @@ for beta in (float(x) for x in a.betas.split(",")):
                   "abstained": r.abstained} for it, r in zip(chunk, out, strict=True)]
     res[key] = outs
     print(key, f"{time.time() - t0:.0f}s", flush=True)
-    tmp = a.out + ".tmp"
-    json.dump(res, open(tmp, "w"))
-    os.replace(tmp, a.out)
+    atomic_write(a.out, json.dumps(res))
 
 
 def right(o):
